@@ -1,0 +1,77 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "switchyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+        .executable(name: "switchyard-sandbox", targets: ["switchyard-sandbox"]),
+        .library(name: "HandlerKit", targets: ["HandlerKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // The Foundation trait is off: the device binary links FoundationEssentials only.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+        // Workbench only (sandbox tenant, demo): never linked into `switchyard`.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+    ],
+    targets: [
+        // System libraries, wrapped by tiny module maps (see each folder's shim header).
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
+
+        .target(name: "JSONSupport", swiftSettings: strict),
+        .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
+        .target(name: "Cumulocity", dependencies: [
+            "CCurl", "JSONSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .target(name: "Switchyard", dependencies: [
+            "HandlerKit", "Cumulocity", "CYAML",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Subprocess", package: "swift-subprocess"),
+        ], swiftSettings: strict),
+
+        // Swift handler modules shipped with the agent; each imports HandlerKit only.
+        .target(name: "MessageHandler", dependencies: ["HandlerKit"], path: "Plugins/Message",
+                swiftSettings: strict),
+        // The catalog of compiled handlers, by the name a `swift:` declaration uses.
+        .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler"],
+                swiftSettings: strict),
+
+        .executableTarget(name: "switchyard", dependencies: [
+            "Switchyard", "BuiltinHandlers",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+
+        .target(name: "Sandbox", dependencies: [
+            "JSONSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "switchyard-sandbox", dependencies: [
+            "Sandbox", "Switchyard", "BuiltinHandlers", "Cumulocity",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+
+        .testTarget(name: "SwitchyardTests", dependencies: [
+            "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport",
+        ], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,182 @@
+public import JSONSupport
+
+/// The Cumulocity REST API as the agent uses it.
+///
+/// Every request names its media types: the platform answers POST and PUT with an empty body
+/// unless `Accept` is set. A 401 invalidates the credentials and the request is sent once more.
+public struct PlatformClient: Sendable {
+    /// The tenant's base URL without a trailing slash, e.g. `https://acme.cumulocity.com`.
+    public let baseURL: String
+    public let transport: CurlTransport
+    public let credentials: any CredentialProvider
+    /// Timeout of ordinary requests (long-polls set their own).
+    public var requestTimeout: Duration
+
+    public init(baseURL: String, transport: CurlTransport, credentials: any CredentialProvider,
+                requestTimeout: Duration = .seconds(30)) {
+        var url = baseURL
+        while url.hasSuffix("/") { url.removeLast() }
+        self.baseURL = url
+        self.transport = transport
+        self.credentials = credentials
+        self.requestTimeout = requestTimeout
+    }
+
+    /// Sends one request and returns the status and the parsed body (`nil` when empty).
+    /// - Throws: ``PlatformError`` for transport failures, statuses outside 2xx (except those in
+    ///   `accepting`) and bodies that are not JSON.
+    public func send(_ method: String, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil,
+                     contentType: String? = nil, accept: String, timeout: Duration? = nil,
+                     accepting: Set<Int> = []) async throws(PlatformError) -> (status: Int, json: JSONValue?) {
+        var url = baseURL + path
+        if !query.isEmpty {
+            url += "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
+        }
+        var attempt = 0
+        while true {
+            attempt += 1
+            var headers: [(name: String, value: String)] = [("Accept", accept)]
+            headers.append(("Authorization", try await credentials.authorization()))
+            if body != nil { headers.append(("Content-Type", contentType ?? accept)) }
+            let request = HTTPRequest(method: method, url: url, headers: headers, body: body?.encoded(),
+                                      timeout: timeout ?? requestTimeout)
+            let response: HTTPResponse
+            do {
+                response = try await transport.send(request)
+            } catch {
+                throw PlatformError.transport(method, path, error)
+            }
+            if response.status == 401 && attempt == 1 {
+                await credentials.invalidate()
+                continue
+            }
+            guard (200..<300).contains(response.status) || accepting.contains(response.status) else {
+                throw PlatformError.status(method, path, response)
+            }
+            if response.body.isEmpty || response.status == 204 { return (response.status, nil) }
+            do {
+                return (response.status, try JSONValue.parse(response.body))
+            } catch {
+                throw PlatformError.malformed(method, path, status: response.status, body: response.body, error.detail)
+            }
+        }
+    }
+
+    // MARK: Identity
+
+    /// The managed object id registered for an external id, or `nil` when the platform answers 404.
+    public func managedObjectID(externalIdType: String, externalId: String) async throws(PlatformError) -> String? {
+        let path = "/identity/externalIds/\(percentEncoded(externalIdType))/\(percentEncoded(externalId))"
+        let (status, json) = try await send("GET", path, accept: MediaType.externalId, accepting: [404])
+        if status == 404 { return nil }
+        guard let id = json?["managedObject"]?["id"]?.idValue else {
+            throw PlatformError.malformed("GET", path, status: status, body: json?.encoded() ?? [], "no managedObject.id")
+        }
+        return id
+    }
+
+    /// Binds an external id to a managed object (seed step 3).
+    public func registerExternalID(type: String, externalId: String, managedObjectID: String) async throws(PlatformError) {
+        _ = try await send("POST", "/identity/globalIds/\(percentEncoded(managedObjectID))/externalIds",
+                           body: ["type": .string(type), "externalId": .string(externalId)],
+                           accept: MediaType.externalId)
+    }
+
+    // MARK: Inventory
+
+    /// Creates a managed object and returns it as stored, with its `id`.
+    public func createManagedObject(_ object: JSONValue) async throws(PlatformError) -> JSONValue {
+        let path = "/inventory/managedObjects"
+        let (status, json) = try await send("POST", path, body: object, accept: MediaType.managedObject)
+        guard let json, json["id"]?.idValue != nil else {
+            throw PlatformError.malformed("POST", path, status: status, body: json?.encoded() ?? [], "no id in the created managed object")
+        }
+        return json
+    }
+
+    public func managedObject(id: String) async throws(PlatformError) -> JSONValue {
+        let path = "/inventory/managedObjects/\(percentEncoded(id))"
+        let (status, json) = try await send("GET", path, accept: MediaType.managedObject)
+        guard let json else { throw PlatformError.malformed("GET", path, status: status, body: [], "empty body") }
+        return json
+    }
+
+    /// Updates fragments of a managed object. A `name` member is never sent: the device's name
+    /// belongs to its users once it exists (seed step 4).
+    public func updateManagedObject(id: String, fragments: [String: JSONValue]) async throws(PlatformError) {
+        var fragments = fragments
+        fragments["name"] = nil
+        _ = try await send("PUT", "/inventory/managedObjects/\(percentEncoded(id))", body: .object(fragments),
+                           accept: MediaType.managedObject)
+    }
+
+    // MARK: Device control
+
+    /// Every operation of an agent in a status, all pages, oldest first.
+    public func operations(agentID: String, status: String, pageSize: Int = 100) async throws(PlatformError) -> [JSONValue] {
+        var all: [JSONValue] = []
+        var page = 1
+        while true {
+            let path = "/devicecontrol/operations"
+            let (code, json) = try await send("GET", path, query: [
+                ("agentId", agentID), ("status", status), ("pageSize", String(pageSize)),
+                ("currentPage", String(page)), ("revert", "false"),
+            ], accept: MediaType.operationCollection)
+            guard let items = json?["operations"]?.arrayValue else {
+                throw PlatformError.malformed("GET", path, status: code, body: json?.encoded() ?? [], "no operations array")
+            }
+            all += items
+            if items.count < pageSize { return all }
+            page += 1
+        }
+    }
+
+    /// Updates an operation: its status, `failureReason` and result fragments.
+    public func updateOperation(id: String, _ update: JSONValue) async throws(PlatformError) {
+        _ = try await send("PUT", "/devicecontrol/operations/\(percentEncoded(id))", body: update, accept: MediaType.operation)
+    }
+
+    /// Creates an operation (the platform side: applications and tests).
+    public func createOperation(_ operation: JSONValue) async throws(PlatformError) -> JSONValue {
+        let path = "/devicecontrol/operations"
+        let (status, json) = try await send("POST", path, body: operation, accept: MediaType.operation)
+        guard let json else { throw PlatformError.malformed("POST", path, status: status, body: [], "empty body") }
+        return json
+    }
+
+    public func operation(id: String) async throws(PlatformError) -> JSONValue {
+        let path = "/devicecontrol/operations/\(percentEncoded(id))"
+        let (status, json) = try await send("GET", path, accept: MediaType.operation)
+        guard let json else { throw PlatformError.malformed("GET", path, status: status, body: [], "empty body") }
+        return json
+    }
+
+    // MARK: Measurements, events, alarms (seed steps 9–11)
+
+    public func createMeasurement(_ measurement: JSONValue) async throws(PlatformError) {
+        _ = try await send("POST", "/measurement/measurements", body: measurement, accept: MediaType.measurement)
+    }
+
+    public func createEvent(_ event: JSONValue) async throws(PlatformError) {
+        _ = try await send("POST", "/event/events", body: event, accept: MediaType.event)
+    }
+
+    /// Raises an alarm and returns it with its `id`.
+    public func createAlarm(_ alarm: JSONValue) async throws(PlatformError) -> JSONValue {
+        let (_, json) = try await send("POST", "/alarm/alarms", body: alarm, accept: MediaType.alarm)
+        return json ?? .null
+    }
+
+    /// Alarms of a source, optionally filtered by status and type.
+    public func alarms(source: String, status: String? = nil, type: String? = nil) async throws(PlatformError) -> [JSONValue] {
+        var query = [("source", source), ("pageSize", "100")]
+        if let status { query.append(("status", status)) }
+        if let type { query.append(("type", type)) }
+        let (_, json) = try await send("GET", "/alarm/alarms", query: query, accept: MediaType.alarmCollection)
+        return json?["alarms"]?.arrayValue ?? []
+    }
+
+    public func updateAlarm(id: String, _ update: JSONValue) async throws(PlatformError) {
+        _ = try await send("PUT", "/alarm/alarms/\(percentEncoded(id))", body: update, accept: MediaType.alarm)
+    }
+}

@@ -1,0 +1,310 @@
+import CCurl
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// An async HTTP client over libcurl's multi interface.
+///
+/// One thread drives all transfers with `curl_multi_poll`; requests are queued to it and their
+/// continuations resumed from it. Connections are kept in the multi handle's cache and reused.
+/// Cancelling the calling task aborts the transfer. Call ``shutdown()`` when done: it fails
+/// what is in flight and ends the thread.
+public final class CurlTransport: Sendable {
+    private struct State: ~Copyable {
+        var nextID: UInt64 = 0
+        var pending: [Transfer] = []
+        var live: [UInt64: Transfer] = [:]
+        var cancelRequests: [UInt64] = []
+        var cancelledEarly: Set<UInt64> = []
+        var stopping = false
+    }
+
+    private let multi: MultiHandle
+    private let state = Mutex(State())
+    private let tls: TLSConfiguration
+    /// The largest response body kept; a bigger one fails the request as `.tooLarge`.
+    public let maxResponseBytes: Int
+
+    public init(tls: TLSConfiguration = .init(), maxResponseBytes: Int = 16 << 20) throws(TransportError) {
+        Self.globalInit
+        guard let handle = curl_multi_init() else {
+            throw TransportError(kind: .network, method: "-", url: "-", detail: "curl_multi_init failed")
+        }
+        self.multi = MultiHandle(raw: handle)
+        self.tls = tls
+        self.maxResponseBytes = maxResponseBytes
+        _ = sy_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, 8)
+        try startLoop()
+    }
+
+    private static let globalInit: Void = { _ = curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+    /// Sends a request and waits for the whole response.
+    /// - Throws: ``TransportError`` when no response arrived (the HTTP status is never an error here).
+    public func send(_ request: HTTPRequest) async throws(TransportError) -> HTTPResponse {
+        let id = state.withLock { s -> UInt64 in s.nextID += 1; return s.nextID }
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
+                    do throws(TransportError) {
+                        let transfer = try Transfer(id: id, request: request, tls: tls,
+                                                    maxBody: maxResponseBytes, continuation: continuation)
+                        submit(transfer)
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            } onCancel: {
+                cancel(id)
+            }
+        } catch let error as TransportError {
+            throw error
+        } catch {
+            throw TransportError(kind: .network, method: request.method, url: request.url, detail: "\(error)")
+        }
+    }
+
+    /// Fails every transfer in flight and stops the transport's thread.
+    public func shutdown() {
+        state.withLock { $0.stopping = true }
+        curl_multi_wakeup(multi.raw)
+    }
+
+    private func submit(_ transfer: Transfer) {
+        let accepted = state.withLock { s -> Bool in
+            if s.stopping || s.cancelledEarly.remove(transfer.id) != nil { return false }
+            s.pending.append(transfer)
+            s.live[transfer.id] = transfer
+            return true
+        }
+        if accepted {
+            curl_multi_wakeup(multi.raw)
+        } else {
+            transfer.finish(.failure(transfer.error(.cancelled, "cancelled before it was sent")))
+        }
+    }
+
+    private func cancel(_ id: UInt64) {
+        state.withLock { s in
+            if s.live[id] != nil { s.cancelRequests.append(id) } else { s.cancelledEarly.insert(id) }
+        }
+        curl_multi_wakeup(multi.raw)
+    }
+
+    private func startLoop() throws(TransportError) {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            guard let raw else { return nil }
+            Unmanaged<CurlTransport>.fromOpaque(raw).takeRetainedValue().runLoop()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<CurlTransport>.fromOpaque(context).release()
+            throw TransportError(kind: .network, method: "-", url: "-", detail: "cannot start transport thread (\(rc))")
+        }
+        pthread_detach(thread)
+    }
+
+    /// The transport thread: add queued transfers, drive libcurl, complete finished ones.
+    private func runLoop() {
+        var active: [UnsafeMutableRawPointer: Transfer] = [:]
+        while true {
+            let (adds, cancels, stopping) = state.withLock { s in
+                defer { s.pending.removeAll(); s.cancelRequests.removeAll() }
+                return (s.pending, s.cancelRequests, s.stopping)
+            }
+            for transfer in adds {
+                curl_multi_add_handle(multi.raw, transfer.easy)
+                active[transfer.easy] = transfer
+            }
+            for id in cancels {
+                guard let (easy, transfer) = active.first(where: { $0.value.id == id }) else { continue }
+                complete(transfer, easy: easy, active: &active, .failure(transfer.error(.cancelled, "cancelled")))
+            }
+            if stopping {
+                for (easy, transfer) in active {
+                    complete(transfer, easy: easy, active: &active, .failure(transfer.error(.shutdown, "transport shut down")))
+                }
+                curl_multi_cleanup(multi.raw)
+                return
+            }
+            var running: Int32 = 0
+            curl_multi_perform(multi.raw, &running)
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(multi.raw, &left) {
+                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle,
+                      let transfer = active[easy] else { continue }
+                let code = sy_msg_result(message)
+                complete(transfer, easy: easy, active: &active, transfer.result(code))
+            }
+            curl_multi_poll(multi.raw, nil, 0, 1000, nil)
+        }
+    }
+
+    private func complete(_ transfer: Transfer, easy: UnsafeMutableRawPointer,
+                          active: inout [UnsafeMutableRawPointer: Transfer],
+                          _ result: Result<HTTPResponse, TransportError>) {
+        curl_multi_remove_handle(multi.raw, easy)
+        active[easy] = nil
+        state.withLock { _ = $0.live.removeValue(forKey: transfer.id) }
+        transfer.finish(result)
+    }
+}
+
+/// The multi handle; used only from the transport thread (and `curl_multi_wakeup`, which is thread-safe).
+private struct MultiHandle: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+}
+
+/// One request in flight. Created on the caller's task, then touched only by the transport thread.
+private final class Transfer: @unchecked Sendable {
+    let id: UInt64
+    let easy: UnsafeMutableRawPointer
+    let method: String
+    let url: String
+    let maxBody: Int
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return buffer
+    }()
+    private var continuation: CheckedContinuation<HTTPResponse, any Error>?
+    var body: [UInt8] = []
+    var headers: [String: String] = [:]
+    var overflowed = false
+
+    init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int,
+         continuation: CheckedContinuation<HTTPResponse, any Error>) throws(TransportError) {
+        guard let easy = curl_easy_init() else {
+            throw TransportError(kind: .network, method: request.method, url: request.url, detail: "curl_easy_init failed")
+        }
+        self.id = id
+        self.easy = easy
+        self.method = request.method
+        self.url = request.url
+        self.maxBody = maxBody
+        self.continuation = continuation
+        configure(request, tls: tls)
+    }
+
+    deinit {
+        curl_easy_cleanup(easy)
+        if let headerList { curl_slist_free_all(headerList) }
+        errorBuffer.deallocate()
+    }
+
+    private func configure(_ request: HTTPRequest, tls: TLSConfiguration) {
+        _ = sy_setopt_string(easy, CURLOPT_URL, request.url)
+        _ = sy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        _ = sy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        _ = sy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout.milliseconds))
+        _ = sy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(min(request.timeout, .seconds(15)).milliseconds))
+        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
+        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
+        _ = sy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
+        if let caFile = tls.caFile { _ = sy_setopt_string(easy, CURLOPT_CAINFO, caFile) }
+        _ = sy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")
+        _ = sy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
+        _ = sy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer)
+
+        if let body = request.body {
+            _ = sy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            if body.isEmpty {
+                _ = sy_setopt_string(easy, CURLOPT_COPYPOSTFIELDS, "")
+            } else {
+                body.withUnsafeBytes { _ = sy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress)) }
+            }
+        } else if request.method == "GET" {
+            _ = sy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        }
+
+        for header in request.headers + [("Expect", "")] {
+            headerList = curl_slist_append(headerList, "\(header.0): \(header.1)")
+        }
+        _ = sy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList)
+
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        _ = sy_setopt_callback(easy, CURLOPT_WRITEFUNCTION) { pointer, size, count, context in
+            guard let pointer, let context else { return 0 }
+            let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+            let length = size * count
+            if transfer.body.count + length > transfer.maxBody {
+                transfer.overflowed = true
+                return 0
+            }
+            pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                transfer.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: length))
+            }
+            return length
+        }
+        _ = sy_setopt_pointer(easy, CURLOPT_WRITEDATA, me)
+        _ = sy_setopt_callback(easy, CURLOPT_HEADERFUNCTION) { pointer, size, count, context in
+            guard let pointer, let context else { return 0 }
+            let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+            let length = size * count
+            let line = pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+            }
+            transfer.takeHeaderLine(line)
+            return length
+        }
+        _ = sy_setopt_pointer(easy, CURLOPT_HEADERDATA, me)
+    }
+
+    func takeHeaderLine(_ line: String) {
+        if line.hasPrefix("HTTP/") {
+            headers.removeAll()  // a new response (after 100-continue or a redirect)
+            return
+        }
+        guard let colon = line.firstIndex(of: ":") else { return }
+        let name = line[..<colon].lowercased()
+        let value = line[line.index(after: colon)...].trimmingCharacters(in: " \t\r\n")
+        headers[name] = value
+    }
+
+    func error(_ kind: TransportError.Kind, _ detail: String) -> TransportError {
+        TransportError(kind: kind, method: method, url: url, detail: detail)
+    }
+
+    func result(_ code: CURLcode) -> Result<HTTPResponse, TransportError> {
+        if code == CURLE_OK {
+            var status = 0
+            _ = sy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+            return .success(HTTPResponse(status: status, headers: headers, body: body))
+        }
+        if overflowed { return .failure(error(.tooLarge, "response body larger than \(maxBody) bytes")) }
+        let detail = String(cString: errorBuffer)
+        let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        let kind: TransportError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .network
+        return .failure(error(kind, text))
+    }
+
+    func finish(_ result: Result<HTTPResponse, TransportError>) {
+        guard let continuation else { return }
+        self.continuation = nil
+        continuation.resume(with: result.mapError { $0 as any Error })
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded down.
+    public var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: String) -> String {
+        var slice = Substring(self)
+        while let first = slice.first, set.contains(first) { slice.removeFirst() }
+        while let last = slice.last, set.contains(last) { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,50 @@
+/// One HTTP request as the transport sends it.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]?
+    /// The whole exchange must finish within this time (long-polls set it above the server's hold time).
+    public var timeout: Duration
+
+    public init(method: String, url: String, headers: [(name: String, value: String)] = [],
+                body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// A response: status, headers (names lower-cased) and body.
+public struct HTTPResponse: Sendable {
+    public let status: Int
+    public let headers: [String: String]
+    public let body: [UInt8]
+
+    public init(status: Int, headers: [String: String], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// A request that produced no HTTP response: DNS, connect, TLS, timeout, cancellation, oversize body.
+public struct TransportError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable, Equatable { case network, timeout, cancelled, tooLarge, shutdown }
+    public let kind: Kind
+    public let method: String
+    public let url: String
+    public let detail: String
+
+    public var description: String { "\(method) \(url): \(detail)" }
+}
+
+/// TLS settings of the transport. Verification is always on.
+public struct TLSConfiguration: Sendable, Equatable {
+    /// PEM file of trusted CAs; `nil` uses the system store.
+    public var caFile: String?
+
+    public init(caFile: String? = nil) { self.caFile = caFile }
+}

@@ -1,0 +1,159 @@
+import CYAML
+
+/// A YAML node with the line it starts on, for error messages that name `file:line`.
+///
+/// Built from libyaml's event stream; anchors and aliases are resolved, tags are ignored, and
+/// scalars stay text (typed readers such as ``DeclarationReader`` interpret them).
+public indirect enum YAMLNode: Sendable, Equatable {
+    case scalar(String, plain: Bool, line: Int)
+    case sequence([YAMLNode], line: Int)
+    case mapping([(key: YAMLNode, value: YAMLNode)], line: Int)
+
+    public var line: Int {
+        switch self {
+        case .scalar(_, _, let line), .sequence(_, let line), .mapping(_, let line): return line
+        }
+    }
+
+    /// The text of a scalar, `nil` for collections.
+    public var scalar: String? {
+        if case .scalar(let text, _, _) = self { return text }
+        return nil
+    }
+
+    /// A plain `~`, `null` or empty scalar.
+    public var isNull: Bool {
+        if case .scalar(let text, true, _) = self { return ["", "~", "null", "Null", "NULL"].contains(text) }
+        return false
+    }
+
+    /// What kind of node this is, for messages ("a mapping", "a list", "text").
+    public var kindName: String {
+        switch self {
+        case .scalar: return "a scalar"
+        case .sequence: return "a list"
+        case .mapping: return "a mapping"
+        }
+    }
+
+    public static func == (lhs: YAMLNode, rhs: YAMLNode) -> Bool {
+        switch (lhs, rhs) {
+        case let (.scalar(a, pa, la), .scalar(b, pb, lb)): return a == b && pa == pb && la == lb
+        case let (.sequence(a, la), .sequence(b, lb)): return a == b && la == lb
+        case let (.mapping(a, la), .mapping(b, lb)):
+            return la == lb && a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        default: return false
+        }
+    }
+}
+
+/// YAML text that libyaml could not parse.
+public struct YAMLSyntaxError: Error, CustomStringConvertible, Sendable {
+    public let line: Int
+    public let column: Int
+    public let detail: String
+    public var description: String { "line \(line), column \(column): \(detail)" }
+}
+
+extension YAMLNode {
+    /// Parses every document of a YAML stream (`---` separates documents).
+    /// - Throws: ``YAMLSyntaxError`` with the line and column libyaml reports.
+    public static func parseDocuments(_ text: String) throws(YAMLSyntaxError) -> [YAMLNode] {
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else {
+            throw YAMLSyntaxError(line: 0, column: 0, detail: "cannot initialise the YAML parser")
+        }
+        defer { yaml_parser_delete(&parser) }
+        let bytes = Array(text.utf8)
+        return try bytes.withUnsafeBufferPointer { buffer throws(YAMLSyntaxError) -> [YAMLNode] in
+            yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            var builder = Builder()
+            while true {
+                var event = yaml_event_t()
+                guard yaml_parser_parse(&parser, &event) == 1 else {
+                    let mark = parser.problem_mark
+                    let problem = parser.problem.map { String(cString: $0) } ?? "syntax error"
+                    let context = parser.context.map { " " + String(cString: $0) } ?? ""
+                    throw YAMLSyntaxError(line: mark.line + 1, column: mark.column + 1, detail: problem + context)
+                }
+                defer { yaml_event_delete(&event) }
+                if event.type == YAML_STREAM_END_EVENT { break }
+                try builder.take(event)
+            }
+            return builder.documents
+        }
+    }
+}
+
+private struct Builder {
+    enum Frame {
+        case sequence([YAMLNode], line: Int, anchor: String?)
+        case mapping([(key: YAMLNode, value: YAMLNode)], pendingKey: YAMLNode?, line: Int, anchor: String?)
+    }
+
+    var stack: [Frame] = []
+    var anchors: [String: YAMLNode] = [:]
+    var documents: [YAMLNode] = []
+    var documentHasRoot = false
+
+    mutating func take(_ event: yaml_event_t) throws(YAMLSyntaxError) {
+        let line = event.start_mark.line + 1
+        switch event.type {
+        case YAML_DOCUMENT_START_EVENT:
+            documentHasRoot = false
+            anchors.removeAll()
+        case YAML_DOCUMENT_END_EVENT:
+            if !documentHasRoot { documents.append(.scalar("", plain: true, line: line)) }
+        case YAML_SCALAR_EVENT:
+            let scalar = event.data.scalar
+            let text = String(decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length), as: UTF8.self)
+            let node = YAMLNode.scalar(text, plain: scalar.style == YAML_PLAIN_SCALAR_STYLE, line: line)
+            if let anchor = scalar.anchor { anchors[String(cString: anchor)] = node }
+            add(node)
+        case YAML_ALIAS_EVENT:
+            let name = event.data.alias.anchor.map { String(cString: $0) } ?? ""
+            guard let node = anchors[name] else {
+                throw YAMLSyntaxError(line: line, column: event.start_mark.column + 1, detail: "unknown alias *\(name)")
+            }
+            add(node)
+        case YAML_SEQUENCE_START_EVENT:
+            stack.append(.sequence([], line: line, anchor: event.data.sequence_start.anchor.map { String(cString: $0) }))
+        case YAML_MAPPING_START_EVENT:
+            stack.append(.mapping([], pendingKey: nil, line: line, anchor: event.data.mapping_start.anchor.map { String(cString: $0) }))
+        case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+            guard let frame = stack.popLast() else { return }
+            switch frame {
+            case .sequence(let items, let start, let anchor):
+                let node = YAMLNode.sequence(items, line: start)
+                if let anchor { anchors[anchor] = node }
+                add(node)
+            case .mapping(let pairs, _, let start, let anchor):
+                let node = YAMLNode.mapping(pairs, line: start)
+                if let anchor { anchors[anchor] = node }
+                add(node)
+            }
+        default:
+            break
+        }
+    }
+
+    private mutating func add(_ node: YAMLNode) {
+        guard let top = stack.popLast() else {
+            documents.append(node)
+            documentHasRoot = true
+            return
+        }
+        switch top {
+        case .sequence(var items, let line, let anchor):
+            items.append(node)
+            stack.append(.sequence(items, line: line, anchor: anchor))
+        case .mapping(var pairs, let key, let line, let anchor):
+            if let key {
+                pairs.append((key, node))
+                stack.append(.mapping(pairs, pendingKey: nil, line: line, anchor: anchor))
+            } else {
+                stack.append(.mapping(pairs, pendingKey: node, line: line, anchor: anchor))
+            }
+        }
+    }
+}
