@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // The Foundation trait is off: the device binary links FoundationEssentials only.
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
         // Workbench only (sandbox tenant, demo): never linked into `switchyard`.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
@@ -38,10 +39,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Switchyard", dependencies: [
-            "HandlerKit", "Cumulocity", "CYAML",
+            "HandlerKit", "Cumulocity", "CYAML", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: strict),
 
         // Swift handler modules shipped with the agent; each imports HandlerKit only.

@@ -1,0 +1,169 @@
+import Cumulocity
+
+extension AgentConfiguration {
+    /// A value as read, with where it came from (for messages).
+    struct Setting {
+        let value: String
+        let origin: String
+        let base: String
+    }
+
+    /// Loads the configuration from a YAML file (optional) and the environment.
+    /// - Throws: ``ConfigurationError`` listing every unknown, missing or malformed key with its origin.
+    public static func load(file: String?, environment: [String: String]) throws(ConfigurationError) -> AgentConfiguration {
+        var settings: [String: Setting] = [:]
+        var problems: [String] = []
+
+        if let file {
+            do throws(FileProblem) {
+                settings = try readFile(file)
+            } catch {
+                problems.append(error.description)
+            }
+        }
+        for (key, _) in keys {
+            if let value = environment[environmentName(of: key)] {
+                settings[key] = Setting(value: value, origin: environmentName(of: key), base: ".")
+            }
+        }
+        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+
+        func value(_ key: String) -> String? {
+            guard let text = settings[key]?.value, !text.isEmpty else { return nil }
+            return text
+        }
+        func required(_ key: String) -> String {
+            if let text = value(key) { return text }
+            let expects = keys.first(where: { $0.key == key })?.expects ?? "a value"
+            problems.append("missing \(key): expected \(expects); set it in the file or in \(environmentName(of: key))")
+            return ""
+        }
+        func path(_ key: String) -> String? {
+            guard let setting = settings[key], !setting.value.isEmpty else { return nil }
+            return FileSystem.resolve(setting.value, relativeTo: setting.base)
+        }
+        func where_(_ key: String) -> String { settings[key]?.origin ?? key }
+
+        let url = required("c8y.url")
+        if !url.isEmpty && !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
+            problems.append("\(where_("c8y.url")): c8y.url must start with https:// or http://, found '\(url)'")
+        }
+        var device = Device(externalId: required("device.externalId"))
+        device.externalIdType = value("device.externalIdType") ?? device.externalIdType
+        device.name = value("device.name")
+        device.type = value("device.type") ?? device.type
+        for field in ["model", "serialNumber", "revision"] {
+            if let text = value("device.hardware.\(field)") { device.hardware[field] = text }
+        }
+
+        var authentication = Authentication.basic(BasicCredentials(tenant: nil, username: "", password: ""))
+        switch value("auth.mode") ?? "basic" {
+        case "basic":
+            let username = required("auth.username")
+            var password = value("auth.password")
+            if let passwordFile = path("auth.passwordFile") {
+                if password != nil {
+                    problems.append("set either auth.password or auth.passwordFile, not both")
+                }
+                do throws(ConfigurationError) {
+                    password = try readSecret(passwordFile, key: "auth.passwordFile")
+                } catch {
+                    problems += error.problems
+                }
+            }
+            if password == nil {
+                problems.append("missing auth.password or auth.passwordFile: the device user's password is needed for auth.mode basic")
+            }
+            authentication = .basic(BasicCredentials(tenant: value("auth.tenant"), username: username, password: password ?? ""))
+        case "bootstrap", "certificate":
+            problems.append("\(where_("auth.mode")): auth.mode '\(value("auth.mode") ?? "")' is not available in this version; use basic")
+        case let other:
+            problems.append("\(where_("auth.mode")): auth.mode must be basic, bootstrap or certificate, found '\(other)'")
+        }
+
+        var configuration = AgentConfiguration(url: url, device: device, authentication: authentication)
+        if let text = value("c8y.timeout") {
+            if let timeout = parseDuration(text), timeout > .zero {
+                configuration.requestTimeout = timeout
+            } else {
+                problems.append("\(where_("c8y.timeout")): c8y.timeout must be a duration such as 30s, found '\(text)'")
+            }
+        }
+        configuration.tls = TLSConfiguration(caFile: path("auth.ca"))
+        configuration.handlersDirectory = path("handlers") ?? FileSystem.absolute(configuration.handlersDirectory)
+        configuration.stateDirectory = path("stateDir") ?? configuration.stateDirectory
+        if let text = value("operations.concurrency") {
+            if let count = Int(text), (1...64).contains(count) {
+                configuration.concurrency = count
+            } else {
+                problems.append("\(where_("operations.concurrency")): operations.concurrency must be a whole number from 1 to 64, found '\(text)'")
+            }
+        }
+        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+        return configuration
+    }
+
+    /// Flattens the file's nested mappings into dotted keys and rejects keys it does not know.
+    static func readFile(_ file: String) throws(FileProblem) -> [String: Setting] {
+        let contents: String?
+        do {
+            contents = try FileSystem.readText(file)
+        } catch {
+            throw FileProblem(file: file, line: nil, error.description)
+        }
+        guard let text = contents else {
+            throw FileProblem(file: file, line: nil, "configuration file does not exist")
+        }
+        let documents: [YAMLNode]
+        do {
+            documents = try YAMLNode.parseDocuments(text)
+        } catch {
+            throw FileProblem(file: file, line: error.line, error.detail)
+        }
+        guard documents.count <= 1 else {
+            throw FileProblem(file: file, line: documents[1].line, "a configuration file holds one YAML document")
+        }
+        guard let root = documents.first, !root.isNull else { return [:] }
+        let base = FileSystem.parent(of: FileSystem.absolute(file))
+        var settings: [String: Setting] = [:]
+        let known = Set(keys.map(\.key))
+
+        func walk(_ node: YAMLNode, prefix: String) throws(FileProblem) {
+            let reader = try MappingReader(node, file: file, what: prefix.isEmpty ? "the configuration" : "'\(prefix)'")
+            for (key, line, value) in reader.pairs {
+                let full = prefix.isEmpty ? key : prefix + "." + key
+                if case .mapping = value, known.contains(where: { $0.hasPrefix(full + ".") }) {
+                    try walk(value, prefix: full)
+                    continue
+                }
+                guard known.contains(full) else {
+                    let suggestion = known.filter { $0.lowercased() == full.lowercased() }.first.map { " (did you mean \($0)?)" } ?? ""
+                    throw FileProblem(file: file, line: line, "unknown key '\(full)'\(suggestion)")
+                }
+                guard let scalar = value.scalar else {
+                    throw FileProblem(file: file, line: value.line, "'\(full)' must be a single value, found \(value.kindName)")
+                }
+                settings[full] = Setting(value: scalar, origin: "\(file):\(line)", base: base)
+            }
+        }
+        try walk(root, prefix: "")
+        return settings
+    }
+
+    /// Reads a secret from a file that only its owner may read.
+    static func readSecret(_ path: String, key: String) throws(ConfigurationError) -> String {
+        guard let mode = FileSystem.mode(path) else {
+            throw ConfigurationError(problems: ["\(key): cannot read \(path)"])
+        }
+        guard mode & 0o077 == 0 else {
+            let octal = String(mode, radix: 8)
+            throw ConfigurationError(problems: ["\(key): \(path) has mode 0\(octal); it holds a secret, so it must not be readable by group or others (chmod 600)"])
+        }
+        do {
+            let text = try FileSystem.readText(path) ?? ""
+            return text.trimmingCharacters(in: "\r\n")
+        } catch {
+            throw ConfigurationError(problems: ["\(key): \(error)"])
+        }
+    }
+}

@@ -1,0 +1,102 @@
+public import Cumulocity
+
+/// The agent's configuration: one YAML file, every key overridable by `SWITCHYARD_<KEY>`.
+///
+/// | key | type | default |
+/// | --- | --- | --- |
+/// | `c8y.url` | URL of the tenant | required |
+/// | `c8y.timeout` | duration of one ordinary request | `30s` |
+/// | `device.externalId` | the device's unique id | required |
+/// | `device.externalIdType` | text | `c8y_Serial` |
+/// | `device.name` | name given when the device is created (never updated) | the external id |
+/// | `device.type` | managed object type given when the device is created | `switchyard` |
+/// | `device.hardware.model` / `.serialNumber` / `.revision` | text, sent as `c8y_Hardware` | none |
+/// | `auth.mode` | `basic` (`bootstrap` and `certificate` are reserved) | `basic` |
+/// | `auth.tenant` | tenant id, prefixes the user name | none |
+/// | `auth.username` | device user | required for `basic` |
+/// | `auth.password` / `auth.passwordFile` | the password, or a file (mode 0600) holding it | one required |
+/// | `auth.ca` | PEM file of trusted CAs | the system store |
+/// | `handlers` | directory of handler declarations | `handlers.d` |
+/// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
+/// | `operations.concurrency` | operations running at once, across all handlers | `4` |
+///
+/// An environment variable's name is `SWITCHYARD_` and the key in upper case, dots and
+/// camel-case humps turned into `_`: `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
+/// Relative paths in the file are relative to the file's directory; in variables, to the working directory.
+public struct AgentConfiguration: Sendable {
+    public struct Device: Sendable {
+        public var externalId: String
+        public var externalIdType = "c8y_Serial"
+        public var name: String?
+        public var type = "switchyard"
+        public var hardware: [String: String] = [:]
+
+        public init(externalId: String) { self.externalId = externalId }
+    }
+
+    public enum Authentication: Sendable {
+        case basic(BasicCredentials)
+    }
+
+    public var url: String
+    public var requestTimeout: Duration = .seconds(30)
+    public var device: Device
+    public var authentication: Authentication
+    public var tls = TLSConfiguration()
+    public var handlersDirectory = "handlers.d"
+    public var stateDirectory = "/var/lib/switchyard"
+    public var concurrency = 4
+
+    public init(url: String, device: Device, authentication: Authentication) {
+        self.url = url
+        self.device = device
+        self.authentication = authentication
+    }
+
+    /// Every key the file and the environment may set, with what it expects.
+    static let keys: [(key: String, expects: String)] = [
+        ("c8y.url", "the tenant URL, e.g. https://acme.cumulocity.com"),
+        ("c8y.timeout", "a duration such as 30s"),
+        ("device.externalId", "the device's unique id, e.g. its serial number"),
+        ("device.externalIdType", "an identity type such as c8y_Serial"),
+        ("device.name", "the name to give the device when it is created"),
+        ("device.type", "a managed object type"),
+        ("device.hardware.model", "text"),
+        ("device.hardware.serialNumber", "text"),
+        ("device.hardware.revision", "text"),
+        ("auth.mode", "basic"),
+        ("auth.tenant", "a tenant id such as t12345"),
+        ("auth.username", "the device user's name"),
+        ("auth.password", "the device user's password"),
+        ("auth.passwordFile", "a file (mode 0600) holding the password"),
+        ("auth.ca", "a PEM file of trusted certificate authorities"),
+        ("handlers", "a directory of handler declarations"),
+        ("stateDir", "a writable directory"),
+        ("operations.concurrency", "a whole number from 1 to 64"),
+    ]
+
+    /// `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
+    public static func environmentName(of key: String) -> String {
+        var name = "SWITCHYARD_"
+        var previous: Character = "."
+        for character in key {
+            if character == "." {
+                name += "_"
+            } else if character.isUppercase && previous.isLowercase {
+                name += "_" + character.uppercased()
+            } else {
+                name += character.uppercased()
+            }
+            previous = character
+        }
+        return name
+    }
+}
+
+/// Everything wrong with a configuration, each problem with its key and where it came from.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let problems: [String]
+    public var description: String {
+        "configuration is not usable:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
+    }
+}

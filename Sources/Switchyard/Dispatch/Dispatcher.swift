@@ -1,0 +1,333 @@
+import Cumulocity
+import HandlerKit
+import Logging
+
+/// The one entry point for operations, whatever brought them (start-up queries, notifications,
+/// recovery after a restart).
+///
+/// For each operation: read its id (none → logged and skipped), record it in the ``Journal``
+/// (already there → a duplicate delivery, skipped), find the handler for its fragment, wait for a
+/// slot (per-declaration `concurrency` and the agent-wide limit), queue EXECUTING in the
+/// ``Outbox``, run the handler, and queue SUCCESSFUL or FAILED with the handler's result fragments.
+/// Nothing one operation does (bad JSON, a crashing or hanging handler) stops the others.
+public actor Dispatcher {
+    /// Where an operation came from (for logs).
+    public enum Source: String, Sendable {
+        case startup, notification, recovery
+    }
+
+    struct Job: Sendable {
+        let operation: Operation
+        let declaration: HandlerDeclaration?
+        let phase: Phase
+        /// FAILED straight away with this reason (no handler, wrong target).
+        let refusal: String?
+        /// Whether EXECUTING must still be reported.
+        let reportExecuting: Bool
+    }
+
+    private var registry: Registry
+    private let journal: Journal
+    private let outbox: Outbox
+    private let client: PlatformClient
+    private let device: DeviceIdentity
+    private let stateDirectory: String
+    private let logger: Logger
+    private let runner = ExecRunner()
+    private let global: AsyncSemaphore
+    private var perDeclaration: [String: AsyncSemaphore] = [:]
+    private let jobs: AsyncStream<Job>
+    private let jobSink: AsyncStream<Job>.Continuation
+
+    /// Operation keys that are not fragments.
+    static let standardKeys: Set<String> = [
+        "id", "self", "status", "creationTime", "deviceId", "deviceName", "description", "bulkOperationId",
+        "failureReason", "delivery", "agentId", "deviceExternalIDs", "com_cumulocity_model_Agent",
+    ]
+
+    public init(registry: Registry, journal: Journal, outbox: Outbox, client: PlatformClient, device: DeviceIdentity,
+                stateDirectory: String, concurrency: Int, logger: Logger) {
+        self.registry = registry
+        self.journal = journal
+        self.outbox = outbox
+        self.client = client
+        self.device = device
+        self.stateDirectory = stateDirectory
+        self.logger = logger
+        self.global = AsyncSemaphore(permits: concurrency)
+        (jobs, jobSink) = AsyncStream.makeStream(of: Job.self)
+    }
+
+    /// Replaces the registry; running operations keep the declaration they started with.
+    public func update(registry: Registry) {
+        self.registry = registry
+    }
+
+    /// Runs queued jobs until cancelled; cancelling stops running handlers (executables get SIGTERM, then SIGKILL).
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await job in jobs {
+                group.addTask { await self.execute(job) }
+            }
+        }
+    }
+
+    /// Takes an operation from any source. Returns quickly: the handler runs in the background.
+    public func submit(_ json: JSONValue, source: Source) async {
+        guard case .object = json else {
+            logger.error("operation is not a JSON object; skipped", metadata: ["source": "\(source)", "operation": "\(JSONValue.excerpt(json.encoded()))"])
+            return
+        }
+        guard let id = json["id"]?.idValue else {
+            logger.error("operation without an id; skipped", metadata: ["source": "\(source)", "operation": "\(JSONValue.excerpt(json.encoded()))"])
+            return
+        }
+        let status = json["status"]?.stringValue ?? "PENDING"
+        guard status == "PENDING" else {
+            logger.debug("operation not PENDING; not taken", metadata: ["operation": "\(id)", "status": "\(status)"])
+            return
+        }
+        let fragment = match(json)
+        do {
+            guard try await journal.accept(id, operation: json, fragment: fragment) else {
+                logger.debug("operation delivered again; already taken", metadata: ["operation": "\(id)", "source": "\(source)"])
+                return
+            }
+        } catch {
+            logger.error("cannot record operation in the journal; not run now, it stays PENDING for the next start",
+                         metadata: ["operation": "\(id)", "error": "\(error)"])
+            return
+        }
+        logger.info("operation received", metadata: ["operation": "\(id)", "fragment": "\(fragment ?? "-")", "source": "\(source)"])
+        jobSink.yield(makeJob(id: id, json: json, phase: .execute, reportExecuting: true))
+    }
+
+    /// Settles what the previous run left unfinished (from the journal), then operations the platform
+    /// says are EXECUTING that this agent has no record of. Call before listening for new operations.
+    public func recover(executingOnPlatform: [JSONValue]) async {
+        for entry in await journal.unfinished() {
+            let platformStatus: String
+            do {
+                platformStatus = try await client.operation(id: entry.id)["status"]?.stringValue ?? "PENDING"
+            } catch where error.status == 404 {
+                logger.notice("operation from the journal no longer exists on the platform", metadata: ["operation": "\(entry.id)"])
+                try? await journal.finished(entry.id, status: "DELETED")
+                continue
+            } catch {
+                // Unknown: assume the most recent state the journal implies.
+                logger.warning("cannot read operation status; recovering from the journal alone",
+                               metadata: ["operation": "\(entry.id)", "error": "\(error)"])
+                platformStatus = entry.stage == .started ? "EXECUTING" : "PENDING"
+            }
+            guard platformStatus == "PENDING" || platformStatus == "EXECUTING" else {
+                try? await journal.finished(entry.id, status: platformStatus)
+                continue
+            }
+            let queued = await outbox.hasUpdate(for: entry.id, status: "EXECUTING")
+            let reportExecuting = platformStatus == "PENDING" && !queued
+            let phase: Phase = entry.stage == .started ? .resume : .execute
+            logger.notice("resolving operation left by the previous run",
+                          metadata: ["operation": "\(entry.id)", "stage": "\(entry.stage.rawValue)", "platformStatus": "\(platformStatus)"])
+            jobSink.yield(makeJob(id: entry.id, json: entry.operation, phase: phase, reportExecuting: reportExecuting))
+        }
+        for json in executingOnPlatform {
+            guard let id = json["id"]?.idValue else { continue }
+            do {
+                guard try await journal.accept(id, operation: json, fragment: match(json)) else { continue }
+                try await journal.started(id)
+            } catch {
+                logger.error("cannot record operation in the journal", metadata: ["operation": "\(id)", "error": "\(error)"])
+                continue
+            }
+            logger.notice("operation EXECUTING on the platform with no local record", metadata: ["operation": "\(id)"])
+            jobSink.yield(makeJob(id: id, json: json, phase: .resume, reportExecuting: false))
+        }
+    }
+
+    /// The handled fragment of an operation: the first key, in sorted order, that a declaration handles.
+    func match(_ json: JSONValue) -> String? {
+        guard let keys = json.objectValue?.keys.sorted() else { return nil }
+        return keys.first { registry.declaration(for: $0) != nil }
+    }
+
+    private func makeJob(id: String, json: JSONValue, phase: Phase, reportExecuting: Bool) -> Job {
+        let target = json["deviceId"]?.idValue ?? device.id
+        let fragment = match(json)
+        let operation = Operation(id: id, deviceId: target, externalId: target == device.id ? device.externalId : nil,
+                                  fragment: fragment ?? "", json: json)
+        var refusal: String?
+        if target != device.id {
+            refusal = "operation targets device \(target), which this agent does not manage"
+        } else if fragment == nil {
+            let candidates = (json.objectValue ?? [:]).keys.filter { !Self.standardKeys.contains($0) }.sorted()
+            refusal = candidates.isEmpty
+                ? "no handler: the operation has no fragment"
+                : "no handler for \(candidates.joined(separator: ", "))"
+        }
+        return Job(operation: operation, declaration: fragment.flatMap { registry.declaration(for: $0) },
+                   phase: phase, refusal: refusal, reportExecuting: reportExecuting)
+    }
+
+    private func semaphore(for declaration: HandlerDeclaration) -> AsyncSemaphore {
+        if let existing = perDeclaration[declaration.location] { return existing }
+        let created = AsyncSemaphore(permits: declaration.concurrency)
+        perDeclaration[declaration.location] = created
+        return created
+    }
+
+    // MARK: Running one operation
+
+    private func execute(_ job: Job) async {
+        let operation = job.operation
+        var metadata: Logger.Metadata = ["operation": "\(operation.id)", "fragment": "\(operation.fragment)"]
+        guard let declaration = job.declaration, job.refusal == nil else {
+            let reason = job.refusal ?? "no handler"
+            logger.warning("operation refused", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+            await report(operation.id, executing: job.reportExecuting)
+            await finish(operation.id, .failed(reason), metadata: metadata)
+            return
+        }
+        metadata["handler"] = "\(declaration.handlerName)"
+        let slot = semaphore(for: declaration)
+        do {
+            try await global.acquire()
+            do { try await slot.acquire() } catch { await global.release(); throw error }
+        } catch {
+            return  // shutting down; the journal still says `accepted`, so it runs at the next start
+        }
+        let started = ContinuousClock.now
+        await report(operation.id, executing: job.reportExecuting)
+        do {
+            try await journal.started(operation.id)
+        } catch {
+            logger.error("cannot record operation start in the journal", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        }
+        let outcome = await run(operation, declaration, phase: job.phase)
+        await slot.release()
+        await global.release()
+        if Task.isCancelled, case .failed = outcome {
+            // Stopped by the agent's shutdown, not by its own doing: leave it `started` so the next
+            // start resolves it (resume or FAILED with the restart as reason).
+            logger.notice("operation interrupted by shutdown", metadata: metadata)
+            return
+        }
+        metadata["duration"] = "\(ContinuousClock.now - started)"
+        await finish(operation.id, outcome, metadata: metadata)
+    }
+
+    private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome {
+        let directory = stateDirectory + "/operations/" + operation.id
+        do {
+            try FileSystem.makeDirectories(directory, mode: 0o700)
+            try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600)
+        } catch {
+            return .failed("cannot prepare the operation's directory: \(error)")
+        }
+        let logFile = directory + "/\(phase.rawValue).log"
+        if phase == .resume && !declaration.resumable {
+            return .failed("the agent restarted while this operation was executing; its handler (\(declaration.handlerName)) is not resumable")
+        }
+        switch declaration.kind {
+        case .swift(_, let handler):
+            let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
+                                           deviceID: operation.deviceId, client: client)
+            return await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
+        case .exec(let spec):
+            let environment = [
+                "SWITCHYARD_OPERATION_ID": operation.id,
+                "SWITCHYARD_FRAGMENT": operation.fragment,
+                "SWITCHYARD_DEVICE_ID": operation.deviceId,
+                "SWITCHYARD_EXTERNAL_ID": operation.externalId ?? "",
+                "SWITCHYARD_PHASE": phase.rawValue,
+                "SWITCHYARD_STATE_DIR": directory,
+                "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
+                "SWITCHYARD_C8Y_URL": client.baseURL,
+            ]
+            let result = await runner.run(spec, operation: operation.json, environment: environment,
+                                          timeout: declaration.timeout, workingDirectory: directory, logFile: logFile)
+            return Self.outcome(of: result, program: spec.command[0])
+        }
+    }
+
+    private func runCompiled(_ handler: any OperationHandler, _ operation: Operation, context: OperationContext,
+                             timeout: Duration) async -> Outcome {
+        await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask {
+                do {
+                    return context.phase == .resume
+                        ? try await handler.resume(operation, context: context)
+                        : try await handler.execute(operation, context: context)
+                } catch is CancellationError {
+                    return nil
+                } catch {
+                    return .failed("\(error)")
+                }
+            }
+            group.addTask {
+                do { try await Task.sleep(for: timeout) } catch { return nil }
+                return .failed("timed out after \(timeout) and was cancelled")
+            }
+            var outcome: Outcome = .failed("cancelled")
+            while let next = await group.next() {
+                guard let next else { continue }
+                outcome = next
+                break
+            }
+            group.cancelAll()
+            return outcome
+        }
+    }
+
+    /// The outcome of an executable's run: exit 0 → SUCCESSFUL, otherwise FAILED with why.
+    static func outcome(of result: ExecResult, program: String) -> Outcome {
+        let tail = lastLines(result.stderrTail)
+        switch result.ending {
+        case .exited(0):
+            return .successful
+        case .exited(let code):
+            return .failed(tail.isEmpty ? "exited with code \(code) (no error output)" : "exited with code \(code): \(tail)")
+        case .signalled(let signal):
+            return .failed("killed by signal \(signal)" + (tail.isEmpty ? "" : ": \(tail)"))
+        case .timedOut(let limit):
+            return .failed("timed out after \(limit) and was stopped (SIGTERM, then SIGKILL)" + (tail.isEmpty ? "" : ": \(tail)"))
+        case .couldNotStart(let why):
+            return .failed("could not start \(program): \(why)")
+        }
+    }
+
+    /// The failure reason's part from standard error: its last lines, at most 1000 characters.
+    static func lastLines(_ text: String, limit: Int = 1000) -> String {
+        guard text.count > limit else { return text }
+        return "…" + String(text.suffix(limit))
+    }
+
+    private func report(_ id: String, executing: Bool) async {
+        guard executing else { return }
+        do {
+            try await outbox.enqueue(operationID: id, ["status": "EXECUTING"])
+        } catch {
+            logger.error("cannot queue EXECUTING", metadata: ["operation": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    private func finish(_ id: String, _ outcome: Outcome, metadata: Logger.Metadata) async {
+        var update: [String: JSONValue]
+        switch outcome {
+        case .successful(let result):
+            update = result
+            update["status"] = "SUCCESSFUL"
+            logger.info("operation SUCCESSFUL", metadata: metadata)
+        case .failed(let reason, let result):
+            update = result
+            update["status"] = "FAILED"
+            update["failureReason"] = .string(reason)
+            logger.warning("operation FAILED", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+        }
+        do {
+            try await outbox.enqueue(operationID: id, .object(update))
+            try await journal.finished(id, status: update["status"]?.stringValue ?? "")
+        } catch {
+            logger.error("cannot record the operation's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        }
+    }
+}

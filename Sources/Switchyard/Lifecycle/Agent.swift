@@ -1,0 +1,129 @@
+public import Cumulocity
+public import HandlerKit
+public import Logging
+public import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The device agent: the start-up phase (seed steps 1–4 and 6), then the cycle phase (step 7).
+///
+/// Start-up: find the device by its external id, create and register it if absent, otherwise update
+/// it (never its `name`); settle operations left unfinished by the previous run; then subscribe to
+/// real-time operations and, only once subscribed, query PENDING ones. From then on every operation
+/// goes through the ``Dispatcher``, and status updates through the ``Outbox``.
+public struct Agent: Service {
+    /// Tunables that tests and the demo shorten.
+    public struct Tuning: Sendable {
+        public var bayeux = BayeuxListener.Configuration()
+        public var outboxBackoff = Backoff()
+        public var startupBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
+        public init() {}
+    }
+
+    /// The agent's version, reported in the `c8y_Agent` fragment.
+    public static let version = "0.1.0"
+
+    let configuration: AgentConfiguration
+    let catalog: [String: any OperationHandler.Type]
+    let tuning: Tuning
+    let logger: Logger
+
+    public init(configuration: AgentConfiguration, catalog: [String: any OperationHandler.Type],
+                tuning: Tuning = .init(), logger: Logger) {
+        self.configuration = configuration
+        self.catalog = catalog
+        self.tuning = tuning
+        self.logger = logger
+    }
+
+    /// Runs until cancelled (or until a graceful shutdown when run in a `ServiceGroup`).
+    /// - Throws: only for a state directory that cannot be used; platform trouble is retried, never fatal.
+    public func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let transport = try CurlTransport(tls: configuration.tls)
+        defer { transport.shutdown() }
+        let credentials: any CredentialProvider
+        switch configuration.authentication {
+        case .basic(let basic): credentials = basic
+        }
+        let client = PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
+                                    requestTimeout: configuration.requestTimeout)
+
+        let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog)
+        for problem in registry.problems {
+            logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
+        }
+        logger.info("handlers loaded", metadata: [
+            "directory": "\(registry.directory)", "operations": "\(registry.supportedOperations.joined(separator: ","))",
+        ])
+
+        let state = configuration.stateDirectory
+        try FileSystem.makeDirectories(state, mode: 0o700)
+        let journal = try Journal(directory: state, logger: logger)
+        let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, logger: logger)
+
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await outbox.run() }
+
+            guard let device = await retrying("register the device", { () async throws(PlatformError) in
+                try await DeviceRegistration(client: client, configuration: configuration, stateDirectory: state, logger: logger)
+                    .register(supportedOperations: registry.supportedOperations)
+            }) else { return }
+
+            let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
+                                        stateDirectory: state, concurrency: configuration.concurrency, logger: logger)
+            group.addTask { await dispatcher.run() }
+
+            // Step 6: operations that were running when the agent (or the device) went down.
+            guard let executing = await retrying("query EXECUTING operations", { () async throws(PlatformError) in
+                try await client.operations(agentID: device.id, status: "EXECUTING")
+            }) else { return }
+            await dispatcher.recover(executingOnPlatform: executing)
+            await pruneOperationDirectories(state: state, journal: journal)
+
+            // Subscribe first; each (re)subscription then queries PENDING, so nothing falls between the two.
+            let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux, logger: logger)
+            group.addTask {
+                await listener.run(onSubscribed: {
+                    guard let pending = await retrying("query PENDING operations", { () async throws(PlatformError) in
+                        try await client.operations(agentID: device.id, status: "PENDING")
+                    }) else { return }
+                    for operation in pending { await dispatcher.submit(operation, source: .startup) }
+                }, onMessage: { data in
+                    await dispatcher.submit(data, source: .notification)
+                })
+            }
+        }
+    }
+
+    /// Retries a platform call with backoff until it succeeds or the task is cancelled (`nil`).
+    func retrying<T: Sendable>(_ what: String, _ body: () async throws(PlatformError) -> T) async -> T? {
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                return try await body()
+            } catch where error.isCancellation {
+                return nil
+            } catch {
+                attempt += 1
+                let delay = tuning.startupBackoff.delay(attempt: attempt)
+                logger.error("cannot \(what); retrying", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
+                do { try await Task.sleep(for: delay) } catch { return nil }
+            }
+        }
+        return nil
+    }
+
+    /// Keeps the directories of unfinished operations and of the 100 most recent finished ones.
+    func pruneOperationDirectories(state: String, journal: Journal) async {
+        let keep = await journal.idsToKeep(recentFinished: 100)
+        let directory = state + "/operations"
+        for name in (try? FileSystem.list(directory)) ?? [] where !keep.contains(name) {
+            FileSystem.removeTree(directory + "/" + name)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import Cumulocity
+import JSONSupport
+import Logging
+
+/// Seed steps 1–4: find the device by its external id; create and register it, or update it.
+struct DeviceRegistration {
+    let client: PlatformClient
+    let configuration: AgentConfiguration
+    let stateDirectory: String
+    let logger: Logger
+
+    /// Remembers a created device until its external id is registered, so a crash between the two
+    /// steps does not create a second device at the next start.
+    var pendingFile: String { stateDirectory + "/created-device.json" }
+
+    func register(supportedOperations: [String]) async throws(PlatformError) -> DeviceIdentity {
+        let device = configuration.device
+        if let id = try await client.managedObjectID(externalIdType: device.externalIdType, externalId: device.externalId) {
+            try await update(id: id, supportedOperations: supportedOperations)
+            FileSystem.remove(pendingFile)
+            return DeviceIdentity(id: id, externalId: device.externalId, externalIdType: device.externalIdType)
+        }
+        var id: String? = nil
+        if let bytes = try? FileSystem.read(pendingFile), let saved = try? JSONValue.parse(bytes),
+           let savedID = saved["id"]?.idValue, saved["externalId"]?.stringValue == device.externalId {
+            do {
+                _ = try await client.managedObject(id: savedID)
+                id = savedID
+                logger.notice("registering the device created by the previous run", metadata: ["device": "\(savedID)"])
+            } catch where error.status == 404 {
+                id = nil
+            }
+        }
+        if id == nil {
+            let created = try await client.createManagedObject(creationBody(supportedOperations: supportedOperations))
+            id = created["id"]?.idValue
+            if let id {
+                try? FileSystem.writeAtomically(pendingFile, JSONValue.object(["id": .string(id), "externalId": .string(device.externalId)]).encoded(), mode: 0o600)
+            }
+            logger.notice("device created", metadata: ["device": "\(id ?? "?")"])
+        }
+        guard let id else { throw PlatformError.credentials("created device has no id") }
+        try await client.registerExternalID(type: device.externalIdType, externalId: device.externalId, managedObjectID: id)
+        FileSystem.remove(pendingFile)
+        logger.notice("device registered", metadata: ["device": "\(id)", "externalId": "\(device.externalIdType)/\(device.externalId)"])
+        return DeviceIdentity(id: id, externalId: device.externalId, externalIdType: device.externalIdType)
+    }
+
+    var agentFragment: JSONValue {
+        ["name": "switchyard", "version": .string(Agent.version), "url": "https://github.com/switchyard-agent/switchyard"]
+    }
+
+    func creationBody(supportedOperations: [String]) -> JSONValue {
+        let device = configuration.device
+        var body: [String: JSONValue] = [
+            "name": .string(device.name ?? device.externalId),
+            "type": .string(device.type),
+            "c8y_IsDevice": [:],
+            "com_cumulocity_model_Agent": [:],
+            "c8y_SupportedOperations": .array(supportedOperations.map(JSONValue.string)),
+            "c8y_Agent": agentFragment,
+        ]
+        if !device.hardware.isEmpty {
+            body["c8y_Hardware"] = .object(device.hardware.mapValues(JSONValue.string))
+        }
+        return .object(body)
+    }
+
+    /// Step 4: a PUT with what may have changed; `name` is never part of it.
+    func update(id: String, supportedOperations: [String]) async throws(PlatformError) {
+        let current = try await client.managedObject(id: id)
+        var fragments: [String: JSONValue] = [:]
+        let advertised = JSONValue.array(supportedOperations.map(JSONValue.string))
+        if current["c8y_SupportedOperations"] != advertised { fragments["c8y_SupportedOperations"] = advertised }
+        if current["c8y_Agent"] != agentFragment { fragments["c8y_Agent"] = agentFragment }
+        if current["com_cumulocity_model_Agent"] == nil { fragments["com_cumulocity_model_Agent"] = [:] }
+        let hardware = configuration.device.hardware
+        if !hardware.isEmpty, current["c8y_Hardware"] != .object(hardware.mapValues(JSONValue.string)) {
+            fragments["c8y_Hardware"] = .object(hardware.mapValues(JSONValue.string))
+        }
+        guard !fragments.isEmpty else {
+            logger.info("device found; inventory up to date", metadata: ["device": "\(id)"])
+            return
+        }
+        try await client.updateManagedObject(id: id, fragments: fragments)
+        logger.info("device found; inventory updated", metadata: ["device": "\(id)", "fragments": "\(fragments.keys.sorted().joined(separator: ","))"])
+    }
+}

@@ -1,0 +1,175 @@
+import HandlerKit
+import Subprocess
+import SystemPackage
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What one run of an executable handler produced.
+struct ExecResult: Sendable {
+    enum Ending: Sendable, Equatable {
+        case exited(Int32)
+        case signalled(Int32)
+        case timedOut(Duration)
+        case couldNotStart(String)
+    }
+    var ending: Ending
+    /// The last lines of standard error (at most ``ExecRunner/tailBytes``).
+    var stderrTail: String
+    /// Whether the log file was cut at ``ExecRunner/logLimit``.
+    var logTruncated: Bool
+}
+
+/// Runs executable handlers: argv without a shell, the operation JSON on stdin and in a file,
+/// a clean environment, its own session and process group, output captured with a cap, and a
+/// timeout that sends SIGTERM to the whole group, waits the grace period, then SIGKILL.
+struct ExecRunner: Sendable {
+    /// Bytes of standard output and error kept in the operation's log file.
+    static let logLimit = 1 << 20
+    /// Bytes of standard error kept for the failure reason.
+    static let tailBytes = 4096
+    static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    /// Runs one operation.
+    /// - Parameters:
+    ///   - environment: the `SWITCHYARD_*` context variables.
+    ///   - workingDirectory: the operation's state directory; also receives the log.
+    func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
+             workingDirectory: String, logFile: String) async -> ExecResult {
+        let argv = spec.command.enumerated().map { index, argument in
+            index == 0 ? argument : Template.render(argument, with: operation)
+        }
+        var env: [Subprocess.Environment.Key: String] = ["PATH": Self.path, "LANG": "C.UTF-8", "HOME": workingDirectory]
+        for (key, value) in spec.environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
+        for (key, value) in environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
+
+        var options = PlatformOptions()
+        options.createSession = true
+        options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: spec.gracePeriod)]
+        let configuration = Configuration(
+            executable: .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
+            environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
+
+        let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes)
+        let input = operation.encoded()
+        let processGroup = ProcessGroupBox()
+
+        let ending: ExecResult.Ending = await withTaskGroup(of: ExecResult.Ending?.self) { group in
+            group.addTask {
+                do {
+                    let result = try await Subprocess.run(configuration, input: .inputWriter, output: .sequence, error: .sequence) { execution in
+                        processGroup.set(execution.processIdentifier.value)
+                        let writer = execution.standardInputWriter
+                        await withTaskGroup(of: Void.self) { streams in
+                            streams.addTask {
+                                // A plugin may exit without reading its input: that is not an error.
+                                _ = try? await writer.write(input)
+                                try? await writer.finish()
+                            }
+                            streams.addTask {
+                                do { for try await chunk in execution.standardOutput { log.take(chunk, stderr: false) } } catch {}
+                            }
+                            streams.addTask {
+                                do { for try await chunk in execution.standardError { log.take(chunk, stderr: true) } } catch {}
+                            }
+                        }
+                    }
+                    switch result.terminationStatus {
+                    case .exited(let code): return .exited(code)
+                    case .signaled(let signal): return .signalled(signal)
+                    }
+                } catch is CancellationError {
+                    return nil
+                } catch {
+                    return .couldNotStart("\(error)")
+                }
+            }
+            group.addTask {
+                do { try await Task.sleep(for: timeout) } catch { return nil }
+                return .timedOut(timeout)
+            }
+            var ending: ExecResult.Ending?
+            while let next = await group.next() {
+                guard let value = next else { continue }
+                ending = value
+                if case .timedOut = value, let pgid = processGroup.get() {
+                    // Stop the whole group ourselves: grandchildren may hold the output pipes open
+                    // after the plugin itself has gone.
+                    kill(-pgid, SIGTERM)
+                    try? await Task.sleep(for: spec.gracePeriod)
+                    kill(-pgid, SIGKILL)
+                }
+                group.cancelAll()
+                break
+            }
+            await group.waitForAll()
+            return ending ?? .couldNotStart("cancelled")
+        }
+        return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated)
+    }
+}
+
+/// The plugin's process id, which is also its process group id (it runs in its own session).
+final class ProcessGroupBox: Sendable {
+    private let value = Mutex<pid_t?>(nil)
+    func set(_ pid: pid_t) { value.withLock { $0 = pid } }
+    func get() -> pid_t? { value.withLock { $0 } }
+}
+
+/// Collects a plugin's output: appends it to the log file up to a limit (then a note), and keeps
+/// the tail of standard error. Memory stays bounded whatever the plugin prints.
+final class LogCapture: Sendable {
+    private struct State {
+        var fd: Int32
+        var written = 0
+        var truncated = false
+        var tail: [UInt8] = []
+    }
+    private let state: Mutex<State>
+    private let limit: Int
+    private let tailBytes: Int
+
+    init(file: String, limit: Int, tailBytes: Int) {
+        self.limit = limit
+        self.tailBytes = tailBytes
+        self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)))
+    }
+
+    deinit {
+        state.withLock { if $0.fd >= 0 { close($0.fd) } }
+    }
+
+    func take(_ chunk: SubprocessOutputSequence.Buffer, stderr: Bool) {
+        chunk.withUnsafeBytes { bytes in
+            state.withLock { s in
+                if stderr {
+                    s.tail += bytes.suffix(tailBytes)
+                    if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
+                }
+                guard s.fd >= 0, !s.truncated else { return }
+                let room = limit - s.written
+                let part = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
+                _ = write(s.fd, part.baseAddress, part.count)
+                s.written += part.count
+                if bytes.count > room {
+                    s.truncated = true
+                    let note = "\n[switchyard: output truncated at \(limit) bytes]\n"
+                    _ = note.withCString { write(s.fd, $0, strlen($0)) }
+                }
+            }
+        }
+    }
+
+    var truncated: Bool { state.withLock { $0.truncated } }
+
+    /// The last non-empty lines of standard error, as text.
+    var stderrTail: String {
+        let bytes = state.withLock { $0.tail }
+        let text = String(decoding: bytes, as: UTF8.self)
+        return text.trimmingCharacters(in: " \t\r\n")
+    }
+}

@@ -1,0 +1,169 @@
+import HandlerKit
+
+/// Reads and validates the declarations in one `handlers.d` file.
+///
+/// A file holds one declaration, or several separated by `---`. Keys:
+/// `operation` (required), `fragments`, `description`, exactly one of `swift` (with `options`)
+/// or `exec` (`command`, `timeout`, `env`, `gracePeriod`), `timeout`, `concurrency`, `resumable`, `example`.
+/// The whole file is rejected at its first problem, so a half-valid file never half-applies.
+enum DeclarationReader {
+    static let keys = ["operation", "fragments", "description", "swift", "options", "exec", "timeout",
+                       "concurrency", "resumable", "example"]
+    static let execKeys = ["command", "timeout", "env", "gracePeriod"]
+    static let defaultTimeout: Duration = .seconds(600)
+
+    static func read(file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblem) -> [HandlerDeclaration] {
+        let text: String
+        do {
+            text = try FileSystem.readText(file) ?? ""
+        } catch {
+            throw FileProblem(file: file, line: nil, error.description)
+        }
+        let documents: [YAMLNode]
+        do {
+            documents = try YAMLNode.parseDocuments(text)
+        } catch {
+            throw FileProblem(file: file, line: error.line, "invalid YAML: \(error.detail)")
+        }
+        let real = documents.filter { !$0.isNull }
+        guard !real.isEmpty else { throw FileProblem(file: file, line: 1, "the file declares no handler") }
+        var declarations: [HandlerDeclaration] = []
+        for document in real {
+            declarations.append(try declaration(document, file: file, catalog: catalog))
+        }
+        return declarations
+    }
+
+    static func declaration(_ node: YAMLNode, file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblem) -> HandlerDeclaration {
+        let reader = try MappingReader(node, file: file, what: "a handler declaration")
+        try reader.rejectUnknownKeys(allowed: keys)
+        let operation = try reader.requiredString("operation")
+        try checkFragmentName(operation, file: file, line: reader.node("operation")?.line ?? reader.line)
+        let fragments = try reader.stringList("fragments") ?? [operation]
+        guard !fragments.isEmpty else {
+            throw FileProblem(file: file, line: reader.node("fragments")?.line, "'fragments' must name at least one fragment")
+        }
+        for fragment in fragments {
+            try checkFragmentName(fragment, file: file, line: reader.node("fragments")?.line ?? reader.line)
+        }
+        var timeout = try reader.duration("timeout")
+
+        let kind: HandlerDeclaration.Kind
+        switch (reader.node("swift"), reader.node("exec")) {
+        case (nil, nil):
+            throw FileProblem(file: file, line: reader.line, "declaration of \(operation) needs 'swift' (a compiled handler) or 'exec' (an executable)")
+        case (.some, .some(let exec)):
+            throw FileProblem(file: file, line: exec.line, "declaration of \(operation) has both 'swift' and 'exec'; choose one")
+        case (.some, nil):
+            let name = try reader.requiredString("swift")
+            guard let type = catalog[name] else {
+                let available = catalog.keys.sorted().joined(separator: ", ")
+                throw FileProblem(file: file, line: reader.node("swift")?.line,
+                                  "no compiled handler named '\(name)' in this agent (available: \(available.isEmpty ? "none" : available))")
+            }
+            let options = reader.node("options")?.json ?? .null
+            do {
+                kind = .swift(name: name, handler: try type.init(options: options))
+            } catch {
+                throw FileProblem(file: file, line: reader.node("options")?.line ?? reader.line, "options of \(name): \(error.detail)")
+            }
+        case (nil, .some(let execNode)):
+            if reader.node("options") != nil {
+                throw FileProblem(file: file, line: reader.node("options")?.line, "'options' is for swift handlers; an exec handler takes 'env' or arguments")
+            }
+            let exec = try MappingReader(execNode, file: file, what: "'exec'")
+            try exec.rejectUnknownKeys(allowed: execKeys)
+            if let execTimeout = try exec.duration("timeout") {
+                if timeout != nil {
+                    throw FileProblem(file: file, line: exec.node("timeout")?.line, "timeout is set twice (in 'exec' and at the top); keep one")
+                }
+                timeout = execTimeout
+            }
+            kind = .exec(try execSpec(exec, file: file))
+        }
+
+        let example = reader.node("example").map(\.json)
+        if let example, example.objectValue == nil {
+            throw FileProblem(file: file, line: reader.node("example")?.line, "'example' must be a mapping: the body of an operation")
+        }
+        return HandlerDeclaration(
+            operation: operation, fragments: fragments, description: try reader.string("description"),
+            kind: kind, concurrency: try reader.int("concurrency", range: 1...64) ?? 1,
+            timeout: timeout ?? defaultTimeout, resumable: try reader.bool("resumable") ?? false,
+            example: example, file: file, line: reader.line)
+    }
+
+    static func execSpec(_ exec: MappingReader, file: String) throws(FileProblem) -> ExecSpec {
+        let line = exec.node("command")?.line ?? exec.line
+        guard var command = try exec.stringList("command"), let program = command.first, !program.isEmpty else {
+            throw FileProblem(file: file, line: line, "'exec.command' must be a non-empty list: the program, then its arguments")
+        }
+        if program.contains("${") {
+            throw FileProblem(file: file, line: line, "the program path cannot be templated")
+        }
+        let resolved = FileSystem.resolve(program, relativeTo: FileSystem.parent(of: FileSystem.absolute(file)))
+        guard FileSystem.exists(resolved) else {
+            throw FileProblem(file: file, line: line, "program \(resolved) does not exist")
+        }
+        guard FileSystem.isExecutable(resolved), !FileSystem.isDirectory(resolved) else {
+            throw FileProblem(file: file, line: line, "program \(resolved) is not executable (chmod +x)")
+        }
+        command[0] = resolved
+        for argument in command where !Template.isWellFormed(argument) {
+            throw FileProblem(file: file, line: line, "argument '\(argument)' has an unclosed or empty ${…} template")
+        }
+        var environment: [String: String] = [:]
+        if let envNode = exec.node("env"), !envNode.isNull {
+            let env = try MappingReader(envNode, file: file, what: "'exec.env'")
+            for (key, keyLine, value) in env.pairs {
+                guard let text = value.scalar else {
+                    throw FileProblem(file: file, line: value.line, "exec.env.\(key) must be text")
+                }
+                guard !key.hasPrefix("SWITCHYARD_"), key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                    throw FileProblem(file: file, line: keyLine, "exec.env key '\(key)' must be letters, digits and _ and not start with SWITCHYARD_")
+                }
+                environment[key] = text
+            }
+        }
+        return ExecSpec(command: command, environment: environment, gracePeriod: try exec.duration("gracePeriod") ?? .seconds(5))
+    }
+
+    /// Fragment names are identifiers such as `c8y_Restart` or `acme_Calibrate`.
+    static func checkFragmentName(_ name: String, file: String, line: Int) throws(FileProblem) {
+        let valid = !name.isEmpty && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+            && !(name.first?.isNumber ?? true)
+        guard valid else {
+            throw FileProblem(file: file, line: line, "'\(name)' is not a fragment name (letters, digits and _, e.g. c8y_Restart)")
+        }
+    }
+}
+
+/// `${path}` templates in exec arguments.
+enum Template {
+    static func isWellFormed(_ text: String) -> Bool {
+        var rest = Substring(text)
+        while let start = rest.firstRange(of: "${") {
+            guard let end = rest[start.upperBound...].firstIndex(of: "}"), end > start.upperBound else { return false }
+            rest = rest[rest.index(after: end)...]
+        }
+        return true
+    }
+
+    /// Replaces each `${a.b}` with the operation's value at that path: text as is, other values as
+    /// JSON, a missing value as the empty string. The result is always exactly one argument.
+    static func render(_ text: String, with operation: JSONValue) -> String {
+        var out = ""
+        var rest = Substring(text)
+        while let start = rest.firstRange(of: "${"), let end = rest[start.upperBound...].firstIndex(of: "}") {
+            out += rest[..<start.lowerBound]
+            let path = String(rest[start.upperBound..<end])
+            switch operation.value(atPath: path) {
+            case nil, .null?: break
+            case .string(let s)?: out += s
+            case let value?: out += value.encodedString()
+            }
+            rest = rest[rest.index(after: end)...]
+        }
+        return out + rest
+    }
+}

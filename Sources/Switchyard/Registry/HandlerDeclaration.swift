@@ -1,0 +1,51 @@
+public import HandlerKit
+
+/// One entry of `handlers.d`: which fragments trigger it, what is advertised, and how it runs.
+public struct HandlerDeclaration: Sendable {
+    /// How the handler runs.
+    public enum Kind: Sendable {
+        /// A compiled module, by the name it is registered under.
+        case swift(name: String, handler: any OperationHandler)
+        /// An external executable.
+        case exec(ExecSpec)
+    }
+
+    /// The operation name advertised in `c8y_SupportedOperations`.
+    public let operation: String
+    /// The fragments that select this handler (by default just `operation`).
+    public let fragments: [String]
+    public let description: String?
+    public let kind: Kind
+    /// How many operations of this handler may run at once.
+    public let concurrency: Int
+    /// How long one run may take before it is stopped and FAILED.
+    public let timeout: Duration
+    /// Whether an operation interrupted by a restart is handed back to the handler (phase `resume`).
+    public let resumable: Bool
+    /// An operation body the demo creates to show the handler (optional).
+    public let example: JSONValue?
+    public let file: String
+    public let line: Int
+
+    /// `file:line`, for messages.
+    public var location: String { "\(file):\(line)" }
+
+    /// A short name of the handler for logs and tables: `swift:Message` or `exec:/path/to/script`.
+    public var handlerName: String {
+        switch kind {
+        case .swift(let name, _): return "swift:\(name)"
+        case .exec(let spec): return "exec:\(spec.command.first ?? "?")"
+        }
+    }
+}
+
+/// How to start an executable handler.
+public struct ExecSpec: Sendable {
+    /// argv; element 0 is an absolute path. Elements may hold `${path.in.operation}` templates,
+    /// each substituted inside its own element (never split, never through a shell).
+    public let command: [String]
+    /// Static extra environment variables.
+    public let environment: [String: String]
+    /// Between SIGTERM and SIGKILL when the timeout is reached.
+    public let gracePeriod: Duration
+}

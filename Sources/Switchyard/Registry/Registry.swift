@@ -1,0 +1,75 @@
+public import HandlerKit
+
+/// The handlers declared in one `handlers.d` directory, and the problems found reading it.
+///
+/// A file that does not parse or validate is reported with its file, line and reason and skipped;
+/// the rest stay active. Two declarations claiming the same fragment are both rejected, with an
+/// error naming both: which one should win is the device maker's decision, not the agent's.
+public struct Registry: Sendable {
+    public let directory: String
+    public let declarations: [HandlerDeclaration]
+    public let problems: [FileProblem]
+    private let byFragment: [String: HandlerDeclaration]
+
+    public init(directory: String, declarations: [HandlerDeclaration], problems: [FileProblem]) {
+        var problems = problems
+        var claims: [String: [HandlerDeclaration]] = [:]
+        for declaration in declarations {
+            for fragment in Set(declaration.fragments) { claims[fragment, default: []].append(declaration) }
+        }
+        var rejected = Set<String>()  // locations
+        for (fragment, claimants) in claims.sorted(by: { $0.key < $1.key }) where claimants.count > 1 {
+            let places = claimants.map(\.location).joined(separator: " and ")
+            for claimant in claimants {
+                rejected.insert(claimant.location)
+                problems.append(FileProblem(file: claimant.file, line: claimant.line,
+                                            "fragment \(fragment) is claimed by \(places); neither is active until one is removed"))
+            }
+        }
+        let active = declarations.filter { !rejected.contains($0.location) }
+        var byFragment: [String: HandlerDeclaration] = [:]
+        for declaration in active {
+            for fragment in declaration.fragments { byFragment[fragment] = declaration }
+        }
+        self.directory = directory
+        self.declarations = active
+        self.problems = problems.sorted { ($0.file, $0.line ?? 0) < ($1.file, $1.line ?? 0) }
+        self.byFragment = byFragment
+    }
+
+    /// The declaration handling a fragment.
+    public func declaration(for fragment: String) -> HandlerDeclaration? { byFragment[fragment] }
+
+    /// The handled fragments, sorted.
+    public var fragments: [String] { byFragment.keys.sorted() }
+
+    /// What the device advertises as `c8y_SupportedOperations`: the sorted operation names of the valid declarations.
+    public var supportedOperations: [String] { Set(declarations.map(\.operation)).sorted() }
+
+    /// Reads every `*.yaml` / `*.yml` file directly in `directory`, in name order.
+    /// - Parameter catalog: the compiled handlers `swift:` declarations may name.
+    public static func load(directory: String, catalog: [String: any OperationHandler.Type]) -> Registry {
+        let names: [String]
+        do {
+            guard let listed = try FileSystem.list(directory) else {
+                return Registry(directory: directory, declarations: [],
+                                problems: [FileProblem(file: directory, line: nil, "handlers directory does not exist")])
+            }
+            names = listed
+        } catch {
+            return Registry(directory: directory, declarations: [], problems: [FileProblem(file: directory, line: nil, error.description)])
+        }
+        var declarations: [HandlerDeclaration] = []
+        var problems: [FileProblem] = []
+        for name in names where name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
+            let path = directory + "/" + name
+            guard !FileSystem.isDirectory(path) else { continue }
+            do throws(FileProblem) {
+                declarations += try DeclarationReader.read(file: path, catalog: catalog)
+            } catch {
+                problems.append(error)
+            }
+        }
+        return Registry(directory: directory, declarations: declarations, problems: problems)
+    }
+}
