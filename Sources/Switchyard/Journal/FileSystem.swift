@@ -145,11 +145,21 @@ public enum FileSystem {
         }
     }
 
-    /// An absolute form of `path`, relative paths taken from `base`.
+    /// An absolute, normalised form of `path` (no `.` or `..`), relative paths taken from `base`.
     public static func resolve(_ path: String, relativeTo base: String) -> String {
-        if path.hasPrefix("/") { return path }
-        if base.isEmpty || base == "." { return absolute(path) }
-        return absolute(base + "/" + path)
+        if path.hasPrefix("/") { return normalised(path) }
+        if base.isEmpty || base == "." { return normalised(absolute(path)) }
+        return normalised(absolute(base + "/" + path))
+    }
+
+    /// Removes `.` and `..` components and repeated slashes from an absolute path.
+    public static func normalised(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// `path` made absolute against the working directory (not normalised beyond that).

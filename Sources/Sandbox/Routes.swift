@@ -1,0 +1,203 @@
+import Hummingbird
+import JSONSupport
+import NIOCore
+
+/// The HTTP routes of the sandbox tenant. Shapes follow the platform's OpenAPI description.
+struct Routes: Sendable {
+    let tenant: Tenant
+
+    static func json(_ value: JSONValue, status: Int = 200, type: String = "application/json") -> Response {
+        Response(status: .init(code: status), headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(bytes: value.encoded())))
+    }
+
+    static func error(_ status: Int, _ kind: String, _ message: String) -> Response {
+        json(["error": .string(kind), "message": .string(message), "info": "https://cumulocity.com/api/core/"], status: status,
+             type: "application/vnd.com.nsn.cumulocity.error+json")
+    }
+
+    static func body(_ request: Request) async throws -> JSONValue? {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 16 << 20)
+        return try? JSONValue.parse(Array(buffer.readableBytesView))
+    }
+
+    static func object(_ request: Request) async throws -> JSONValue? {
+        guard let body = try await body(request), case .object = body else { return nil }
+        return body
+    }
+
+    /// A created resource: 201 with the body only when the client asked for it with `Accept` (as the platform does).
+    static func created(_ value: JSONValue, _ request: Request, type: String) -> Response {
+        guard request.headers[.accept] != nil else { return Response(status: .created) }
+        return json(value, status: 201, type: type + ";charset=UTF-8;ver=0.9")
+    }
+
+    static let badBody = error(422, "general/invalidBody", "the body is not a JSON object")
+
+    func register(on router: Router<BasicRequestContext>) {
+        let tenant = self.tenant
+        // Identity
+        router.get("/identity/externalIds/{type}/{value}") { _, context -> Response in
+            let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""
+            guard let id = await tenant.lookup(type: type, externalId: value) else {
+                return Self.error(404, "identity/Not Found", "External id not found; external id = ID [type=\(type), value=\(value)]")
+            }
+            return Self.json(["externalId": .string(value), "type": .string(type), "managedObject": ["id": .string(id)]],
+                             type: "application/vnd.com.nsn.cumulocity.externalid+json")
+        }
+        router.post("/identity/globalIds/{id}/externalIds") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request), let type = body["type"]?.stringValue,
+                  let value = body["externalId"]?.stringValue else { return Self.badBody }
+            guard await tenant.register(type: type, externalId: value, for: id) else {
+                return Self.error(404, "inventory/Not Found", "Managed object \(id) not found")
+            }
+            return Self.created(["externalId": .string(value), "type": .string(type), "managedObject": ["id": .string(id)]],
+                                request, type: "application/vnd.com.nsn.cumulocity.externalid+json")
+        }
+        // Inventory
+        router.post("/inventory/managedObjects") { request, _ -> Response in
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            return Self.created(await tenant.createManagedObject(body), request, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
+        }
+        router.get("/inventory/managedObjects/{id}") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let object = await tenant.managedObject(id) else {
+                return Self.error(404, "inventory/Not Found", "Managed object \(id) not found")
+            }
+            return Self.json(object, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
+        }
+        router.put("/inventory/managedObjects/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            guard let updated = await tenant.updateManagedObject(id, body) else {
+                return Self.error(404, "inventory/Not Found", "Managed object \(id) not found")
+            }
+            return request.headers[.accept] == nil ? Response(status: .ok) : Self.json(updated, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
+        }
+        // Device control
+        router.get("/devicecontrol/operations") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let all = await tenant.queryOperations(agentID: query.get("agentId"), deviceID: query.get("deviceId"), status: query.get("status"))
+            let pageSize = max(1, min(2000, query.get("pageSize").flatMap { Int($0) } ?? 5))
+            let page = max(1, query.get("currentPage").flatMap { Int($0) } ?? 1)
+            let slice = Array(all.dropFirst((page - 1) * pageSize).prefix(pageSize))
+            return Self.json(["operations": .array(slice), "statistics": ["currentPage": .int(Int64(page)), "pageSize": .int(Int64(pageSize))]],
+                             type: "application/vnd.com.nsn.cumulocity.operationcollection+json")
+        }
+        router.post("/devicecontrol/operations") { request, _ -> Response in
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            guard let created = await tenant.createOperation(body) else {
+                return Self.error(422, "devicecontrol/Invalid", "deviceId is missing or names no managed object")
+            }
+            return Self.created(created, request, type: "application/vnd.com.nsn.cumulocity.operation+json")
+        }
+        router.get("/devicecontrol/operations/{id}") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let operation = await tenant.operation(id) else { return Self.error(404, "devicecontrol/Not Found", "Operation \(id) not found") }
+            return Self.json(operation, type: "application/vnd.com.nsn.cumulocity.operation+json")
+        }
+        router.put("/devicecontrol/operations/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            switch await tenant.updateOperation(id, body) {
+            case .notFound: return Self.error(404, "devicecontrol/Not Found", "Operation \(id) not found")
+            case .rejected(let why): return Self.error(422, "devicecontrol/Invalid status transition", why)
+            case .updated(let operation):
+                return request.headers[.accept] == nil ? Response(status: .ok) : Self.json(operation, type: "application/vnd.com.nsn.cumulocity.operation+json")
+            }
+        }
+        // Measurements, events, alarms
+        router.post("/measurement/measurements") { request, _ -> Response in
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            return Self.created(await tenant.addMeasurement(body), request, type: "application/vnd.com.nsn.cumulocity.measurement+json")
+        }
+        router.post("/event/events") { request, _ -> Response in
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            return Self.created(await tenant.addEvent(body), request, type: "application/vnd.com.nsn.cumulocity.event+json")
+        }
+        router.post("/alarm/alarms") { request, _ -> Response in
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            return Self.created(await tenant.addAlarm(body), request, type: "application/vnd.com.nsn.cumulocity.alarm+json")
+        }
+        router.get("/alarm/alarms") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let alarms = await tenant.alarmList(source: query.get("source"), status: query.get("status"), type: query.get("type"))
+            return Self.json(["alarms": .array(alarms)], type: "application/vnd.com.nsn.cumulocity.alarmcollection+json")
+        }
+        router.put("/alarm/alarms/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            guard let updated = await tenant.updateAlarm(id, body) else { return Self.error(404, "alarm/Not Found", "Alarm \(id) not found") }
+            return Self.json(updated, type: "application/vnd.com.nsn.cumulocity.alarm+json")
+        }
+        // Bayeux
+        router.post("/notification/operations") { request, _ -> Response in
+            guard let messages = try await Self.body(request)?.arrayValue else {
+                return Self.json([["successful": false, "error": "400::a Bayeux request is an array of messages"]], status: 400)
+            }
+            var replies: [JSONValue] = []
+            for message in messages { replies += await Self.bayeux(message, tenant: tenant) }
+            return Self.json(.array(replies))
+        }
+        // Sandbox controls (no authentication; loopback only)
+        router.post("/sandbox/faults") { request, _ -> Response in
+            let body = try await Self.body(request) ?? [:]
+            await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503))
+            return Self.json(["ok": true])
+        }
+        router.post("/sandbox/bayeux/drop") { _, _ -> Response in
+            await tenant.dropBayeuxClients()
+            return Self.json(["ok": true])
+        }
+        router.post("/sandbox/operations/{id}/redeliver") { _, context -> Response in
+            await tenant.redeliver(context.parameters.get("id") ?? "")
+            return Self.json(["ok": true])
+        }
+        router.get("/sandbox/operations/{id}/history") { _, context -> Response in
+            Self.json(.array(await tenant.history(of: context.parameters.get("id") ?? "")))
+        }
+        router.get("/sandbox/inventory/{id}/updates") { _, context -> Response in
+            Self.json(.array(await tenant.updates(of: context.parameters.get("id") ?? "")))
+        }
+    }
+
+    static func bayeux(_ message: JSONValue, tenant: Tenant) async -> [JSONValue] {
+        let channel = message["channel"]?.stringValue ?? ""
+        let clientID = message["clientId"]?.stringValue ?? ""
+        let id = message["id"] ?? .null
+        let unknown: JSONValue = ["channel": .string(channel), "successful": false, "error": "402::Unknown client",
+                                  "advice": ["reconnect": "handshake", "interval": 0], "id": id]
+        switch channel {
+        case "/meta/handshake":
+            let clientID = await tenant.handshake()
+            return [["channel": "/meta/handshake", "successful": true, "clientId": .string(clientID), "version": "1.0",
+                     "minimumVersion": "1.0", "supportedConnectionTypes": ["long-polling"], "id": id,
+                     "advice": ["timeout": .int(tenant.settings.holdTime.milliseconds), "interval": 0, "reconnect": "retry"]]]
+        case "/meta/subscribe":
+            let subscription = message["subscription"]?.stringValue ?? ""
+            guard await tenant.subscribe(clientID, to: subscription) else { return [unknown] }
+            return [["channel": "/meta/subscribe", "subscription": .string(subscription), "successful": true, "id": id]]
+        case "/meta/connect":
+            switch await tenant.connect(clientID) {
+            case .unknownClient:
+                return [unknown]
+            case .messages(let messages):
+                return messages + [["channel": "/meta/connect", "successful": true, "id": id,
+                                    "advice": ["timeout": .int(tenant.settings.holdTime.milliseconds), "interval": 0, "reconnect": "retry"]]]
+            }
+        case "/meta/disconnect":
+            await tenant.disconnect(clientID)
+            return [["channel": "/meta/disconnect", "successful": true, "id": id]]
+        default:
+            return [["channel": .string(channel), "successful": false, "error": "400::unknown channel", "id": id]]
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,317 @@
+import FoundationEssentials
+public import JSONSupport
+
+/// The emulated tenant's state: inventory, identity, operations, measurements, events, alarms and
+/// Bayeux clients. Every platform rule the agent depends on is enforced here (operation status
+/// transitions, the notification buffer, unknown clients), so tests exercise real behaviour.
+public actor Tenant {
+    public struct Settings: Sendable {
+        public var tenantID = "t100"
+        public var username = "device"
+        public var password = "device-secret"
+        /// How long a Bayeux connect is held open when nothing arrives.
+        public var holdTime: Duration = .seconds(30)
+        /// How long undelivered notifications are kept for a client that is not connected (the platform: 10 s).
+        public var bufferTime: Duration = .seconds(10)
+        public init() {}
+    }
+
+    public nonisolated let settings: Settings
+    private var nextID = 10_000
+    private(set) var managedObjects: [String: JSONValue] = [:]
+    private(set) var putHistory: [String: [JSONValue]] = [:]
+    private var externalIDs: [String: String] = [:]  // "type/value" → managed object id
+    private(set) var operations: [String: JSONValue] = [:]
+    private var operationOrder: [String] = []
+    private(set) var statusHistory: [String: [JSONValue]] = [:]
+    private(set) var measurements: [JSONValue] = []
+    private(set) var events: [JSONValue] = []
+    private var alarms: [String: JSONValue] = [:]
+    private var alarmOrder: [String] = []
+    private var refusals = 0
+    private var refusalStatus = 503
+    private var bayeux: [String: BayeuxClient] = [:]
+
+    struct BayeuxClient {
+        var subscriptions: Set<String> = []
+        var queue: [JSONValue] = []
+        var waiter: (token: Int, continuation: CheckedContinuation<ConnectResult, Never>)?
+        var idleSince = ContinuousClock.now
+    }
+
+    enum ConnectResult { case messages([JSONValue]), unknownClient }
+
+    public init(settings: Settings = .init()) { self.settings = settings }
+
+    func newID() -> String {
+        nextID += 1
+        return String(nextID)
+    }
+
+    static func now() -> String { Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
+
+    // MARK: Faults
+
+    /// Makes the next `count` platform requests fail with `status` (the sandbox's own routes are exempt).
+    public func refuse(next count: Int, status: Int = 503) {
+        refusals = count
+        refusalStatus = status
+    }
+
+    func takeRefusal() -> Int? {
+        guard refusals > 0 else { return nil }
+        refusals -= 1
+        return refusalStatus
+    }
+
+    /// Forgets every Bayeux client, as the platform does after a restart: their next request gets `402::Unknown client`.
+    public func dropBayeuxClients() {
+        for (_, client) in bayeux { client.waiter?.continuation.resume(returning: .unknownClient) }
+        bayeux.removeAll()
+    }
+
+    public var bayeuxClientCount: Int { bayeux.count }
+
+    // MARK: Identity and inventory
+
+    func lookup(type: String, externalId: String) -> String? { externalIDs["\(type)/\(externalId)"] }
+
+    func register(type: String, externalId: String, for id: String) -> Bool {
+        guard managedObjects[id] != nil else { return false }
+        externalIDs["\(type)/\(externalId)"] = id
+        return true
+    }
+
+    public func managedObject(_ id: String) -> JSONValue? { managedObjects[id] }
+
+    /// The bodies of every PUT to a managed object, in order.
+    public func updates(of id: String) -> [JSONValue] { putHistory[id] ?? [] }
+
+    /// The managed object registered for an external id.
+    public func device(externalIdType: String = "c8y_Serial", externalId: String) -> JSONValue? {
+        lookup(type: externalIdType, externalId: externalId).flatMap { managedObjects[$0] }
+    }
+
+    func createManagedObject(_ body: JSONValue) -> JSONValue {
+        let id = newID()
+        var object = body.objectValue ?? [:]
+        object["id"] = .string(id)
+        object["creationTime"] = .string(Self.now())
+        object["lastUpdated"] = .string(Self.now())
+        for collection in ["childDevices", "childAssets", "deviceParents", "assetParents"] {
+            object[collection] = ["references": []]
+        }
+        managedObjects[id] = .object(object)
+        return .object(object)
+    }
+
+    func updateManagedObject(_ id: String, _ body: JSONValue) -> JSONValue? {
+        guard let current = managedObjects[id] else { return nil }
+        putHistory[id, default: []].append(body)
+        var updated = current.merging(body)
+        if case .object(var members) = updated {
+            members["id"] = .string(id)
+            members["lastUpdated"] = .string(Self.now())
+            updated = .object(members)
+        }
+        managedObjects[id] = updated
+        return updated
+    }
+
+    // MARK: Operations
+
+    /// Creates a PENDING operation (the platform side) and notifies subscribed agents.
+    public func createOperation(_ body: JSONValue) -> JSONValue? {
+        guard let deviceID = body["deviceId"]?.idValue, managedObjects[deviceID] != nil else { return nil }
+        let id = newID()
+        var operation = body.objectValue ?? [:]
+        operation["id"] = .string(id)
+        operation["deviceId"] = .string(deviceID)
+        operation["status"] = "PENDING"
+        operation["creationTime"] = .string(Self.now())
+        operations[id] = .object(operation)
+        operationOrder.append(id)
+        statusHistory[id] = [["status": "PENDING", "time": .string(Self.now())]]
+        deliver(.object(operation))
+        return .object(operation)
+    }
+
+    /// Sends an operation's current state to subscribers again (as a duplicate notification).
+    public func redeliver(_ id: String) {
+        if let operation = operations[id] { deliver(operation) }
+    }
+
+    public func operation(_ id: String) -> JSONValue? { operations[id] }
+
+    /// Every status the operation went through with its time (`status`, `time`, optional `failureReason`).
+    public func history(of id: String) -> [JSONValue] { statusHistory[id] ?? [] }
+
+    func agentID(of deviceID: String) -> String {
+        if managedObjects[deviceID]?["com_cumulocity_model_Agent"] != nil { return deviceID }
+        for (id, object) in managedObjects {
+            let children = object["childDevices"]?["references"]?.arrayValue ?? []
+            if children.contains(where: { $0["managedObject"]?["id"]?.idValue == deviceID }) { return id }
+        }
+        return deviceID
+    }
+
+    func queryOperations(agentID: String?, deviceID: String?, status: String?) -> [JSONValue] {
+        operationOrder.compactMap { operations[$0] }.filter { operation in
+            let device = operation["deviceId"]?.idValue ?? ""
+            if let status, operation["status"]?.stringValue != status { return false }
+            if let deviceID, device != deviceID { return false }
+            if let agentID, self.agentID(of: device) != agentID { return false }
+            return true
+        }
+    }
+
+    enum UpdateResult { case updated(JSONValue), notFound, rejected(String) }
+
+    static let transitions: [String: Set<String>] = ["PENDING": ["EXECUTING"], "EXECUTING": ["SUCCESSFUL", "FAILED"]]
+
+    func updateOperation(_ id: String, _ body: JSONValue) -> UpdateResult {
+        guard let current = operations[id] else { return .notFound }
+        var changes = body.objectValue ?? [:]
+        changes["id"] = nil
+        changes["deviceId"] = nil
+        if let next = changes["status"]?.stringValue {
+            let from = current["status"]?.stringValue ?? "PENDING"
+            guard Self.transitions[from]?.contains(next) == true else {
+                return .rejected("status cannot change from \(from) to \(next)")
+            }
+            var entry: [String: JSONValue] = ["status": .string(next), "time": .string(Self.now())]
+            if let reason = changes["failureReason"] { entry["failureReason"] = reason }
+            statusHistory[id, default: []].append(.object(entry))
+        }
+        let updated = current.merging(.object(changes))
+        operations[id] = updated
+        return .updated(updated)
+    }
+
+    // MARK: Measurements, events, alarms
+
+    func addMeasurement(_ body: JSONValue) -> JSONValue {
+        let stored = body.merging(["id": .string(newID())])
+        measurements.append(stored)
+        return stored
+    }
+
+    func addEvent(_ body: JSONValue) -> JSONValue {
+        let stored = body.merging(["id": .string(newID()), "creationTime": .string(Self.now())])
+        events.append(stored)
+        return stored
+    }
+
+    /// Raises an alarm; an ACTIVE alarm of the same source and type is counted instead of duplicated.
+    func addAlarm(_ body: JSONValue) -> JSONValue {
+        let source = body["source"]?["id"]?.idValue
+        let type = body["type"]?.stringValue
+        if let existingID = alarmOrder.first(where: { id in
+            let alarm = alarms[id]
+            return alarm?["source"]?["id"]?.idValue == source && alarm?["type"]?.stringValue == type
+                && alarm?["status"]?.stringValue != "CLEARED"
+        }), let existing = alarms[existingID] {
+            let updated = existing.merging(["count": .int((existing["count"]?.intValue ?? 1) + 1)])
+            alarms[existingID] = updated
+            return updated
+        }
+        let id = newID()
+        let stored = body.merging(["id": .string(id), "count": 1, "status": body["status"] ?? "ACTIVE"])
+        alarms[id] = stored
+        alarmOrder.append(id)
+        return stored
+    }
+
+    public func alarmList(source: String? = nil, status: String? = nil, type: String? = nil) -> [JSONValue] {
+        alarmOrder.compactMap { alarms[$0] }.filter { alarm in
+            (source == nil || alarm["source"]?["id"]?.idValue == source)
+                && (status == nil || alarm["status"]?.stringValue == status)
+                && (type == nil || alarm["type"]?.stringValue == type)
+        }
+    }
+
+    func updateAlarm(_ id: String, _ body: JSONValue) -> JSONValue? {
+        guard let current = alarms[id] else { return nil }
+        let updated = current.merging(body).merging(["id": .string(id)])
+        alarms[id] = updated
+        return updated
+    }
+
+    // MARK: Bayeux
+
+    func handshake() -> String {
+        let id = "sandbox-" + newID()
+        bayeux[id] = BayeuxClient()
+        return id
+    }
+
+    func subscribe(_ clientID: String, to channel: String) -> Bool {
+        guard bayeux[clientID] != nil else { return false }
+        bayeux[clientID]?.subscriptions.insert(channel)
+        return true
+    }
+
+    func disconnect(_ clientID: String) {
+        bayeux[clientID]?.waiter?.continuation.resume(returning: .messages([]))
+        bayeux[clientID] = nil
+    }
+
+    /// Holds a connect until a notification arrives or the hold time passes.
+    func connect(_ clientID: String) async -> ConnectResult {
+        expireIdleClients()
+        guard var client = bayeux[clientID] else { return .unknownClient }
+        if !client.queue.isEmpty {
+            let messages = client.queue
+            client.queue.removeAll()
+            client.idleSince = .now
+            bayeux[clientID] = client
+            return .messages(messages)
+        }
+        if let previous = client.waiter {  // a second connect replaces the first
+            previous.continuation.resume(returning: .messages([]))
+        }
+        nextID += 1
+        let token = nextID
+        let hold = settings.holdTime
+        Task { [weak self] in
+            try? await Task.sleep(for: hold)
+            await self?.release(clientID, token: token)
+        }
+        return await withCheckedContinuation { continuation in
+            bayeux[clientID]?.waiter = (token, continuation)
+        }
+    }
+
+    private func release(_ clientID: String, token: Int) {
+        guard let waiter = bayeux[clientID]?.waiter, waiter.token == token else { return }
+        bayeux[clientID]?.waiter = nil
+        bayeux[clientID]?.idleSince = .now
+        waiter.continuation.resume(returning: .messages([]))
+    }
+
+    /// Clients that have not polled within the buffer time lose their session (and their queued messages).
+    private func expireIdleClients() {
+        let now = ContinuousClock.now
+        for (id, client) in bayeux where client.waiter == nil && now - client.idleSince > settings.bufferTime {
+            bayeux[id] = nil
+        }
+    }
+
+    private func deliver(_ operation: JSONValue) {
+        expireIdleClients()
+        let channel = "/" + agentID(of: operation["deviceId"]?.idValue ?? "")
+        for (id, var client) in bayeux where client.subscriptions.contains(channel) {
+            let message: JSONValue = ["channel": .string(channel), "data": operation, "id": .string(newID())]
+            if let waiter = client.waiter {
+                client.waiter = nil
+                client.idleSince = .now
+                bayeux[id] = client
+                waiter.continuation.resume(returning: .messages(client.queue + [message]))
+                bayeux[id]?.queue.removeAll()
+            } else {
+                client.queue.append(message)
+                bayeux[id] = client
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import BuiltinHandlers
+import Cumulocity
+import JSONSupport
+import Logging
+import Sandbox
+import Switchyard
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+@main
+struct SandboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchyard-sandbox",
+        abstract: "The Switchyard workbench: an emulated Cumulocity tenant on loopback, and a demo against it.",
+        subcommands: [Demo.self, Serve.self, OperationCommand.self],
+        defaultSubcommand: Demo.self)
+}
+
+struct TenantOptions: ParsableArguments {
+    @Option(help: "Tenant id the sandbox accepts.") var tenant = "t100"
+    @Option(help: "Device user name the sandbox accepts.") var username = "device"
+    @Option(help: "Device password the sandbox accepts.") var password = "device-secret"
+
+    var settings: Tenant.Settings {
+        var settings = Tenant.Settings()
+        settings.tenantID = tenant
+        settings.username = username
+        settings.password = password
+        return settings
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the sandbox tenant until interrupted.")
+    @Option(help: "Address to listen on (loopback unless you mean otherwise).") var host = "127.0.0.1"
+    @Option(help: "Port (0: any free port).") var port = 8111
+    @OptionGroup var tenant: TenantOptions
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let server = try await SandboxServer.start(host: host, port: port, settings: tenant.settings)
+        print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))")
+        print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_AUTH_TENANT=\(tenant.tenant) SWITCHYARD_AUTH_USERNAME=\(tenant.username) SWITCHYARD_AUTH_PASSWORD=…")
+        await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in
+            // Runs until the process is interrupted.
+        }
+    }
+}
+
+struct OperationCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "operation", abstract: "Create and read operations (the platform side).",
+                                                    subcommands: [Create.self, List.self])
+
+    struct Connection: ParsableArguments {
+        @Option(help: "The sandbox (or tenant) URL.") var url = "http://127.0.0.1:8111"
+        @OptionGroup var tenant: TenantOptions
+
+        func client() throws -> PlatformClient {
+            PlatformClient(baseURL: url, transport: try CurlTransport(),
+                           credentials: BasicCredentials(tenant: tenant.tenant, username: tenant.username, password: tenant.password))
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an operation for a device and print it.")
+        @OptionGroup var connection: Connection
+        @Option(help: "Managed object id of the target device.") var device: String
+        @Argument(help: "The operation's fragments as JSON, e.g. '{\"c8y_Message\":{\"text\":\"hi\"}}'.") var json: String
+
+        func run() async throws {
+            let body: JSONValue
+            do { body = try JSONValue.parse(json) } catch { throw ValidationError("operation JSON: \(error)") }
+            guard case .object(var members) = body else { throw ValidationError("operation JSON must be an object") }
+            members["deviceId"] = .string(device)
+            print(try await connection.client().createOperation(.object(members)))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a device's operations in a status.")
+        @OptionGroup var connection: Connection
+        @Option(help: "Managed object id of the agent.") var device: String
+        @Option(help: "PENDING, EXECUTING, SUCCESSFUL or FAILED.") var status = "PENDING"
+
+        func run() async throws {
+            for operation in try await connection.client().operations(agentID: device, status: status) { print(operation) }
+        }
+    }
+}
+
+func environment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        pointer += 1
+    }
+    return result
+}
