@@ -143,7 +143,8 @@ struct Routes: Sendable {
         // Sandbox controls (no authentication; loopback only)
         router.post("/sandbox/faults") { request, _ -> Response in
             let body = try await Self.body(request) ?? [:]
-            await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503))
+            await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503),
+                                method: body["method"]?.stringValue, pathPrefix: body["pathPrefix"]?.stringValue)
             return Self.json(["ok": true])
         }
         router.post("/sandbox/bayeux/drop") { _, _ -> Response in

@@ -63,7 +63,7 @@ struct PlatformGate: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path.hasPrefix("/sandbox/") { return try await next(request, context) }
-        if let status = await tenant.takeRefusal() {
+        if let status = await tenant.takeRefusal(method: request.method.rawValue, path: request.uri.path) {
             return Routes.json(["error": "sandbox/fault", "message": "refused by fault injection"], status: status)
         }
         let settings = tenant.settings

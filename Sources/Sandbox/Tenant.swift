@@ -30,6 +30,10 @@ public actor Tenant {
     private var alarmOrder: [String] = []
     private var refusals = 0
     private var refusalStatus = 503
+    private var refusalFilter: (method: String?, pathPrefix: String?) = (nil, nil)
+    private var originals: [String: JSONValue] = [:]
+    /// How many Bayeux handshakes the tenant has answered.
+    public private(set) var handshakeCount = 0
     private var bayeux: [String: BayeuxClient] = [:]
 
     struct BayeuxClient {
@@ -52,14 +56,21 @@ public actor Tenant {
 
     // MARK: Faults
 
-    /// Makes the next `count` platform requests fail with `status` (the sandbox's own routes are exempt).
-    public func refuse(next count: Int, status: Int = 503) {
+    /// Makes the next `count` platform requests fail with `status` (the sandbox's own routes are exempt),
+    /// optionally only those with a method and a path prefix.
+    public func refuse(next count: Int, status: Int = 503, method: String? = nil, pathPrefix: String? = nil) {
         refusals = count
         refusalStatus = status
+        refusalFilter = (method, pathPrefix)
     }
 
-    func takeRefusal() -> Int? {
+    /// Refusals not yet used up.
+    public var refusalsLeft: Int { refusals }
+
+    func takeRefusal(method: String, path: String) -> Int? {
         guard refusals > 0 else { return nil }
+        if let wanted = refusalFilter.method, wanted != method { return nil }
+        if let prefix = refusalFilter.pathPrefix, !path.hasPrefix(prefix) { return nil }
         refusals -= 1
         return refusalStatus
     }
@@ -132,13 +143,14 @@ public actor Tenant {
         operations[id] = .object(operation)
         operationOrder.append(id)
         statusHistory[id] = [["status": "PENDING", "time": .string(Self.now())]]
+        originals[id] = .object(operation)
         deliver(.object(operation))
         return .object(operation)
     }
 
-    /// Sends an operation's current state to subscribers again (as a duplicate notification).
+    /// Sends an operation's notification to subscribers again, as first sent (a duplicate delivery).
     public func redeliver(_ id: String) {
-        if let operation = operations[id] { deliver(operation) }
+        if let operation = originals[id] { deliver(operation) }
     }
 
     public func operation(_ id: String) -> JSONValue? { operations[id] }
@@ -241,6 +253,7 @@ public actor Tenant {
 
     func handshake() -> String {
         let id = "sandbox-" + newID()
+        handshakeCount += 1
         bayeux[id] = BayeuxClient()
         return id
     }

@@ -154,10 +154,13 @@ extension YAMLNode {
 }
 
 extension StringProtocol {
+    /// The text without leading and trailing characters from `set`, compared by Unicode scalar
+    /// (so "\r\n" is two characters to strip, not one grapheme).
     func trimmingCharacters(in set: String) -> String {
-        var slice = Substring(self)
-        while let first = slice.first, set.contains(first) { slice.removeFirst() }
-        while let last = slice.last, set.contains(last) { slice.removeLast() }
-        return String(slice)
+        let strip = Set(set.unicodeScalars)
+        var scalars = Substring(self).unicodeScalars[...]
+        while let first = scalars.first, strip.contains(first) { scalars.removeFirst() }
+        while let last = scalars.last, strip.contains(last) { scalars.removeLast() }
+        return String(String.UnicodeScalarView(scalars))
     }
 }

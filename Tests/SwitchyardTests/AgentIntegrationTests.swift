@@ -1,0 +1,236 @@
+import Foundation
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+/// The agent against the sandbox tenant over real HTTP on loopback, with real child processes.
+@Suite(.timeLimit(.minutes(2)))
+struct AgentIntegrationTests {
+    @Test func firstStartRegistersTheDevice() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        harness.script("ok.sh", "exit 0")
+        harness.declare("ok.yaml", "operation: acme_Ok\nexec: {command: [../bin/ok.sh]}\n")
+        try await harness.startAgent()
+        let id = try #require(await harness.deviceID())
+        let device = try #require(await harness.tenant.managedObject(id))
+        #expect(device["name"] == "Test device")
+        #expect(device["c8y_IsDevice"] == [:])
+        #expect(device["com_cumulocity_model_Agent"] == [:])
+        #expect(device["c8y_SupportedOperations"] == ["acme_Ok", "c8y_Message"])
+        #expect(await harness.tenant.updates(of: id).isEmpty)
+        await harness.close()
+    }
+
+    @Test func secondStartUpdatesWithoutName() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let id = try #require(await harness.deviceID())
+        await harness.stopAgent()
+
+        harness.script("ok.sh", "exit 0")
+        harness.declare("ok.yaml", "operation: acme_Ok\nexec: {command: [../bin/ok.sh]}\n")
+        try await harness.startAgent()
+        #expect(await harness.deviceID() == id)
+        let updates = await harness.tenant.updates(of: id)
+        #expect(!updates.isEmpty)
+        #expect(updates.allSatisfy { $0["name"] == nil })
+        #expect(updates.last?["c8y_SupportedOperations"] == ["acme_Ok", "c8y_Message"])
+        #expect(await harness.tenant.managedObject(id)?["name"] == "Test device")
+        await harness.close()
+    }
+
+    @Test func brokenDeclarationIsSkippedAndTheOthersAdvertised() async throws {
+        let harness = try await Harness()
+        harness.declare("good.yaml", "operation: c8y_Message\nswift: Message\n")
+        harness.declare("broken.yaml", "operation: acme_Broken\nexec:\n  command: [unterminated\n")
+        let registry = Registry.load(directory: harness.handlers, catalog: [:])
+        #expect(registry.problems.contains { $0.file.hasSuffix("broken.yaml") && $0.line != nil })
+        try await harness.startAgent()
+        let id = try #require(await harness.deviceID())
+        #expect(await harness.tenant.managedObject(id)?["c8y_SupportedOperations"] == ["c8y_Message"])
+        await harness.close()
+    }
+
+    @Test func notifiedOperationRunsItsExecHandler() async throws {
+        let harness = try await Harness()
+        let out = harness.root + "/seen"
+        harness.script("record.sh", """
+            cat > "\(out).stdin"
+            printf '%s\\n' "$@" > "\(out).argv"
+            env | grep '^SWITCHYARD_' | sort > "\(out).env"
+            echo "all good"
+            """)
+        harness.declare("acme.yaml", """
+            operation: acme_Record
+            exec:
+              command: [../bin/record.sh, '${acme_Record.word}', literal]
+            """)
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Record": ["word": "hello world; rm -rf /"]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "SUCCESSFUL")
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
+        let argv = try String(contentsOfFile: out + ".argv", encoding: .utf8)
+        #expect(argv == "hello world; rm -rf /\nliteral\n")
+        let stdin = try JSONValue.parse(String(contentsOfFile: out + ".stdin", encoding: .utf8))
+        #expect(stdin["id"]?.idValue == id)
+        let env = try String(contentsOfFile: out + ".env", encoding: .utf8)
+        #expect(env.contains("SWITCHYARD_OPERATION_ID=\(id)"))
+        #expect(env.contains("SWITCHYARD_PHASE=execute"))
+        #expect(env.contains("SWITCHYARD_FRAGMENT=acme_Record"))
+        #expect(!env.contains("PASSWORD") && !env.contains(harness.tenant.settings.password))
+        let log = try String(contentsOfFile: harness.state + "/operations/\(id)/execute.log", encoding: .utf8)
+        #expect(log.contains("all good"))
+        await harness.close()
+    }
+
+    @Test func compiledHandlerResultIsMergedIntoTheFinalUpdate() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["c8y_Message": ["text": "hi"]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "SUCCESSFUL")
+        #expect(operation["c8y_Message"]?["delivered"] == true)
+        await harness.close()
+    }
+
+    @Test func failingScriptFailsWithItsStderrTail() async throws {
+        let harness = try await Harness()
+        harness.script("fail.sh", "echo 'step 1 ok'\necho 'warming up' >&2\necho 'flash is read-only' >&2\nexit 3")
+        harness.declare("fail.yaml", "operation: acme_Fail\nexec: {command: [../bin/fail.sh]}\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Fail": [:]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        let reason = operation["failureReason"]?.stringValue ?? ""
+        #expect(reason.contains("exited with code 3"))
+        #expect(reason.contains("flash is read-only"))
+        #expect(!reason.contains("step 1 ok"))
+        await harness.close()
+    }
+
+    @Test func unknownFragmentFails() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["c8y_Foo": ["x": 1], "description": "nobody handles this"])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"] == "no handler for c8y_Foo")
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "FAILED"])
+        await harness.close()
+    }
+
+    @Test func operationCreatedBeforeStartRunsExactlyOnce() async throws {
+        let harness = try await Harness()
+        let counter = harness.root + "/count"
+        harness.script("count.sh", "echo run >> '\(counter)'")
+        harness.declare("count.yaml", "operation: acme_Count\nexec: {command: [../bin/count.sh]}\n")
+        try await harness.startAgent()
+        await harness.stopAgent()
+
+        let id = try await harness.createOperation(["acme_Count": [:]])
+        try await harness.startAgent()
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.stopAgent()
+        try await harness.startAgent()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try String(contentsOfFile: counter, encoding: .utf8) == "run\n")
+        await harness.close()
+    }
+
+    @Test func duplicateDeliveryRunsOnce() async throws {
+        let harness = try await Harness()
+        let counter = harness.root + "/count"
+        harness.script("slow.sh", "echo run >> '\(counter)'\nsleep 0.5")
+        harness.declare("slow.yaml", "operation: acme_Slow\nexec: {command: [../bin/slow.sh]}\nconcurrency: 4\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Slow": [:]])
+        for _ in 0..<3 { await harness.tenant.redeliver(id) }
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.tenant.redeliver(id)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try String(contentsOfFile: counter, encoding: .utf8) == "run\n")
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
+        await harness.close()
+    }
+
+    @Test func unknownClientLeadsToANewHandshakeWithNoOperationLost() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let handshakes = await harness.tenant.handshakeCount
+        await harness.tenant.dropBayeuxClients()
+        // Created while the agent has no session: only the PENDING query after re-subscribing can find it.
+        let id = try await harness.createOperation(["c8y_Message": ["text": "while away"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(await harness.tenant.handshakeCount > handshakes)
+        // And the new session receives notifications again.
+        let next = try await harness.createOperation(["c8y_Message": ["text": "after"]])
+        #expect(try await harness.waitForEnd(next)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+
+    @Test func hangingScriptIsKilledWithItsChildrenAtItsTimeout() async throws {
+        let harness = try await Harness()
+        let pidFile = harness.root + "/grandchild.pid"
+        harness.script("hang.sh", "sleep 60 &\necho $! > '\(pidFile)'\ntrap '' TERM\nsleep 60\n")
+        harness.declare("hang.yaml", "operation: acme_Hang\nexec: {command: [../bin/hang.sh], timeout: 1s, gracePeriod: 500ms}\n")
+        try await harness.startAgent()
+        let started = ContinuousClock.now
+        let id = try await harness.createOperation(["acme_Hang": [:]])
+        let operation = try await harness.waitForEnd(id, within: 15)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.contains("timed out after 1.0 seconds") == true)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        let pid = try #require(Int32(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        try await eventually("grandchild \(pid) gone", within: 5) { kill(pid, 0) != 0 }
+        await harness.close()
+    }
+
+    @Test func statusUpdatesRefusedDuringAnOutageAreDeliveredAfterRecovery() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        await harness.tenant.refuse(next: 4, status: 503, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        let id = try await harness.createOperation(["c8y_Message": ["text": "through the outage"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(await harness.tenant.refusalsLeft == 0)
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
+        await harness.close()
+    }
+
+    @Test func operationInterruptedByARestartIsFailedWithTheReason() async throws {
+        let harness = try await Harness()
+        harness.script("long.sh", "sleep 30")
+        harness.declare("long.yaml", "operation: acme_Long\nexec: {command: [../bin/long.sh]}\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Long": [:]])
+        try await eventually("operation EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
+        await harness.stopAgent()
+        #expect(await harness.tenant.operation(id)?["status"] == "EXECUTING")
+        try await harness.startAgent()
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.contains("agent restarted") == true)
+        await harness.close()
+    }
+
+    @Test func operationWithoutIdOrWithBadShapeIsSkippedAndOthersProceed() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        // Only the dispatcher sees these; they must not disturb the next operation.
+        let id = try await harness.createOperation(["c8y_Message": ["text": 42]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"] == "c8y_Message.text is missing or not a string")
+        let next = try await harness.createOperation(["c8y_Message": ["text": "fine"]])
+        #expect(try await harness.waitForEnd(next)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+}

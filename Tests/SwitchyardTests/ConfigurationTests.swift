@@ -1,0 +1,115 @@
+import Cumulocity
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+struct ConfigurationTests {
+    let minimal = """
+        c8y:
+          url: https://acme.example.com
+        device:
+          externalId: gw-0001
+          hardware: {model: RPi 4, serialNumber: "0001"}
+        auth:
+          tenant: t42
+          username: device_gw-0001
+          password: pw
+        stateDir: state
+        handlers: my-handlers
+        """
+
+    @Test func readsNestedKeysAndResolvesPathsAgainstTheFile() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write(minimal, to: dir + "/switchyard.yaml")
+        let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:])
+        #expect(configuration.url == "https://acme.example.com")
+        #expect(configuration.device.externalId == "gw-0001")
+        #expect(configuration.device.externalIdType == "c8y_Serial")
+        #expect(configuration.device.hardware == ["model": "RPi 4", "serialNumber": "0001"])
+        #expect(configuration.stateDirectory == dir + "/state")
+        #expect(configuration.handlersDirectory == dir + "/my-handlers")
+        guard case .basic(let credentials) = configuration.authentication else { Issue.record("not basic"); return }
+        #expect(credentials.user == "t42/device_gw-0001")
+        #expect(!"\(credentials)".contains("pw"))
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write(minimal, to: dir + "/switchyard.yaml")
+        let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [
+            "SWITCHYARD_C8Y_URL": "https://other.example.com",
+            "SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE": "c8y_MAC",
+            "SWITCHYARD_OPERATIONS_CONCURRENCY": "8",
+        ])
+        #expect(configuration.url == "https://other.example.com")
+        #expect(configuration.device.externalIdType == "c8y_MAC")
+        #expect(configuration.concurrency == 8)
+    }
+
+    @Test func environmentNames() {
+        #expect(AgentConfiguration.environmentName(of: "device.externalIdType") == "SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE")
+        #expect(AgentConfiguration.environmentName(of: "c8y.url") == "SWITCHYARD_C8Y_URL")
+        #expect(AgentConfiguration.environmentName(of: "stateDir") == "SWITCHYARD_STATE_DIR")
+    }
+
+    @Test func unknownKeyIsReportedWithItsLine() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write("c8y:\n  url: https://x\ndevice:\n  externalid: gw\n", to: dir + "/bad.yaml")
+        #expect {
+            _ = try AgentConfiguration.load(file: dir + "/bad.yaml", environment: [:])
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("bad.yaml:4") && text.contains("device.externalid") && text.contains("device.externalId")
+        }
+    }
+
+    @Test func missingKeysAreAllListedWithTheirVariables() {
+        #expect {
+            _ = try AgentConfiguration.load(file: nil, environment: [:])
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("missing c8y.url") && text.contains("SWITCHYARD_C8Y_URL")
+                && text.contains("missing device.externalId") && text.contains("missing auth.username")
+                && text.contains("auth.password or auth.passwordFile")
+        }
+    }
+
+    @Test func malformedValuesAreRejected() {
+        #expect {
+            _ = try AgentConfiguration.load(file: nil, environment: [
+                "SWITCHYARD_C8Y_URL": "acme.example.com", "SWITCHYARD_DEVICE_EXTERNAL_ID": "gw",
+                "SWITCHYARD_AUTH_USERNAME": "u", "SWITCHYARD_AUTH_PASSWORD": "p",
+                "SWITCHYARD_OPERATIONS_CONCURRENCY": "lots", "SWITCHYARD_AUTH_MODE": "magic",
+            ])
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("must start with https://") && text.contains("operations.concurrency")
+                && text.contains("auth.mode must be basic, bootstrap or certificate")
+        }
+    }
+
+    @Test func passwordFileMustBePrivate() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write("s3cret\n", to: dir + "/password", mode: 0o644)
+        let environment = [
+            "SWITCHYARD_C8Y_URL": "https://x", "SWITCHYARD_DEVICE_EXTERNAL_ID": "gw",
+            "SWITCHYARD_AUTH_USERNAME": "u", "SWITCHYARD_AUTH_PASSWORD_FILE": dir + "/password",
+        ]
+        #expect {
+            _ = try AgentConfiguration.load(file: nil, environment: environment)
+        } throws: { "\($0)".contains("chmod 600") }
+
+        chmod(dir + "/password", 0o600)
+        let configuration = try AgentConfiguration.load(file: nil, environment: environment)
+        guard case .basic(let credentials) = configuration.authentication else { Issue.record("not basic"); return }
+        let header = try await credentials.authorization()
+        #expect(header == "Basic " + Data("u:s3cret".utf8).base64EncodedString())
+    }
+}
+
+import Foundation

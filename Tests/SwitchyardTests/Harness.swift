@@ -1,0 +1,115 @@
+import BuiltinHandlers
+import Cumulocity
+import Foundation
+import Logging
+import Sandbox
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+/// A sandbox tenant on an ephemeral loopback port, a temporary handlers.d and state directory,
+/// and an agent that can be started and stopped against them.
+final class Harness: @unchecked Sendable {
+    let server: SandboxServer
+    let root: String
+    let externalId: String
+    var agentTask: Task<Void, any Error>?
+
+    var tenant: Tenant { server.tenant }
+    var handlers: String { root + "/handlers.d" }
+    var state: String { root + "/state" }
+
+    init(settings: Tenant.Settings = .init()) async throws {
+        server = try await SandboxServer.start(settings: settings, logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
+        root = temporaryDirectory()
+        externalId = "test-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/handlers.d", withIntermediateDirectories: true)
+    }
+
+    /// Stops the agent and the sandbox and removes the files.
+    func close() async {
+        await stopAgent()
+        await server.stop()
+        FileSystem.removeTree(root)
+    }
+
+    /// A handler declaration file.
+    func declare(_ name: String, _ yaml: String) {
+        write(yaml, to: handlers + "/" + name)
+    }
+
+    /// A shell script under `root/bin`, executable, returning its path.
+    @discardableResult
+    func script(_ name: String, _ body: String) -> String {
+        let path = root + "/bin/" + name
+        write("#!/bin/sh\n" + body + "\n", to: path, mode: 0o755)
+        return path
+    }
+
+    var configuration: AgentConfiguration {
+        let settings = server.tenant.settings
+        var device = AgentConfiguration.Device(externalId: externalId)
+        device.name = "Test device"
+        var configuration = AgentConfiguration(
+            url: server.url, device: device,
+            authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
+        configuration.handlersDirectory = handlers
+        configuration.stateDirectory = state
+        return configuration
+    }
+
+    static var tuning: Agent.Tuning {
+        var tuning = Agent.Tuning()
+        tuning.outboxBackoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
+        tuning.startupBackoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
+        tuning.bayeux.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
+        return tuning
+    }
+
+    /// Starts the agent and waits until it is registered and subscribed.
+    func startAgent() async throws {
+        let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning,
+                          logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let handshakes = await tenant.handshakeCount
+        agentTask = Task { try await agent.run() }
+        try await eventually("agent registered and subscribed") {
+            let count = await tenant.handshakeCount
+            let clients = await tenant.bayeuxClientCount
+            let device = await deviceID()
+            return count > handshakes && clients > 0 && device != nil
+        }
+    }
+
+    /// Stops the agent as a shutdown would (the task is cancelled) and waits until it has ended.
+    func stopAgent() async {
+        agentTask?.cancel()
+        _ = try? await agentTask?.value
+        agentTask = nil
+    }
+
+    func deviceID() async -> String? {
+        await tenant.device(externalId: externalId)?["id"]?.idValue
+    }
+
+    /// Creates an operation for the agent's device and returns its id.
+    func createOperation(_ fragments: JSONValue) async throws -> String {
+        let deviceID = try #require(await deviceID())
+        let created = try #require(await tenant.createOperation(fragments.merging(["deviceId": .string(deviceID)])))
+        return try #require(created["id"]?.idValue)
+    }
+
+    /// Waits for an operation's final status and returns the operation.
+    @discardableResult
+    func waitForEnd(_ id: String, within seconds: Double = 20) async throws -> JSONValue {
+        try await eventually("operation \(id) to end", within: seconds) {
+            let status = await tenant.operation(id)?["status"]?.stringValue
+            return status == "SUCCESSFUL" || status == "FAILED"
+        }
+        return try #require(await tenant.operation(id))
+    }
+
+    func statuses(_ id: String) async -> [String] {
+        await tenant.history(of: id).compactMap { $0["status"]?.stringValue }
+    }
+}

@@ -1,0 +1,74 @@
+import Cumulocity
+import Logging
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+struct JournalTests {
+    let logger = Logger(label: "test")
+
+    @Test func acceptedOperationsAreRememberedAcrossReopen() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        do {
+            let journal = try Journal(directory: dir, logger: logger)
+            #expect(try await journal.accept("1", operation: ["id": "1"], fragment: "c8y_A"))
+            #expect(try await !journal.accept("1", operation: ["id": "1"], fragment: "c8y_A"))
+            #expect(try await journal.accept("2", operation: ["id": "2"], fragment: nil))
+            try await journal.started("1")
+            try await journal.finished("2", status: "SUCCESSFUL")
+        }
+        let reopened = try Journal(directory: dir, logger: logger)
+        #expect(try await !reopened.accept("1", operation: [:], fragment: nil))
+        #expect(try await !reopened.accept("2", operation: [:], fragment: nil))
+        let unfinished = await reopened.unfinished()
+        #expect(unfinished.map(\.id) == ["1"])
+        #expect(unfinished.first?.stage == .started)
+        #expect(unfinished.first?.operation == ["id": "1"])
+    }
+
+    @Test func aTornLastLineIsSkipped() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write("{\"id\":\"7\",\"stage\":\"accepted\",\"operation\":{\"id\":\"7\"}}\n{\"id\":\"8\",\"sta", to: dir + "/journal.jsonl")
+        let journal = try Journal(directory: dir, logger: logger)
+        #expect(await journal.unfinished().map(\.id) == ["7"])
+    }
+
+    @Test func compactionKeepsUnfinishedAndRecentFinished() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        do {
+            let journal = try Journal(directory: dir, keepFinished: 2, logger: logger)
+            for id in 1...5 {
+                _ = try await journal.accept("\(id)", operation: [:], fragment: nil)
+                if id != 3 { try await journal.finished("\(id)", status: "SUCCESSFUL") }
+            }
+        }
+        let journal = try Journal(directory: dir, keepFinished: 2, logger: logger)
+        #expect(await journal.entry("1") == nil)
+        #expect(await journal.entry("3")?.stage == .accepted)
+        #expect(await journal.entry("5")?.stage == .finished)
+    }
+
+    @Test func outboxKeepsUpdatesInOrderAcrossReopen() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
+                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        do {
+            let outbox = try Outbox(directory: dir, client: client, logger: logger)
+            try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])
+            try await outbox.enqueue(operationID: "1", ["status": "SUCCESSFUL"])
+        }
+        let reopened = try Outbox(directory: dir, client: client, logger: logger)
+        #expect(await reopened.pendingCount == 2)
+        #expect(await reopened.hasUpdate(for: "1", status: "EXECUTING"))
+        try await reopened.enqueue(operationID: "2", ["status": "EXECUTING"])
+        let names = try FileSystem.list(dir)?.filter { $0.hasSuffix(".json") }
+        #expect(names == ["0000000000000001.json", "0000000000000002.json", "0000000000000003.json"])
+    }
+}

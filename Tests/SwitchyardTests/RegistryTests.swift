@@ -1,0 +1,102 @@
+import BuiltinHandlers
+import HandlerKit
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+struct RegistryTests {
+    func directory(_ files: [String: String], scripts: [String] = ["run.sh"]) -> String {
+        let dir = temporaryDirectory()
+        for script in scripts { write("#!/bin/sh\nexit 0\n", to: dir + "/bin/" + script, mode: 0o755) }
+        for (name, text) in files { write(text, to: dir + "/handlers.d/" + name) }
+        return dir
+    }
+
+    @Test func validDeclarationsAreAdvertisedSorted() {
+        let dir = directory([
+            "b.yaml": "operation: c8y_Message\nswift: Message\n",
+            "a.yaml": "operation: acme_Calibrate\nexec:\n  command: [../bin/run.sh, '${acme_Calibrate.level}']\n  timeout: 5s\nconcurrency: 2\n",
+        ])
+        defer { FileSystem.removeTree(dir) }
+        let registry = Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers)
+        #expect(registry.problems.isEmpty)
+        #expect(registry.supportedOperations == ["acme_Calibrate", "c8y_Message"])
+        let calibrate = registry.declaration(for: "acme_Calibrate")
+        #expect(calibrate?.timeout == .seconds(5))
+        #expect(calibrate?.concurrency == 2)
+        guard case .exec(let spec)? = calibrate?.kind else { Issue.record("not exec"); return }
+        #expect(spec.command[0] == dir + "/bin/run.sh")
+    }
+
+    @Test func brokenFileIsReportedWithFileAndLineAndOthersStayActive() {
+        let dir = directory([
+            "good.yaml": "operation: c8y_Message\nswift: Message\n",
+            "broken.yaml": "operation: acme_X\nexec:\n  command: [../bin/run.sh\n  timeout: 5s\n",
+            "typo.yaml": "operation: acme_Y\nexec:\n  comand: [../bin/run.sh]\n",
+        ])
+        defer { FileSystem.removeTree(dir) }
+        let registry = Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers)
+        #expect(registry.supportedOperations == ["c8y_Message"])
+        #expect(registry.problems.count == 2)
+        let broken = registry.problems.first { $0.file.hasSuffix("broken.yaml") }
+        #expect(broken?.line != nil)
+        #expect(broken?.detail.contains("invalid YAML") == true)
+        let typo = registry.problems.first { $0.file.hasSuffix("typo.yaml") }
+        #expect(typo?.line == 3)
+        #expect(typo?.detail.contains("unknown key 'comand'") == true)
+    }
+
+    @Test func twoFilesClaimingOneFragmentAreBothRejectedNamingBoth() {
+        let dir = directory([
+            "one.yaml": "operation: c8y_Message\nswift: Message\n",
+            "two.yaml": "operation: c8y_Message\nexec:\n  command: [../bin/run.sh]\n",
+        ])
+        defer { FileSystem.removeTree(dir) }
+        let registry = Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers)
+        #expect(registry.supportedOperations.isEmpty)
+        #expect(registry.problems.count == 2)
+        #expect(registry.problems.allSatisfy { $0.detail.contains("one.yaml") && $0.detail.contains("two.yaml") })
+    }
+
+    @Test(arguments: [
+        ("operation: acme_A\n", "needs 'swift'"),
+        ("operation: acme_A\nswift: Nope\n", "no compiled handler named 'Nope'"),
+        ("operation: acme_A\nexec:\n  command: [../bin/missing.sh]\n", "does not exist"),
+        ("operation: acme_A\nexec:\n  command: []\n", "non-empty list"),
+        ("operation: 'not a name'\nswift: Message\n", "is not a fragment name"),
+        ("operation: acme_A\nswift: Message\noptions: {file: [1]}\n", "options.file must be a path"),
+        ("operation: acme_A\nexec: {command: [../bin/run.sh, '${oops']}\n", "unclosed"),
+        ("operation: acme_A\nexec: {command: [../bin/run.sh]}\ntimeout: forever\n", "positive duration"),
+        ("- just\n- a list\n", "must be a mapping"),
+    ])
+    func invalidDeclarationsSayWhy(text: String, expected: String) {
+        let dir = directory(["x.yaml": text])
+        defer { FileSystem.removeTree(dir) }
+        let registry = Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers)
+        #expect(registry.declarations.isEmpty)
+        #expect(registry.problems.first?.detail.contains(expected) == true, "\(registry.problems)")
+        #expect(registry.problems.first?.file.hasSuffix("x.yaml") == true)
+    }
+
+    @Test func missingDirectoryIsAProblemNotACrash() {
+        let registry = Registry.load(directory: "/nonexistent/handlers.d", catalog: builtinHandlers)
+        #expect(registry.declarations.isEmpty)
+        #expect(registry.problems.first?.detail.contains("does not exist") == true)
+    }
+
+    @Test func templatesAreSubstitutedAsOneArgument() {
+        let operation: JSONValue = ["c8y_Command": ["text": "; rm -rf / \"quoted\"\nnext"], "n": 3]
+        #expect(Template.render("${c8y_Command.text}", with: operation) == "; rm -rf / \"quoted\"\nnext")
+        #expect(Template.render("level=${n}", with: operation) == "level=3")
+        #expect(Template.render("${missing.path}", with: operation) == "")
+        #expect(Template.isWellFormed("a ${b} c"))
+        #expect(!Template.isWellFormed("${}"))
+    }
+
+    @Test func theRepositoryHandlersAreValid() {
+        let registry = Registry.load(directory: FileSystem.absolute("handlers.d"), catalog: builtinHandlers)
+        #expect(registry.problems.isEmpty, "\(registry.problems)")
+        #expect(!registry.declarations.isEmpty)
+    }
+}

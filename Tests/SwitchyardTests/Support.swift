@@ -1,0 +1,32 @@
+import Foundation
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+/// A fresh temporary directory, removed by the caller with `FileSystem.removeTree`.
+func temporaryDirectory(_ name: String = #function) -> String {
+    let base = FileManager.default.temporaryDirectory.path + "/switchyard-tests-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    return base
+}
+
+func write(_ text: String, to path: String, mode: Int = 0o644) {
+    try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    chmod(path, mode_t(mode))
+}
+
+/// Waits until `condition` holds, checking every 20 ms, and fails the test after `seconds`.
+func eventually(_ what: String, within seconds: Double = 20, sourceLocation: SourceLocation = #_sourceLocation,
+                _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out after \(seconds) s waiting for: \(what)", sourceLocation: sourceLocation)
+    throw TimedOut(what: what)
+}
+
+struct TimedOut: Error { let what: String }
