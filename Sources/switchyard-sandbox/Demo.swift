@@ -20,6 +20,17 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "The handlers directory the agent uses.") var handlers = "handlers.d"
     @Option(help: "How long to wait for all operations.") var timeout = 60
     @Option(help: "Agent log level.") var logLevel = "warning"
+    @Option(help: "Run each example this many times and print median, 95th percentile and maximum (a benchmark).")
+    var rounds = 1
+
+    struct Row {
+        let operation: String
+        let handler: String
+        var lastID = "-"
+        var status = "TIMED OUT"
+        var reason = ""
+        var times: [Duration] = []
+    }
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
@@ -66,40 +77,55 @@ struct Demo: AsyncParsableCommand {
         let advertised = await server.tenant.managedObject(deviceID)?["c8y_SupportedOperations"] ?? .null
         print("device \(deviceID) registered; advertises \(advertised)")
 
-        var rows: [(operation: String, id: String, handler: String, started: ContinuousClock.Instant)] = []
+        // One operation at a time, so each figure is one operation's own end-to-end time:
+        // created on the platform → notified → EXECUTING → handler → SUCCESSFUL/FAILED acknowledged.
+        var rows: [Row] = []
         for declaration in registry.declarations.sorted(by: { $0.operation < $1.operation }) {
             guard case .object(var body)? = declaration.example else { continue }
             body["deviceId"] = .string(deviceID)
-            let started = ContinuousClock.now
-            guard let created = await server.tenant.createOperation(.object(body)), let id = created["id"]?.idValue else { continue }
-            rows.append((declaration.operation, id, declaration.handlerName, started))
-        }
-
-        var finished: [String: (status: String, reason: String, elapsed: Duration)] = [:]
-        while finished.count < rows.count && ContinuousClock.now < deadline {
-            for row in rows where finished[row.id] == nil {
-                let operation = await server.tenant.operation(row.id)
-                let status = operation?["status"]?.stringValue ?? "?"
-                if status == "SUCCESSFUL" || status == "FAILED" {
-                    finished[row.id] = (status, operation?["failureReason"]?.stringValue ?? "", ContinuousClock.now - row.started)
+            var row = Row(operation: declaration.operation, handler: declaration.handlerName)
+            for _ in 0..<max(1, rounds) where ContinuousClock.now < deadline {
+                let started = ContinuousClock.now
+                guard let created = await server.tenant.createOperation(.object(body)), let id = created["id"]?.idValue else { break }
+                row.lastID = id
+                while ContinuousClock.now < deadline {
+                    let operation = await server.tenant.operation(id)
+                    let status = operation?["status"]?.stringValue ?? "?"
+                    if status == "SUCCESSFUL" || status == "FAILED" {
+                        row.status = status
+                        row.reason = operation?["failureReason"]?.stringValue ?? ""
+                        row.times.append(ContinuousClock.now - started)
+                        break
+                    }
+                    try await Task.sleep(for: .microseconds(200))
                 }
+                if row.status != "SUCCESSFUL" { break }
             }
-            try await Task.sleep(for: .milliseconds(2))
+            rows.append(row)
         }
         agentTask.cancel()
         _ = try? await agentTask.value
         await server.stop()
 
         print("")
-        print(pad("OPERATION", 26) + pad("ID", 8) + pad("HANDLER", 44) + pad("STATUS", 12) + "END TO END")
+        let header = pad("OPERATION", 26) + pad("ID", 8) + pad("HANDLER", 44) + pad("STATUS", 12)
+        print(header + (rounds > 1 ? "RUNS  MEDIAN     P95        MAX" : "END TO END"))
         var allSuccessful = true
         for row in rows {
-            let result = finished[row.id]
-            let status = result?.status ?? "TIMED OUT"
-            allSuccessful = allSuccessful && status == "SUCCESSFUL"
-            let elapsed = result.map { String(format3($0.elapsed)) + " ms" } ?? "-"
-            print(pad(row.operation, 26) + pad(row.id, 8) + pad(shorten(row.handler), 44) + pad(status, 12) + elapsed)
-            if let reason = result?.reason, !reason.isEmpty { print("    reason: \(reason)") }
+            allSuccessful = allSuccessful && row.status == "SUCCESSFUL"
+            let sorted = row.times.sorted()
+            var line = pad(row.operation, 26) + pad(row.lastID, 8) + pad(shorten(row.handler), 44) + pad(row.status, 12)
+            if sorted.isEmpty {
+                line += "-"
+            } else if rounds > 1 {
+                let p95 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.95).rounded(.up)) - 1)]
+                line += pad("\(sorted.count)", 6) + pad(format3(sorted[sorted.count / 2]) + " ms", 11)
+                    + pad(format3(p95) + " ms", 11) + format3(sorted[sorted.count - 1]) + " ms"
+            } else {
+                line += format3(sorted[0]) + " ms"
+            }
+            print(line)
+            if !row.reason.isEmpty { print("    reason: \(row.reason)") }
         }
         if rows.isEmpty { print("(no declaration in \(configuration.handlersDirectory) has an example)") }
         if !allSuccessful { throw ExitCode(1) }
