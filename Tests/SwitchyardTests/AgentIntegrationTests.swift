@@ -234,3 +234,67 @@ struct AgentIntegrationTests {
         await harness.close()
     }
 }
+
+/// Dispatching rules that need a running agent but not a particular delivery path.
+@Suite(.timeLimit(.minutes(2)))
+struct DispatchIntegrationTests {
+    @Test func perHandlerConcurrencyOfOneRunsOperationsOneAfterAnother() async throws {
+        let harness = try await Harness()
+        let trace = harness.root + "/trace"
+        harness.script("serial.sh", "echo start >> '\(trace)'\nsleep 0.3\necho end >> '\(trace)'")
+        harness.declare("serial.yaml", "operation: acme_Serial\nexec: {command: [../bin/serial.sh]}\nconcurrency: 1\n")
+        try await harness.startAgent()
+        var ids: [String] = []
+        for _ in 0..<3 { ids.append(try await harness.createOperation(["acme_Serial": [:]])) }
+        for id in ids { #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL") }
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        #expect(lines == ["start", "end", "start", "end", "start", "end"])
+        await harness.close()
+    }
+
+    @Test func handlerConcurrencyAboveOneRunsOperationsTogether() async throws {
+        let harness = try await Harness()
+        let trace = harness.root + "/trace"
+        harness.script("parallel.sh", "echo start >> '\(trace)'\nsleep 0.5\necho end >> '\(trace)'")
+        harness.declare("parallel.yaml", "operation: acme_Parallel\nexec: {command: [../bin/parallel.sh]}\nconcurrency: 3\n")
+        try await harness.startAgent()
+        var ids: [String] = []
+        for _ in 0..<3 { ids.append(try await harness.createOperation(["acme_Parallel": [:]])) }
+        for id in ids { #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL") }
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        #expect(lines.prefix(3) == ["start", "start", "start"])
+        await harness.close()
+    }
+
+    @Test func operationsWithoutIdOrNotObjectsAreSkippedWithoutStoppingOthers() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let settings = harness.tenant.settings
+        let client = PlatformClient(baseURL: harness.server.url, transport: transport,
+                                    credentials: BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password))
+        let state = harness.root + "/other-state"
+        let journal = try Journal(directory: state, logger: logger)
+        let outbox = try Outbox(directory: state + "/outbox", client: client, logger: logger)
+        let dispatcher = Dispatcher(registry: Registry.load(directory: harness.handlers, catalog: builtinHandlers),
+                                    journal: journal, outbox: outbox, client: client,
+                                    device: DeviceIdentity(id: "1", externalId: "x", externalIdType: "c8y_Serial"),
+                                    stateDirectory: state, concurrency: 1, logger: logger)
+        await dispatcher.submit(["c8y_Message": ["text": "no id"]], source: .notification)
+        await dispatcher.submit("not an operation", source: .notification)
+        await dispatcher.submit(["id": "", "c8y_Message": [:]], source: .notification)
+        #expect(await journal.unfinished().isEmpty)
+        #expect(await outbox.pendingCount == 0)
+        // The agent itself carries on.
+        let id = try await harness.createOperation(["c8y_Message": ["text": "still here"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+}
+
+import BuiltinHandlers
+import Cumulocity
+import Logging

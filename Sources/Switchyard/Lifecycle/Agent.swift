@@ -40,9 +40,14 @@ public struct Agent: Service {
         self.logger = logger
     }
 
-    /// Runs until cancelled (or until a graceful shutdown when run in a `ServiceGroup`).
+    /// Runs until cancelled, or until a graceful shutdown when run in a `ServiceGroup` (SIGTERM/SIGINT).
+    /// Handlers still running then are stopped and their operations settled at the next start.
     /// - Throws: only for a state directory that cannot be used; platform trouble is retried, never fatal.
     public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await self.runUntilCancelled() }
+    }
+
+    func runUntilCancelled() async throws {
         signal(SIGPIPE, SIG_IGN)
         let transport = try CurlTransport(tls: configuration.tls)
         defer { transport.shutdown() }
