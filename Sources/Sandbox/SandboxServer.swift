@@ -64,6 +64,10 @@ struct PlatformGate: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path.hasPrefix("/sandbox/") { return try await next(request, context) }
         if let status = await tenant.takeRefusal(method: request.method.rawValue, path: request.uri.path) {
+            if status == 200 {  // a broken answer: success status, body that is not what the API promises
+                return Response(status: .ok, headers: [.contentType: "text/html"],
+                                body: .init(byteBuffer: ByteBuffer(string: "<html>upstream proxy error</html>")))
+            }
             return Routes.json(["error": "sandbox/fault", "message": "refused by fault injection"], status: status)
         }
         let settings = tenant.settings

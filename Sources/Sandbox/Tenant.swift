@@ -57,7 +57,8 @@ public actor Tenant {
     // MARK: Faults
 
     /// Makes the next `count` platform requests fail with `status` (the sandbox's own routes are exempt),
-    /// optionally only those with a method and a path prefix.
+    /// optionally only those with a method and a path prefix. Status 200 answers with an HTML body
+    /// instead of JSON (a broken answer, as from a misbehaving proxy).
     public func refuse(next count: Int, status: Int = 503, method: String? = nil, pathPrefix: String? = nil) {
         refusals = count
         refusalStatus = status

@@ -298,3 +298,34 @@ struct DispatchIntegrationTests {
 import BuiltinHandlers
 import Cumulocity
 import Logging
+
+/// The platform answering badly: the agent reports it, keeps going, and loses nothing it can keep.
+@Suite(.timeLimit(.minutes(2)))
+struct PlatformFaultTests {
+    @Test func garbageAnswersDuringStartupAreRetried() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        await harness.tenant.refuse(next: 3, status: 200)
+        try await harness.startAgent()
+        #expect(await harness.tenant.refusalsLeft == 0)
+        let id = try await harness.createOperation(["c8y_Message": ["text": "after the garbage"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+
+    @Test func updateThePlatformRefusesOutrightIsSetAsideAndOthersProceed() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        await harness.tenant.refuse(next: 1, status: 422, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        let refused = try await harness.createOperation(["c8y_Message": ["text": "refused"]])
+        // EXECUTING was refused, so SUCCESSFUL is an invalid transition too: both are set aside.
+        try await eventually("two updates set aside") {
+            ((try? FileSystem.list(harness.state + "/outbox/rejected")) ?? []).count == 2
+        }
+        #expect(await harness.tenant.operation(refused)?["status"] == "PENDING")
+        let next = try await harness.createOperation(["c8y_Message": ["text": "next"]])
+        #expect(try await harness.waitForEnd(next)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+}
