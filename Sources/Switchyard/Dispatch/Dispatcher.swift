@@ -2,6 +2,12 @@ import Cumulocity
 import HandlerKit
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The one entry point for operations, whatever brought them (start-up queries, notifications,
 /// recovery after a restart).
 ///
@@ -202,9 +208,13 @@ public actor Dispatcher {
         } catch {
             logger.error("cannot record operation start in the journal", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
-        let outcome = await run(operation, declaration, phase: job.phase)
+        let ran = await run(operation, declaration, phase: job.phase)
         await slot.release()
         await global.release()
+        guard let outcome = ran else {
+            logger.notice("operation waits for the device restart; it resumes at the next start", metadata: metadata)
+            return
+        }
         if Task.isCancelled, case .failed = outcome {
             // Stopped by the agent's shutdown, not by its own doing: leave it `started` so the next
             // start resolves it (resume or FAILED with the restart as reason).
@@ -215,7 +225,8 @@ public actor Dispatcher {
         await finish(operation.id, outcome, metadata: metadata)
     }
 
-    private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome {
+    /// Runs the handler; `nil` when the operation stays open across a device restart the plugin asked for.
+    private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome? {
         let directory = stateDirectory + "/operations/" + operation.id
         do {
             try FileSystem.makeDirectories(directory, mode: 0o700)
@@ -243,8 +254,28 @@ public actor Dispatcher {
                 "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
                 "SWITCHYARD_C8Y_URL": client.baseURL,
             ]
+            let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
+                                           deviceID: operation.deviceId, client: client)
+            let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
+            let applier = Task { [logger] in
+                for await directive in directives {
+                    await Self.apply(directive, context: context, client: client, logger: logger, operationID: operation.id)
+                }
+            }
+            let user = spec.user.flatMap { user -> RunAs? in
+                if geteuid() == 0 { return user }
+                logger.notice("not running as root; the plugin runs as the agent's user", metadata: ["user": "\(user.name)"])
+                return nil
+            }
+            if let user { chown(directory, user.uid, user.gid) }
             let result = await runner.run(spec, operation: operation.json, environment: environment,
-                                          timeout: declaration.timeout, workingDirectory: directory, logFile: logFile)
+                                          timeout: declaration.timeout, workingDirectory: directory, logFile: logFile,
+                                          user: user, onDirective: { sink.yield($0) })
+            sink.finish()
+            await applier.value
+            if result.restartRequested, result.ending == .exited(0) {
+                return await restartDevice(for: operation, declaration: declaration)
+            }
             return Self.outcome(of: result, program: spec.command[0])
         }
     }
@@ -278,12 +309,15 @@ public actor Dispatcher {
         }
     }
 
-    /// The outcome of an executable's run: exit 0 → SUCCESSFUL, otherwise FAILED with why.
+    /// The outcome of an executable's run: exit 0 → SUCCESSFUL, otherwise FAILED with the plugin's
+    /// own reason (a `failure` directive) or why it ended and the tail of its standard error.
     static func outcome(of result: ExecResult, program: String) -> Outcome {
         let tail = lastLines(result.stderrTail)
+        if result.ending == .exited(0) { return .successful(result: result.result) }
+        if let reason = result.failureReason { return .failed(reason: lastLines(reason), result: result.result) }
         switch result.ending {
         case .exited(0):
-            return .successful
+            return .successful(result: result.result)
         case .exited(let code):
             return .failed(tail.isEmpty ? "exited with code \(code) (no error output)" : "exited with code \(code): \(tail)")
         case .signalled(let signal):
@@ -293,6 +327,78 @@ public actor Dispatcher {
         case .couldNotStart(let why):
             return .failed("could not start \(program): \(why)")
         }
+    }
+
+    /// Carries out a directive that acts on the platform. Failures are logged in the agent's and the
+    /// operation's log; they do not fail the operation.
+    static func apply(_ directive: Directive, context: OperationContext, client: PlatformClient, logger: Logger,
+                      operationID: String) async {
+        let device = context.deviceID
+        do {
+            switch directive {
+            case .progress(let message):
+                logger.info("progress", metadata: ["operation": "\(operationID)", "message": "\(message)"])
+            case .inventory(let fragments):
+                try await context.updateInventory(fragments)
+            case .event(let type, let text, let fragments):
+                try await context.sendEvent(type: type, text: text, fragments: fragments)
+            case .measurement(let type, let fragments):
+                try await context.sendMeasurement(type: type, fragments: fragments)
+            case .alarm(let type, let severity, let text, let fragments):
+                var alarm = fragments
+                alarm["source"] = ["id": .string(device)]
+                alarm["type"] = .string(type)
+                alarm["severity"] = .string(severity)
+                alarm["text"] = .string(text)
+                alarm["status"] = "ACTIVE"
+                alarm["time"] = .string(timestamp())
+                _ = try await client.createAlarm(.object(alarm))
+            case .clearAlarm(let type):
+                for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
+                    if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
+                }
+            case .result, .failure, .restart:
+                break
+            }
+        } catch {
+            logger.warning("plugin directive failed", metadata: ["operation": "\(operationID)", "error": "\(error)"])
+            await context.log("[switchyard: directive failed: \(error)]")
+        }
+    }
+
+    /// A plugin asked for a device restart: hand it to the device's `c8y_Restart` handler. The operation
+    /// stays `started` in the journal, so after the restart it is resumed (phase `resume`).
+    private func restartDevice(for operation: Operation, declaration: HandlerDeclaration) async -> Outcome? {
+        guard declaration.resumable else {
+            return .failed("the plugin asked for a device restart, but its declaration is not resumable: it could not finish after the restart")
+        }
+        guard let restart = registry.declaration(for: "c8y_Restart") else {
+            return .failed("the plugin asked for a device restart, but this device has no c8y_Restart handler")
+        }
+        logger.notice("plugin asked for a device restart", metadata: ["operation": "\(operation.id)", "restartHandler": "\(restart.handlerName)"])
+        let request = Operation(id: operation.id, deviceId: operation.deviceId, externalId: operation.externalId,
+                                fragment: "c8y_Restart", json: operation.json.merging(["c8y_Restart": [:]]))
+        let outcome: Outcome?
+        switch restart.kind {
+        case .swift(_, let handler):
+            let context = OperationContext(phase: .execute, stateDirectory: stateDirectory + "/operations/" + operation.id,
+                                           logFile: stateDirectory + "/operations/\(operation.id)/restart.log",
+                                           deviceID: operation.deviceId, client: client)
+            outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
+        case .exec(let spec):
+            let directory = stateDirectory + "/operations/" + operation.id
+            let result = await runner.run(spec, operation: request.json, environment: [
+                "SWITCHYARD_OPERATION_ID": operation.id, "SWITCHYARD_FRAGMENT": "c8y_Restart",
+                "SWITCHYARD_DEVICE_ID": operation.deviceId, "SWITCHYARD_PHASE": "execute",
+                "SWITCHYARD_STATE_DIR": directory, "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
+                "SWITCHYARD_C8Y_URL": client.baseURL,
+            ], timeout: restart.timeout, workingDirectory: directory, logFile: directory + "/restart.log")
+            outcome = Self.outcome(of: result, program: spec.command[0])
+        }
+        if case .failed(let reason, _)? = outcome {
+            return .failed("the plugin asked for a device restart, which failed: \(reason)")
+        }
+        return nil
     }
 
     /// The failure reason's part from standard error: its last lines, at most 1000 characters.

@@ -22,6 +22,12 @@ struct ExecResult: Sendable {
     var stderrTail: String
     /// Whether the log file was cut at ``ExecRunner/logLimit``.
     var logTruncated: Bool
+    /// Fragments from `result` directives, merged in order.
+    var result: [String: JSONValue] = [:]
+    /// The reason from the last `failure` directive.
+    var failureReason: String?
+    /// Whether the plugin printed a `restart` directive.
+    var restartRequested = false
 }
 
 /// Runs executable handlers: argv without a shell, the operation JSON on stdin and in a file,
@@ -38,8 +44,12 @@ struct ExecRunner: Sendable {
     /// - Parameters:
     ///   - environment: the `SWITCHYARD_*` context variables.
     ///   - workingDirectory: the operation's state directory; also receives the log.
+    ///   - onDirective: called, in order, with each directive that acts on the platform
+    ///     (progress, inventory, event, alarm, clear-alarm, measurement); result, failure and restart
+    ///     are collected into the ``ExecResult``.
     func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
-             workingDirectory: String, logFile: String) async -> ExecResult {
+             workingDirectory: String, logFile: String, user: RunAs? = nil,
+             onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) async -> ExecResult {
         let argv = spec.command.enumerated().map { index, argument in
             index == 0 ? argument : Template.render(argument, with: operation)
         }
@@ -50,11 +60,16 @@ struct ExecRunner: Sendable {
         var options = PlatformOptions()
         options.createSession = true
         options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: spec.gracePeriod)]
+        if let user {
+            options.userID = user.uid
+            options.groupID = user.gid
+            options.supplementaryGroups = [user.gid]
+        }
         let configuration = Configuration(
             executable: .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
 
-        let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes)
+        let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, onDirective: onDirective)
         let input = operation.encoded()
         let processGroup = ProcessGroupBox()
 
@@ -109,7 +124,11 @@ struct ExecRunner: Sendable {
             await group.waitForAll()
             return ending ?? .couldNotStart("cancelled")
         }
-        return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated)
+        log.finish()
+        let collected = log.collected
+        return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated,
+                          result: collected.result, failureReason: collected.failureReason,
+                          restartRequested: collected.restart)
     }
 }
 
@@ -120,23 +139,53 @@ final class ProcessGroupBox: Sendable {
     func get() -> pid_t? { value.withLock { $0 } }
 }
 
-/// Collects a plugin's output: appends it to the log file up to a limit (then a note), and keeps
-/// the tail of standard error. Memory stays bounded whatever the plugin prints.
+/// Who an executable handler runs as (`user:` in its declaration, when the agent runs as root).
+struct RunAs: Sendable, Equatable {
+    let name: String
+    let uid: uid_t
+    let gid: gid_t
+
+    /// Looks a user up in the system's user database.
+    static func lookup(_ name: String) -> RunAs? {
+        guard let entry = getpwnam(name) else { return nil }
+        return RunAs(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
+    }
+}
+
+/// Collects a plugin's output: appends it to the log file up to a limit (then a note), keeps the
+/// tail of standard error, and reads directives from standard output line by line. Memory stays
+/// bounded whatever the plugin prints.
 final class LogCapture: Sendable {
+    struct Collected {
+        var result: [String: JSONValue] = [:]
+        var failureReason: String?
+        var restart = false
+        var forwarded = 0
+    }
     private struct State {
         var fd: Int32
         var written = 0
         var truncated = false
         var tail: [UInt8] = []
+        var lines: LineSplitter
+        var collected = Collected()
     }
+    /// The longest stdout line read as a possible directive.
+    static let lineLimit = 256 * 1024
+    /// Platform-facing directives forwarded per run; more are logged and ignored.
+    static let directiveLimit = 1000
+
     private let state: Mutex<State>
     private let limit: Int
     private let tailBytes: Int
+    private let onDirective: @Sendable (Directive) -> Void
 
-    init(file: String, limit: Int, tailBytes: Int) {
+    init(file: String, limit: Int, tailBytes: Int, onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) {
         self.limit = limit
         self.tailBytes = tailBytes
-        self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)))
+        self.onDirective = onDirective
+        self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600),
+                                 lines: LineSplitter(limit: Self.lineLimit)))
     }
 
     deinit {
@@ -149,22 +198,70 @@ final class LogCapture: Sendable {
                 if stderr {
                     s.tail += bytes.suffix(tailBytes)
                     if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
+                } else {
+                    var lines = s.lines
+                    var complete: [[UInt8]] = []
+                    lines.feed(bytes) { line, whole in if whole { complete.append(line) } }
+                    s.lines = lines
+                    for line in complete { read(line, into: &s) }
                 }
-                guard s.fd >= 0, !s.truncated else { return }
-                let room = limit - s.written
-                let part = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
-                _ = write(s.fd, part.baseAddress, part.count)
-                s.written += part.count
-                if bytes.count > room {
-                    s.truncated = true
-                    let note = "\n[switchyard: output truncated at \(limit) bytes]\n"
-                    _ = note.withCString { write(s.fd, $0, strlen($0)) }
-                }
+                append(bytes, to: &s)
             }
         }
     }
 
+    /// Reads a last stdout line that had no newline.
+    func finish() {
+        state.withLock { s in
+            var lines = s.lines
+            var last: [UInt8]?
+            lines.finish { line, whole in if whole { last = line } }
+            s.lines = lines
+            if let last { read(last, into: &s) }
+        }
+    }
+
+    private func read(_ line: [UInt8], into s: inout State) {
+        switch Directive.parse(line) {
+        case .log:
+            return
+        case .invalid(let why):
+            note("[switchyard: directive ignored: \(why)]", to: &s)
+        case .directive(.result(let fragments)):
+            s.collected.result.merge(fragments) { _, new in new }
+        case .directive(.failure(let reason)):
+            s.collected.failureReason = reason
+        case .directive(.restart):
+            s.collected.restart = true
+        case .directive(let directive):
+            s.collected.forwarded += 1
+            if s.collected.forwarded <= Self.directiveLimit {
+                onDirective(directive)
+            } else if s.collected.forwarded == Self.directiveLimit + 1 {
+                note("[switchyard: more than \(Self.directiveLimit) directives; the rest are ignored]", to: &s)
+            }
+        }
+    }
+
+    private func note(_ text: String, to s: inout State) {
+        let bytes = Array(("\n" + text + "\n").utf8)
+        bytes.withUnsafeBytes { _ = write(s.fd, $0.baseAddress, $0.count) }
+    }
+
+    private func append(_ bytes: UnsafeRawBufferPointer, to s: inout State) {
+        guard s.fd >= 0, !s.truncated else { return }
+        let room = limit - s.written
+        let part = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
+        _ = write(s.fd, part.baseAddress, part.count)
+        s.written += part.count
+        if bytes.count > room {
+            s.truncated = true
+            note("[switchyard: output truncated at \(limit) bytes]", to: &s)
+        }
+    }
+
     var truncated: Bool { state.withLock { $0.truncated } }
+    var collected: Collected { state.withLock { $0.collected } }
 
     /// The last non-empty lines of standard error, as text.
     var stderrTail: String {

@@ -1,5 +1,11 @@
 import HandlerKit
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Reads and validates the declarations in one `handlers.d` file.
 ///
 /// A file holds one declaration, or several separated by `---`. Keys:
@@ -9,7 +15,7 @@ import HandlerKit
 enum DeclarationReader {
     static let keys = ["operation", "fragments", "description", "swift", "options", "exec", "timeout",
                        "concurrency", "resumable", "example"]
-    static let execKeys = ["command", "timeout", "env", "gracePeriod"]
+    static let execKeys = ["command", "timeout", "env", "gracePeriod", "user"]
     static let defaultTimeout: Duration = .seconds(600)
 
     static func read(file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblem) -> [HandlerDeclaration] {
@@ -125,7 +131,14 @@ enum DeclarationReader {
                 environment[key] = text
             }
         }
-        return ExecSpec(command: command, environment: environment, gracePeriod: try exec.duration("gracePeriod") ?? .seconds(5))
+        var user: RunAs?
+        if let name = try exec.string("user") {
+            guard let found = RunAs.lookup(name) else {
+                throw FileProblem(file: file, line: exec.node("user")?.line, "exec.user '\(name)' is not a user on this system")
+            }
+            user = found
+        }
+        return ExecSpec(command: command, environment: environment, gracePeriod: try exec.duration("gracePeriod") ?? .seconds(5), user: user)
     }
 
     /// Fragment names are identifiers such as `c8y_Restart` or `acme_Calibrate`.

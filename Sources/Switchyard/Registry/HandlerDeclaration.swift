@@ -48,4 +48,6 @@ public struct ExecSpec: Sendable {
     public let environment: [String: String]
     /// Between SIGTERM and SIGKILL when the timeout is reached.
     public let gracePeriod: Duration
+    /// The user to run as when the agent runs as root.
+    let user: RunAs?
 }

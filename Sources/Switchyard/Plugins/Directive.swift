@@ -1,0 +1,119 @@
+import HandlerKit
+
+/// A structured instruction an executable plugin prints on standard output (plugin protocol v1).
+///
+/// Framing: one JSON object per line with a string member `"switchyard"` naming the directive, e.g.
+/// `{"switchyard":"result","fragments":{"c8y_Command":{"result":"ok"}}}`. Any other line is log.
+enum Directive: Sendable, Equatable {
+    case progress(String)
+    case result([String: JSONValue])
+    case inventory([String: JSONValue])
+    case event(type: String, text: String, fragments: [String: JSONValue])
+    case alarm(type: String, severity: String, text: String, fragments: [String: JSONValue])
+    case clearAlarm(type: String)
+    case measurement(type: String, fragments: [String: JSONValue])
+    case failure(String)
+    case restart
+
+    enum Parsed: Equatable {
+        /// An ordinary log line.
+        case log
+        case directive(Directive)
+        /// Framed as a directive but not one this agent understands; logged, never fatal.
+        case invalid(String)
+    }
+
+    static let severities: Set<String> = ["CRITICAL", "MAJOR", "MINOR", "WARNING"]
+    static let names = ["progress", "result", "inventory", "event", "alarm", "clear-alarm", "measurement", "failure", "restart"]
+
+    /// Reads one line of standard output (without its newline).
+    static func parse(_ line: some Collection<UInt8>) -> Parsed {
+        guard let first = line.first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }),
+              first == UInt8(ascii: "{"),
+              let json = try? JSONValue.parse(line), let name = json["switchyard"]?.stringValue else { return .log }
+        func fragments(_ key: String = "fragments") -> [String: JSONValue]? {
+            switch json[key] {
+            case nil, .null?: return [:]
+            case .object(let members)?: return members
+            default: return nil
+            }
+        }
+        func text(_ key: String) -> String? { json[key]?.stringValue }
+        switch name {
+        case "progress":
+            guard let message = text("message") else { return .invalid("progress needs a \"message\" string") }
+            return .directive(.progress(message))
+        case "result":
+            guard let value = fragments(), !value.isEmpty else { return .invalid("result needs a \"fragments\" object") }
+            return .directive(.result(value))
+        case "inventory":
+            guard let value = fragments(), !value.isEmpty else { return .invalid("inventory needs a \"fragments\" object") }
+            return .directive(.inventory(value))
+        case "event":
+            guard let type = text("type"), let message = text("text"), let extra = fragments() else {
+                return .invalid("event needs \"type\" and \"text\" strings (and optional \"fragments\")")
+            }
+            return .directive(.event(type: type, text: message, fragments: extra))
+        case "alarm":
+            let severity = text("severity") ?? "MAJOR"
+            guard let type = text("type"), let message = text("text"), let extra = fragments(), severities.contains(severity) else {
+                return .invalid("alarm needs \"type\" and \"text\" strings, \"severity\" CRITICAL, MAJOR, MINOR or WARNING")
+            }
+            return .directive(.alarm(type: type, severity: severity, text: message, fragments: extra))
+        case "clear-alarm":
+            guard let type = text("type") else { return .invalid("clear-alarm needs a \"type\" string") }
+            return .directive(.clearAlarm(type: type))
+        case "measurement":
+            guard let type = text("type"), let values = fragments(), !values.isEmpty else {
+                return .invalid("measurement needs a \"type\" string and a \"fragments\" object")
+            }
+            return .directive(.measurement(type: type, fragments: values))
+        case "failure":
+            guard let reason = text("reason") else { return .invalid("failure needs a \"reason\" string") }
+            return .directive(.failure(reason))
+        case "restart":
+            return .directive(.restart)
+        default:
+            return .invalid("unknown directive \"\(name)\" (known: \(names.joined(separator: ", ")))")
+        }
+    }
+}
+
+/// Splits a byte stream into lines, holding at most `limit` bytes of an unfinished line;
+/// a longer line is cut there (and reported as overlong, so it is never read as a directive).
+struct LineSplitter {
+    let limit: Int
+    private var pending: [UInt8] = []
+    private var overlong = false
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Feeds bytes; calls `line` for each complete line (`false` for lines cut at the limit).
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, line: ([UInt8], Bool) -> Void) {
+        var start = bytes.startIndex
+        while let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            append(bytes[start..<newline])
+            line(pending, !overlong)
+            pending.removeAll(keepingCapacity: true)
+            overlong = false
+            start = newline + 1
+        }
+        append(bytes[start...])
+    }
+
+    /// The last line when the stream ends without a newline.
+    mutating func finish(line: ([UInt8], Bool) -> Void) {
+        if !pending.isEmpty { line(pending, !overlong) }
+        pending.removeAll()
+    }
+
+    private mutating func append(_ slice: Slice<UnsafeRawBufferPointer>) {
+        let room = limit - pending.count
+        if slice.count > room {
+            pending += slice.prefix(max(0, room))
+            overlong = true
+        } else {
+            pending += slice
+        }
+    }
+}
