@@ -203,6 +203,14 @@ public actor Tenant {
 
     // MARK: Measurements, events, alarms
 
+    public func eventList(type: String? = nil) -> [JSONValue] {
+        events.filter { type == nil || $0["type"]?.stringValue == type }
+    }
+
+    public func measurementList(type: String? = nil) -> [JSONValue] {
+        measurements.filter { type == nil || $0["type"]?.stringValue == type }
+    }
+
     func addMeasurement(_ body: JSONValue) -> JSONValue {
         let stored = body.merging(["id": .string(newID())])
         measurements.append(stored)

@@ -17,13 +17,15 @@ final class Harness: @unchecked Sendable {
     var agentTask: Task<Void, any Error>?
 
     var tenant: Tenant { server.tenant }
-    var handlers: String { root + "/handlers.d" }
+    /// The handlers directory the agent uses (a fresh one unless a test points it elsewhere).
+    var handlers: String
     var state: String { root + "/state" }
 
     init(settings: Tenant.Settings = .init()) async throws {
         server = try await SandboxServer.start(settings: settings, logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
         root = temporaryDirectory()
         externalId = "test-\(UUID().uuidString.prefix(8))"
+        handlers = root + "/handlers.d"
         try FileManager.default.createDirectory(atPath: root + "/handlers.d", withIntermediateDirectories: true)
     }
 
@@ -64,6 +66,7 @@ final class Harness: @unchecked Sendable {
         tuning.outboxBackoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
         tuning.startupBackoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
         tuning.bayeux.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
+        tuning.reloadInterval = .milliseconds(250)
         return tuning
     }
 
@@ -107,6 +110,15 @@ final class Harness: @unchecked Sendable {
             return status == "SUCCESSFUL" || status == "FAILED"
         }
         return try #require(await tenant.operation(id))
+    }
+
+    func log(_ id: String, phase: String = "execute") -> String {
+        (try? String(contentsOfFile: state + "/operations/\(id)/\(phase).log", encoding: .utf8)) ?? ""
+    }
+
+    func advertised() async -> JSONValue? {
+        guard let id = await deviceID() else { return nil }
+        return await tenant.managedObject(id)?["c8y_SupportedOperations"]
     }
 
     func statuses(_ id: String) async -> [String] {

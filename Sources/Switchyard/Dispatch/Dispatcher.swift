@@ -229,7 +229,8 @@ public actor Dispatcher {
     private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome? {
         let directory = stateDirectory + "/operations/" + operation.id
         do {
-            try FileSystem.makeDirectories(directory, mode: 0o700)
+            // Traversable (not listable) by others, so a plugin declared with `user:` reaches its own directory.
+            try FileSystem.makeDirectories(directory, mode: 0o711)
             try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600)
         } catch {
             return .failed("cannot prepare the operation's directory: \(error)")

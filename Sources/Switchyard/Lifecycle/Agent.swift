@@ -21,6 +21,8 @@ public struct Agent: Service {
         public var bayeux = BayeuxListener.Configuration()
         public var outboxBackoff = Backoff()
         public var startupBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
+        /// How often `handlers.d` is checked for changes.
+        public var reloadInterval: Duration = .seconds(1)
         public init() {}
     }
 
@@ -67,7 +69,7 @@ public struct Agent: Service {
         ])
 
         let state = configuration.stateDirectory
-        try FileSystem.makeDirectories(state, mode: 0o700)
+        try FileSystem.makeDirectories(state, mode: 0o711)
         let journal = try Journal(directory: state, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, logger: logger)
 
@@ -89,6 +91,15 @@ public struct Agent: Service {
             }) else { return }
             await dispatcher.recover(executingOnPlatform: executing)
             await pruneOperationDirectories(state: state, journal: journal)
+
+            // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
+            let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
+                                        dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger)
+            await keeper.sync()
+            let watcher = HandlerDirectoryWatcher(directory: registry.directory, interval: tuning.reloadInterval)
+            group.addTask {
+                await watcher.run(changed: { await keeper.reload() }, tick: { await keeper.sync() })
+            }
 
             // Subscribe first; each (re)subscription then queries PENDING, so nothing falls between the two.
             let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux, logger: logger)

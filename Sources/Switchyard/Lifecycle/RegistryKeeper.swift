@@ -1,0 +1,111 @@
+import Cumulocity
+import HandlerKit
+import Logging
+
+/// Keeps the device's view of its handlers in line with `handlers.d`: reloads the registry into the
+/// dispatcher, advertises `c8y_SupportedOperations` when the set changes, and keeps one alarm per
+/// invalid declaration file (raised with the file and the error, cleared when the file is fixed or removed).
+/// Platform calls that fail are retried at the next check.
+actor RegistryKeeper {
+    static let alarmPrefix = "switchyard_InvalidHandlerFile_"
+
+    private let directory: String
+    private let catalog: [String: any OperationHandler.Type]
+    private let dispatcher: Dispatcher
+    private let client: PlatformClient
+    private let deviceID: String
+    private let logger: Logger
+    private(set) var registry: Registry
+    private var advertised: [String]?
+    private var alarms: [String: (id: String, text: String)]?  // alarm type → active alarm
+    private var synced = false
+
+    init(registry: Registry, advertised: [String], catalog: [String: any OperationHandler.Type], dispatcher: Dispatcher,
+         client: PlatformClient, deviceID: String, logger: Logger) {
+        self.directory = registry.directory
+        self.registry = registry
+        self.advertised = advertised
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.client = client
+        self.deviceID = deviceID
+        self.logger = logger
+    }
+
+    /// Re-reads the directory and applies it.
+    func reload() async {
+        let next = Registry.load(directory: directory, catalog: catalog)
+        let before = Set(registry.problems.map(\.description))
+        for problem in next.problems where !before.contains(problem.description) {
+            logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
+        }
+        logger.info("handlers reloaded", metadata: ["operations": "\(next.supportedOperations.joined(separator: ","))"])
+        registry = next
+        await dispatcher.update(registry: next)
+        synced = false
+        await sync()
+    }
+
+    /// Brings the platform in line with the registry, if it is not already.
+    func sync() async {
+        guard !synced else { return }
+        var ok = true
+        if advertised != registry.supportedOperations {
+            do {
+                try await client.updateManagedObject(id: deviceID, fragments: [
+                    "c8y_SupportedOperations": .array(registry.supportedOperations.map(JSONValue.string)),
+                ])
+                advertised = registry.supportedOperations
+                logger.notice("supported operations updated", metadata: ["operations": "\(registry.supportedOperations.joined(separator: ","))"])
+            } catch {
+                ok = false
+                logger.warning("cannot update c8y_SupportedOperations; will retry", metadata: ["error": "\(error)"])
+            }
+        }
+        do {
+            try await syncAlarms()
+        } catch {
+            ok = false
+            logger.warning("cannot update handler file alarms; will retry", metadata: ["error": "\(error)"])
+        }
+        synced = ok
+    }
+
+    static func alarmType(for file: String) -> String {
+        let name = file.split(separator: "/").last.map(String.init) ?? file
+        return alarmPrefix + String(name.map { $0.isLetter || $0.isNumber ? $0 : "_" })
+    }
+
+    private func syncAlarms() async throws(PlatformError) {
+        if alarms == nil {
+            var active: [String: (id: String, text: String)] = [:]
+            for alarm in try await client.alarms(source: deviceID, status: "ACTIVE") {
+                guard let type = alarm["type"]?.stringValue, type.hasPrefix(Self.alarmPrefix), let id = alarm["id"]?.idValue else { continue }
+                active[type] = (id, alarm["text"]?.stringValue ?? "")
+            }
+            alarms = active
+        }
+        var wanted: [String: String] = [:]
+        for problem in registry.problems where wanted[Self.alarmType(for: problem.file)] == nil {
+            wanted[Self.alarmType(for: problem.file)] = "invalid handler declaration \(problem)"
+        }
+        for (type, text) in wanted.sorted(by: { $0.key < $1.key }) {
+            if let existing = alarms?[type] {
+                if existing.text != text {
+                    try await client.updateAlarm(id: existing.id, ["text": .string(text)])
+                    alarms?[type] = (existing.id, text)
+                }
+                continue
+            }
+            let created = try await client.createAlarm([
+                "source": ["id": .string(deviceID)], "type": .string(type), "severity": "MAJOR",
+                "text": .string(text), "time": .string(timestamp()), "status": "ACTIVE",
+            ])
+            alarms?[type] = (created["id"]?.idValue ?? "", text)
+        }
+        for (type, existing) in alarms ?? [:] where wanted[type] == nil {
+            if !existing.id.isEmpty { try await client.updateAlarm(id: existing.id, ["status": "CLEARED"]) }
+            alarms?[type] = nil
+        }
+    }
+}
