@@ -75,6 +75,14 @@ struct Routes: Sendable {
             }
             return request.headers[.accept] == nil ? Response(status: .ok) : Self.json(updated, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
         }
+        router.post("/inventory/managedObjects/{id}/childDevices") { request, context -> Response in
+            let parent = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request), let child = body["managedObject"]?["id"]?.idValue else { return Self.badBody }
+            guard await tenant.addChild(child, to: parent) else {
+                return Self.error(404, "inventory/Not Found", "Managed object \(parent) or \(child) not found")
+            }
+            return Self.created(body, request, type: "application/vnd.com.nsn.cumulocity.managedobjectreference+json")
+        }
         // Device control
         router.get("/devicecontrol/operations") { request, _ -> Response in
             let query = request.uri.queryParameters

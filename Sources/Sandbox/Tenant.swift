@@ -130,6 +130,18 @@ public actor Tenant {
         return updated
     }
 
+    /// Adds a child device reference to a parent; `false` when either does not exist.
+    func addChild(_ childID: String, to parentID: String) -> Bool {
+        guard var parent = managedObjects[parentID]?.objectValue, let child = managedObjects[childID] else { return false }
+        var references = parent["childDevices"]?["references"]?.arrayValue ?? []
+        if !references.contains(where: { $0["managedObject"]?["id"]?.idValue == childID }) {
+            references.append(["managedObject": ["id": .string(childID), "name": child["name"] ?? .null]])
+        }
+        parent["childDevices"] = ["references": .array(references)]
+        managedObjects[parentID] = .object(parent)
+        return true
+    }
+
     // MARK: Operations
 
     /// Creates a PENDING operation (the platform side) and notifies subscribed agents.

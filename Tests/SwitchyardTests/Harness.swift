@@ -15,6 +15,8 @@ final class Harness: @unchecked Sendable {
     let root: String
     let externalId: String
     var agentTask: Task<Void, any Error>?
+    var children: [AgentConfiguration.ChildDevice] = []
+    var childDiscovery: [String]?
 
     var tenant: Tenant { server.tenant }
     /// The handlers directory the agent uses (a fresh one unless a test points it elsewhere).
@@ -58,6 +60,8 @@ final class Harness: @unchecked Sendable {
             authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
         configuration.handlersDirectory = handlers
         configuration.stateDirectory = state
+        configuration.children = children
+        configuration.childDiscovery = childDiscovery
         return configuration
     }
 

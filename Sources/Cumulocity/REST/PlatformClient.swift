@@ -110,6 +110,13 @@ public struct PlatformClient: Sendable {
                            accept: MediaType.managedObject)
     }
 
+    /// Links a child device under its parent (seed step 5).
+    public func addChildDevice(parentID: String, childID: String) async throws(PlatformError) {
+        _ = try await send("POST", "/inventory/managedObjects/\(percentEncoded(parentID))/childDevices",
+                           body: ["managedObject": ["id": .string(childID)]],
+                           contentType: MediaType.managedObjectReference, accept: MediaType.managedObjectReference)
+    }
+
     // MARK: Device control
 
     /// Every operation of an agent in a status, all pages, oldest first.

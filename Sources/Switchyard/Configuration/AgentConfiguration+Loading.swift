@@ -1,4 +1,5 @@
 import Cumulocity
+import JSONSupport
 
 extension AgentConfiguration {
     /// A value as read, with where it came from (for messages).
@@ -99,6 +100,32 @@ extension AgentConfiguration {
                 problems.append("\(where_("operations.concurrency")): operations.concurrency must be a whole number from 1 to 64, found '\(text)'")
             }
         }
+        if let text = value("children") {
+            switch (try? JSONValue.parse(text))?.arrayValue {
+            case nil:
+                problems.append("\(where_("children")): children must be a list of child devices")
+            case let list?:
+                for item in list {
+                    switch ChildDevice.parse(item) {
+                    case .success(let child): configuration.children.append(child)
+                    case .failure(let error): problems += error.problems.map { "\(where_("children")): \($0)" }
+                    }
+                }
+            }
+        }
+        if let text = value("childDiscovery") {
+            let parsed = (try? JSONValue.parse(text)).flatMap { json -> [String]? in
+                if let single = json.stringValue { return [single] }
+                let items = json.arrayValue?.compactMap(\.stringValue)
+                return items?.count == json.arrayValue?.count ? items : nil
+            } ?? (text.hasPrefix("[") ? nil : [text])
+            if var command = parsed, let program = command.first, !program.isEmpty {
+                command[0] = FileSystem.resolve(program, relativeTo: settings["childDiscovery"]?.base ?? ".")
+                configuration.childDiscovery = command
+            } else {
+                problems.append("\(where_("childDiscovery")): childDiscovery must be a command: a list of the program and its arguments")
+            }
+        }
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
         return configuration
     }
@@ -139,6 +166,10 @@ extension AgentConfiguration {
                 guard known.contains(full) else {
                     let suggestion = known.filter { $0.lowercased() == full.lowercased() }.first.map { " (did you mean \($0)?)" } ?? ""
                     throw FileProblem(file: file, line: line, "unknown key '\(full)'\(suggestion)")
+                }
+                if listKeys.contains(full), case .sequence = value {
+                    settings[full] = Setting(value: value.json.encodedString(), origin: "\(file):\(line)", base: base)
+                    continue
                 }
                 guard let scalar = value.scalar else {
                     throw FileProblem(file: file, line: value.line, "'\(full)' must be a single value, found \(value.kindName)")

@@ -1,4 +1,5 @@
 public import Cumulocity
+import JSONSupport
 
 /// The agent's configuration: one YAML file, every key overridable by `SWITCHYARD_<KEY>`.
 ///
@@ -34,6 +35,35 @@ public struct AgentConfiguration: Sendable {
         public init(externalId: String) { self.externalId = externalId }
     }
 
+    /// A device behind the agent: created and linked under it, with its own `handlers.d/<externalId>/`.
+    public struct ChildDevice: Sendable, Equatable {
+        public var externalId: String
+        public var name: String?
+        public var type: String?
+
+        public init(externalId: String, name: String? = nil, type: String? = nil) {
+            self.externalId = externalId
+            self.name = name
+            self.type = type
+        }
+
+        /// Reads `{externalId, name, type}`; `nil` with the reason when the shape is wrong.
+        static func parse(_ json: JSONValue) -> Result<ChildDevice, ConfigurationError> {
+            guard let object = json.objectValue else {
+                return .failure(ConfigurationError(problems: ["a child device must be an object, found \(json)"]))
+            }
+            let unknown = object.keys.filter { !["externalId", "name", "type"].contains($0) }.sorted()
+            guard unknown.isEmpty else {
+                return .failure(ConfigurationError(problems: ["unknown key '\(unknown[0])' in child device \(json) (expected externalId, name, type)"]))
+            }
+            guard let id = object["externalId"]?.stringValue, !id.isEmpty,
+                  id.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:".contains($0) }), id != ".", id != ".." else {
+                return .failure(ConfigurationError(problems: ["child device \(json) needs an externalId of letters, digits and - _ . :"]))
+            }
+            return .success(ChildDevice(externalId: id, name: object["name"]?.stringValue, type: object["type"]?.stringValue))
+        }
+    }
+
     public enum Authentication: Sendable {
         case basic(BasicCredentials)
     }
@@ -46,6 +76,10 @@ public struct AgentConfiguration: Sendable {
     public var handlersDirectory = "handlers.d"
     public var stateDirectory = "/var/lib/switchyard"
     public var concurrency = 4
+    /// Child devices declared in the configuration (seed step 5).
+    public var children: [ChildDevice] = []
+    /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
+    public var childDiscovery: [String]?
 
     public init(url: String, device: Device, authentication: Authentication) {
         self.url = url
@@ -73,7 +107,12 @@ public struct AgentConfiguration: Sendable {
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),
+        ("children", "a list of child devices, each with externalId and optional name and type"),
+        ("childDiscovery", "a command (a list: program, then arguments) that prints child devices as a JSON array"),
     ]
+
+    /// Keys whose value is a list (in the file a YAML list, in the environment JSON text).
+    static let listKeys: Set<String> = ["children", "childDiscovery"]
 
     /// `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
     public static func environmentName(of key: String) -> String {

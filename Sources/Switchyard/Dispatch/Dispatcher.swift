@@ -32,7 +32,8 @@ public actor Dispatcher {
         let reportExecuting: Bool
     }
 
-    private var registry: Registry
+    /// The handlers of each device this agent manages (itself and its children), by managed object id.
+    private var devices: [String: (registry: Registry, externalId: String)]
     private let journal: Journal
     private let outbox: Outbox
     private let client: PlatformClient
@@ -53,7 +54,7 @@ public actor Dispatcher {
 
     public init(registry: Registry, journal: Journal, outbox: Outbox, client: PlatformClient, device: DeviceIdentity,
                 stateDirectory: String, concurrency: Int, logger: Logger) {
-        self.registry = registry
+        self.devices = [device.id: (registry, device.externalId)]
         self.journal = journal
         self.outbox = outbox
         self.client = client
@@ -64,10 +65,14 @@ public actor Dispatcher {
         (jobs, jobSink) = AsyncStream.makeStream(of: Job.self)
     }
 
-    /// Replaces the registry; running operations keep the declaration they started with.
-    public func update(registry: Registry) {
-        self.registry = registry
+    /// Replaces a device's registry (the agent's by default); running operations keep the
+    /// declaration they started with.
+    public func update(registry: Registry, for deviceID: String? = nil, externalId: String? = nil) {
+        let id = deviceID ?? device.id
+        devices[id] = (registry, externalId ?? devices[id]?.externalId ?? "")
     }
+
+    private func registry(for deviceID: String) -> Registry? { devices[deviceID]?.registry }
 
     /// Runs queued jobs until cancelled; cancelling stops running handlers (executables get SIGTERM, then SIGKILL).
     public func run() async {
@@ -152,17 +157,18 @@ public actor Dispatcher {
 
     /// The handled fragment of an operation: the first key, in sorted order, that a declaration handles.
     func match(_ json: JSONValue) -> String? {
-        guard let keys = json.objectValue?.keys.sorted() else { return nil }
+        guard let keys = json.objectValue?.keys.sorted(),
+              let registry = registry(for: json["deviceId"]?.idValue ?? device.id) else { return nil }
         return keys.first { registry.declaration(for: $0) != nil }
     }
 
     private func makeJob(id: String, json: JSONValue, phase: Phase, reportExecuting: Bool) -> Job {
         let target = json["deviceId"]?.idValue ?? device.id
         let fragment = match(json)
-        let operation = Operation(id: id, deviceId: target, externalId: target == device.id ? device.externalId : nil,
+        let operation = Operation(id: id, deviceId: target, externalId: devices[target]?.externalId,
                                   fragment: fragment ?? "", json: json)
         var refusal: String?
-        if target != device.id {
+        if devices[target] == nil {
             refusal = "operation targets device \(target), which this agent does not manage"
         } else if fragment == nil {
             let candidates = (json.objectValue ?? [:]).keys.filter { !Self.standardKeys.contains($0) }.sorted()
@@ -170,7 +176,7 @@ public actor Dispatcher {
                 ? "no handler: the operation has no fragment"
                 : "no handler for \(candidates.joined(separator: ", "))"
         }
-        return Job(operation: operation, declaration: fragment.flatMap { registry.declaration(for: $0) },
+        return Job(operation: operation, declaration: fragment.flatMap { registry(for: target)?.declaration(for: $0) },
                    phase: phase, refusal: refusal, reportExecuting: reportExecuting)
     }
 
@@ -373,7 +379,7 @@ public actor Dispatcher {
         guard declaration.resumable else {
             return .failed("the plugin asked for a device restart, but its declaration is not resumable: it could not finish after the restart")
         }
-        guard let restart = registry.declaration(for: "c8y_Restart") else {
+        guard let restart = registry(for: operation.deviceId)?.declaration(for: "c8y_Restart") else {
             return .failed("the plugin asked for a device restart, but this device has no c8y_Restart handler")
         }
         logger.notice("plugin asked for a device restart", metadata: ["operation": "\(operation.id)", "restartHandler": "\(restart.handlerName)"])

@@ -85,6 +85,28 @@ public struct Agent: Service {
                                         stateDirectory: state, concurrency: configuration.concurrency, logger: logger)
             group.addTask { await dispatcher.run() }
 
+            // Step 5: child devices, each with its own handlers.d/<external id>/.
+            var keepers: [(RegistryKeeper, String)] = []
+            for child in await childDevices() {
+                let directory = configuration.handlersDirectory + "/" + child.externalId
+                let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog)
+                for problem in childRegistry.problems {
+                    logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
+                }
+                guard let identity = await retrying("register child device \(child.externalId)", attempts: 5, { () async throws(PlatformError) in
+                    try await ChildRegistration(client: client, agent: device, logger: logger)
+                        .register(child, supportedOperations: childRegistry.supportedOperations)
+                }) else {
+                    logger.error("child device skipped; its operations will be refused", metadata: ["child": "\(child.externalId)"])
+                    continue
+                }
+                await dispatcher.update(registry: childRegistry, for: identity.id, externalId: child.externalId)
+                let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
+                                            dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
+                                            optional: true)
+                keepers.append((keeper, directory))
+            }
+
             // Step 6: operations that were running when the agent (or the device) went down.
             guard let executing = await retrying("query EXECUTING operations", { () async throws(PlatformError) in
                 try await client.operations(agentID: device.id, status: "EXECUTING")
@@ -95,10 +117,12 @@ public struct Agent: Service {
             // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
             let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
                                         dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger)
-            await keeper.sync()
-            let watcher = HandlerDirectoryWatcher(directory: registry.directory, interval: tuning.reloadInterval)
-            group.addTask {
-                await watcher.run(changed: { await keeper.reload() }, tick: { await keeper.sync() })
+            for (keeper, directory) in [(keeper, registry.directory)] + keepers {
+                await keeper.sync()
+                let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval)
+                group.addTask {
+                    await watcher.run(changed: { await keeper.reload() }, tick: { await keeper.sync() })
+                }
             }
 
             // Subscribe first; each (re)subscription then queries PENDING, so nothing falls between the two.
@@ -116,8 +140,19 @@ public struct Agent: Service {
         }
     }
 
-    /// Retries a platform call with backoff until it succeeds or the task is cancelled (`nil`).
-    func retrying<T: Sendable>(_ what: String, _ body: () async throws(PlatformError) -> T) async -> T? {
+    /// The configured child devices and those the discovery command reports (first one wins per external id).
+    func childDevices() async -> [AgentConfiguration.ChildDevice] {
+        var children = configuration.children
+        if let command = configuration.childDiscovery {
+            children += await discoverChildren(command, logger: logger)
+        }
+        var seen = Set<String>()
+        return children.filter { seen.insert($0.externalId).inserted && $0.externalId != configuration.device.externalId }
+    }
+
+    /// Retries a platform call with backoff until it succeeds, the task is cancelled, or `attempts`
+    /// are used up (`nil` for the last two).
+    func retrying<T: Sendable>(_ what: String, attempts: Int = .max, _ body: () async throws(PlatformError) -> T) async -> T? {
         var attempt = 0
         while !Task.isCancelled {
             do {
@@ -126,6 +161,10 @@ public struct Agent: Service {
                 return nil
             } catch {
                 attempt += 1
+                if attempt >= attempts || (attempts != .max && !error.isRetryable) {
+                    logger.error("cannot \(what); giving up", metadata: ["error": "\(error)"])
+                    return nil
+                }
                 let delay = tuning.startupBackoff.delay(attempt: attempt)
                 logger.error("cannot \(what); retrying", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
                 do { try await Task.sleep(for: delay) } catch { return nil }

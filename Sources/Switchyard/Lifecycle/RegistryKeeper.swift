@@ -19,9 +19,12 @@ actor RegistryKeeper {
     private var advertised: [String]?
     private var alarms: [String: (id: String, text: String)]?  // alarm type → active alarm
     private var synced = false
+    /// A child's directory may be absent: then it simply has no handlers.
+    private let optional: Bool
 
     init(registry: Registry, advertised: [String], catalog: [String: any OperationHandler.Type], dispatcher: Dispatcher,
-         client: PlatformClient, deviceID: String, logger: Logger) {
+         client: PlatformClient, deviceID: String, logger: Logger, optional: Bool = false) {
+        self.optional = optional
         self.directory = registry.directory
         self.registry = registry
         self.advertised = advertised
@@ -34,14 +37,15 @@ actor RegistryKeeper {
 
     /// Re-reads the directory and applies it.
     func reload() async {
-        let next = Registry.load(directory: directory, catalog: catalog)
+        let next = optional ? Registry.loadOptional(directory: directory, catalog: catalog)
+                            : Registry.load(directory: directory, catalog: catalog)
         let before = Set(registry.problems.map(\.description))
         for problem in next.problems where !before.contains(problem.description) {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
         logger.info("handlers reloaded", metadata: ["operations": "\(next.supportedOperations.joined(separator: ","))"])
         registry = next
-        await dispatcher.update(registry: next)
+        await dispatcher.update(registry: next, for: deviceID)
         synced = false
         await sync()
     }

@@ -46,6 +46,12 @@ public struct Registry: Sendable {
     /// What the device advertises as `c8y_SupportedOperations`: the sorted operation names of the valid declarations.
     public var supportedOperations: [String] { Set(declarations.map(\.operation)).sorted() }
 
+    /// Like ``load(directory:catalog:)``, but a missing directory is an empty registry, not a problem.
+    public static func loadOptional(directory: String, catalog: [String: any OperationHandler.Type]) -> Registry {
+        FileSystem.isDirectory(directory) ? load(directory: directory, catalog: catalog)
+            : Registry(directory: directory, declarations: [], problems: [])
+    }
+
     /// Reads every `*.yaml` / `*.yml` file directly in `directory`, in name order.
     /// - Parameter catalog: the compiled handlers `swift:` declarations may name.
     public static func load(directory: String, catalog: [String: any OperationHandler.Type]) -> Registry {

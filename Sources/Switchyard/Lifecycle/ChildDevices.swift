@@ -1,0 +1,84 @@
+import Cumulocity
+import JSONSupport
+import Logging
+import Subprocess
+import SystemPackage
+
+/// Seed step 5: child devices are created (or updated) in the inventory and linked under the agent.
+struct ChildRegistration {
+    let client: PlatformClient
+    let agent: DeviceIdentity
+    let logger: Logger
+
+    func register(_ child: AgentConfiguration.ChildDevice, supportedOperations: [String]) async throws(PlatformError) -> DeviceIdentity {
+        let advertised = JSONValue.array(supportedOperations.map(JSONValue.string))
+        let type = agent.externalIdType
+        if let id = try await client.managedObjectID(externalIdType: type, externalId: child.externalId) {
+            let current = try await client.managedObject(id: id)
+            if current["c8y_SupportedOperations"] != advertised {
+                try await client.updateManagedObject(id: id, fragments: ["c8y_SupportedOperations": advertised])
+            }
+            let parent = try await client.managedObject(id: agent.id)
+            let linked = parent["childDevices"]?["references"]?.arrayValue?.contains { $0["managedObject"]?["id"]?.idValue == id } ?? false
+            if !linked { try await client.addChildDevice(parentID: agent.id, childID: id) }
+            logger.info("child device found", metadata: ["child": "\(child.externalId)", "device": "\(id)"])
+            return DeviceIdentity(id: id, externalId: child.externalId, externalIdType: type)
+        }
+        let created = try await client.createManagedObject([
+            "name": .string(child.name ?? child.externalId),
+            "type": .string(child.type ?? "switchyard_ChildDevice"),
+            "c8y_IsDevice": [:],
+            "c8y_SupportedOperations": advertised,
+        ])
+        guard let id = created["id"]?.idValue else { throw PlatformError.credentials("created child device has no id") }
+        try await client.registerExternalID(type: type, externalId: child.externalId, managedObjectID: id)
+        try await client.addChildDevice(parentID: agent.id, childID: id)
+        logger.notice("child device created", metadata: ["child": "\(child.externalId)", "device": "\(id)"])
+        return DeviceIdentity(id: id, externalId: child.externalId, externalIdType: type)
+    }
+}
+
+/// Runs the `childDiscovery` command and reads the child devices it prints (a JSON array of
+/// `{externalId, name, type}`). Problems are logged; what could be read is returned.
+func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), logger: Logger) async -> [AgentConfiguration.ChildDevice] {
+    guard let program = command.first else { return [] }
+    let configuration = Configuration(executable: .path(FilePath(program)), arguments: Arguments(Array(command.dropFirst())),
+                                      environment: .custom(["PATH": ExecRunner.path, "LANG": "C.UTF-8"]))
+    let output: String? = await withTaskGroup(of: String??.self) { group in
+        group.addTask {
+            do {
+                let result = try await Subprocess.run(configuration, output: .string(limit: 1 << 20), error: .discarded)
+                guard result.terminationStatus.isSuccess else {
+                    logger.error("child discovery failed", metadata: ["command": "\(program)", "status": "\(result.terminationStatus)"])
+                    return .some(nil)
+                }
+                return .some(result.standardOutput ?? "")
+            } catch {
+                logger.error("child discovery could not run", metadata: ["command": "\(program)", "error": "\(error)"])
+                return .some(nil)
+            }
+        }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        if first == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout)"]) }
+        return first ?? nil
+    }
+    guard let output else { return [] }
+    guard let list = (try? JSONValue.parse(output))?.arrayValue else {
+        logger.error("child discovery printed something other than a JSON array",
+                     metadata: ["command": "\(program)", "output": "\(JSONValue.excerpt(Array(output.utf8)))"])
+        return []
+    }
+    var children: [AgentConfiguration.ChildDevice] = []
+    for item in list {
+        switch AgentConfiguration.ChildDevice.parse(item) {
+        case .success(let child): children.append(child)
+        case .failure(let error): logger.error("child discovery: entry skipped", metadata: ["problem": "\(error.problems.joined())"])
+        }
+    }
+    return children
+}
