@@ -100,3 +100,44 @@ struct RegistryTests {
         #expect(!registry.declarations.isEmpty)
     }
 }
+
+struct DirectiveTests {
+    func lines(_ chunks: [String], limit: Int = 64) -> [(String, Bool)] {
+        var splitter = LineSplitter(limit: limit)
+        var out: [(String, Bool)] = []
+        for chunk in chunks {
+            Array(chunk.utf8).withUnsafeBytes { splitter.feed($0) { out.append((String(decoding: $0, as: UTF8.self), $1)) } }
+        }
+        splitter.finish { out.append((String(decoding: $0, as: UTF8.self), $1)) }
+        return out
+    }
+
+    @Test func onlyLinesStartingWithABraceAreCandidates() {
+        let out = lines(["log line\n  {\"a\"", ":1}\nmore log\n{\"b\":2}"])
+        #expect(out.map(\.0) == ["{\"a\":1}", "{\"b\":2}"])
+        #expect(out.allSatisfy { $0.1 })
+    }
+
+    @Test func overlongLinesAreCutAndMarked() {
+        let out = lines(["{" + String(repeating: "x", count: 100) + "\n{}\n"], limit: 16)
+        #expect(out.count == 2)
+        #expect(out[0].0.count == 16 && out[0].1 == false)
+        #expect(out[1] == ("{}", true))
+    }
+
+    @Test func parsing() {
+        #expect(Directive.parse(Array("plain text".utf8)) == .log)
+        #expect(Directive.parse(Array("{\"other\":1}".utf8)) == .log)
+        #expect(Directive.parse(Array("{\"switchyard\":\"restart\"}".utf8)) == .directive(.restart))
+        #expect(Directive.parse(Array("{\"switchyard\":\"progress\",\"message\":\"50%\"}".utf8)) == .directive(.progress("50%")))
+        #expect(Directive.parse(Array("{\"switchyard\":\"alarm\",\"type\":\"t\",\"text\":\"x\",\"severity\":\"HUGE\"}".utf8)) != .directive(.restart))
+        if case .invalid(let why) = Directive.parse(Array("{\"switchyard\":\"teleport\"}".utf8)) {
+            #expect(why.contains("unknown directive"))
+        } else {
+            Issue.record("an unknown directive is reported as invalid")
+        }
+        if case .invalid = Directive.parse(Array("{\"switchyard\":\"result\",\"fragments\":[1]}".utf8)) {} else {
+            Issue.record("result with a non-object is invalid")
+        }
+    }
+}

@@ -79,32 +79,51 @@ enum Directive: Sendable, Equatable {
     }
 }
 
-/// Splits a byte stream into lines, holding at most `limit` bytes of an unfinished line;
-/// a longer line is cut there (and reported as overlong, so it is never read as a directive).
+/// Picks directive candidates out of a byte stream: lines whose first non-blank byte is `{`.
+/// Other lines are skipped without being copied, so a plugin flooding its output costs little.
+/// At most `limit` bytes of an unfinished line are held; a longer line is cut there and reported
+/// as overlong, so it is never read as a directive.
 struct LineSplitter {
     let limit: Int
     private var pending: [UInt8] = []
     private var overlong = false
+    /// For the current line: nil until its first non-blank byte, then whether it may be a directive.
+    private var candidate: Bool?
 
     init(limit: Int) { self.limit = limit }
 
-    /// Feeds bytes; calls `line` for each complete line (`false` for lines cut at the limit).
+    /// Feeds bytes; calls `line` for each complete candidate line (`false` for lines cut at the limit).
     mutating func feed(_ bytes: UnsafeRawBufferPointer, line: ([UInt8], Bool) -> Void) {
-        var start = bytes.startIndex
-        while let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) {
-            append(bytes[start..<newline])
-            line(pending, !overlong)
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if candidate == nil {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\n") {
+                    index += 1
+                    continue
+                }
+                if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                    index += 1
+                    continue
+                }
+                candidate = byte == UInt8(ascii: "{")
+            }
+            let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
+            if candidate == true { append(bytes[index..<(end ?? bytes.endIndex)]) }
+            guard let end else { return }
+            if candidate == true { line(pending, !overlong) }
             pending.removeAll(keepingCapacity: true)
             overlong = false
-            start = newline + 1
+            candidate = nil
+            index = end + 1
         }
-        append(bytes[start...])
     }
 
     /// The last line when the stream ends without a newline.
     mutating func finish(line: ([UInt8], Bool) -> Void) {
-        if !pending.isEmpty { line(pending, !overlong) }
+        if candidate == true && !pending.isEmpty { line(pending, !overlong) }
         pending.removeAll()
+        candidate = nil
     }
 
     private mutating func append(_ slice: Slice<UnsafeRawBufferPointer>) {
