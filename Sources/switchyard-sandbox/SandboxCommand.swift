@@ -17,7 +17,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-sandbox",
         abstract: "The Switchyard workbench: an emulated Cumulocity tenant on loopback, and a demo against it.",
-        subcommands: [Demo.self, Serve.self, OperationCommand.self],
+        subcommands: [Demo.self, Serve.self, OperationCommand.self, Bench.self],
         defaultSubcommand: Demo.self)
 }
 
@@ -49,6 +49,24 @@ struct Serve: AsyncParsableCommand {
         await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in
             // Runs until the process is interrupted.
         }
+    }
+}
+
+/// Prints how long starting a plugin takes (build with -c release for representative figures).
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure plugin start overhead: spawn, first byte of input read, exit (median, p95, max).")
+    @Option(help: "How many runs.") var runs = 200
+    @Option(help: "The plugin: a program that reads one byte of stdin and exits.") var plugin = "/usr/bin/head"
+
+    func run() async throws {
+        let directory = "/tmp/switchyard-bench-\(getpid())"
+        defer { FileSystem.removeTree(directory) }
+        let durations = try await PluginBenchmark.measure(command: [plugin, "-c", "1"], runs: runs, directory: directory).sorted()
+        guard !durations.isEmpty else { return }
+        let p95 = durations[min(durations.count - 1, Int((Double(durations.count) * 0.95).rounded(.up)) - 1)]
+        print("plugin start (\(plugin) -c 1, \(durations.count) runs): median \(format3(durations[durations.count / 2])) ms, "
+              + "p95 \(format3(p95)) ms, max \(format3(durations[durations.count - 1])) ms")
     }
 }
 

@@ -52,7 +52,7 @@ func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), log
                     logger.error("child discovery failed", metadata: ["command": "\(program)", "status": "\(result.terminationStatus)"])
                     return .some(nil)
                 }
-                return .some(result.standardOutput ?? "")
+                return .some(result.standardOutput)
             } catch {
                 logger.error("child discovery could not run", metadata: ["command": "\(program)", "error": "\(error)"])
                 return .some(nil)
