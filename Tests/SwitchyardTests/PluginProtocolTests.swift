@@ -262,3 +262,49 @@ struct LiveHandlersTests {
         await harness.close()
     }
 }
+
+@Suite(.timeLimit(.minutes(2)))
+struct PluginEdgeTests {
+    @Test func pluginThatNeverReadsALargeInputOrClosesStdoutEarlySucceeds() async throws {
+        let harness = try await Harness()
+        harness.script("ignore.sh", "exit 0")
+        harness.script("close.sh", "exec >&-\nsleep 0.2\nexit 0")
+        harness.declare("ignore.yaml", "operation: acme_Ignore\nexec: {command: [../bin/ignore.sh]}\n")
+        harness.declare("close.yaml", "operation: acme_Close\nexec: {command: [../bin/close.sh]}\n")
+        try await harness.startAgent()
+        let big = JSONValue.string(String(repeating: "y", count: 300_000))
+        let ignored = try await harness.createOperation(["acme_Ignore": ["blob": big]])
+        let closed = try await harness.createOperation(["acme_Close": ["blob": big]])
+        #expect(try await harness.waitForEnd(ignored)["status"] == "SUCCESSFUL")
+        #expect(try await harness.waitForEnd(closed)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+
+    @Test func oneDeclarationServesSeveralFragmentsUnderOneAdvertisedName() async throws {
+        let harness = try await Harness()
+        let seen = harness.root + "/fragments"
+        harness.script("soft.sh", "echo \"$SWITCHYARD_FRAGMENT\" >> '\(seen)'")
+        harness.declare("soft.yaml", "operation: c8y_SoftwareUpdate\nfragments: [c8y_SoftwareUpdate, c8y_SoftwareList]\nexec: {command: [../bin/soft.sh]}\n")
+        try await harness.startAgent()
+        #expect(await harness.advertised() == ["c8y_SoftwareUpdate"])
+        let a = try await harness.createOperation(["c8y_SoftwareUpdate": []])
+        #expect(try await harness.waitForEnd(a)["status"] == "SUCCESSFUL")
+        let b = try await harness.createOperation(["c8y_SoftwareList": []])
+        #expect(try await harness.waitForEnd(b)["status"] == "SUCCESSFUL")
+        #expect(try String(contentsOfFile: seen, encoding: .utf8) == "c8y_SoftwareUpdate\nc8y_SoftwareList\n")
+        await harness.close()
+    }
+
+    @Test func missingProgramAtRunTimeFailsTheOperationWithTheReason() async throws {
+        let harness = try await Harness()
+        let program = harness.script("vanishing.sh", "exit 0")
+        harness.declare("vanishing.yaml", "operation: acme_Vanishing\nexec: {command: [../bin/vanishing.sh]}\n")
+        try await harness.startAgent()
+        try FileManager.default.removeItem(atPath: program)
+        let id = try await harness.createOperation(["acme_Vanishing": [:]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.hasPrefix("could not start \(program)") == true)
+        await harness.close()
+    }
+}
