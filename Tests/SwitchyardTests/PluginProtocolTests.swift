@@ -308,3 +308,22 @@ struct PluginEdgeTests {
         await harness.close()
     }
 }
+
+@Suite(.timeLimit(.minutes(2)))
+struct DurableDirectiveTests {
+    @Test func whatAPluginSendsDuringAnOutageArrivesAfterwardsAndBeforeTheFinalStatus() async throws {
+        let harness = try await Harness()
+        harness.handlers = PluginProtocolTests.examples
+        try await harness.startAgent()
+        let deviceID = try #require(await harness.deviceID())
+        await harness.tenant.refuse(next: 3, status: 503, method: "POST", pathPrefix: "/event/events")
+        let id = try await harness.createOperation(["acme_ShellExample": ["argument": "outage"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(await harness.tenant.refusalsLeft == 0)
+        let events = await harness.tenant.eventList(type: "acme_ShellEvent")
+        #expect(events.count == 1)
+        #expect(events.first?["source"]?["id"]?.idValue == deviceID)
+        #expect(await harness.tenant.managedObject(deviceID)?["acme_ShellPlugin"] != nil)
+        await harness.close()
+    }
+}

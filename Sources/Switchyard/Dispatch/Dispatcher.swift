@@ -248,7 +248,7 @@ public actor Dispatcher {
         switch declaration.kind {
         case .swift(_, let handler):
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
             return await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
         case .exec(let spec):
             let environment = [
@@ -262,7 +262,7 @@ public actor Dispatcher {
                 "SWITCHYARD_C8Y_URL": client.baseURL,
             ]
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
             let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
             let applier = Task { [logger] in
                 for await directive in directives {
@@ -352,15 +352,16 @@ public actor Dispatcher {
             case .measurement(let type, let fragments):
                 try await context.sendMeasurement(type: type, fragments: fragments)
             case .alarm(let type, let severity, let text, let fragments):
-                var alarm = fragments
-                alarm["source"] = ["id": .string(device)]
-                alarm["type"] = .string(type)
-                alarm["severity"] = .string(severity)
-                alarm["text"] = .string(text)
-                alarm["status"] = "ACTIVE"
-                alarm["time"] = .string(timestamp())
-                _ = try await client.createAlarm(.object(alarm))
+                try await context.raiseAlarm(type: type, severity: severity, text: text, fragments: fragments)
             case .clearAlarm(let type):
+                // Clearing needs the alarms' ids, so it lets what was queued before it (say, the raise)
+                // go out first, waiting at most 10 s, then asks.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await context.outbox.waitUntilEmpty() }
+                    group.addTask { try? await Task.sleep(for: .seconds(10)) }
+                    await group.next()
+                    group.cancelAll()
+                }
                 for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
                     if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
                 }
@@ -390,7 +391,7 @@ public actor Dispatcher {
         case .swift(_, let handler):
             let context = OperationContext(phase: .execute, stateDirectory: stateDirectory + "/operations/" + operation.id,
                                            logFile: stateDirectory + "/operations/\(operation.id)/restart.log",
-                                           deviceID: operation.deviceId, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
             outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
         case .exec(let spec):
             let directory = stateDirectory + "/operations/" + operation.id

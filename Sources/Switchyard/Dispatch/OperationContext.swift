@@ -15,13 +15,15 @@ public struct DeviceIdentity: Sendable, Equatable {
     public let externalIdType: String
 }
 
-/// The ``HandlerContext`` given to compiled handlers: platform calls go to the operation's target device.
+/// The ``HandlerContext`` given to handlers: what they send concerns the operation's target device and
+/// goes through the outbox, so it survives an outage and arrives before the operation's final status.
 struct OperationContext: HandlerContext {
     let phase: Phase
     let stateDirectory: String
     let logFile: String
     let deviceID: String
-    let client: PlatformClient
+    let operationID: String
+    let outbox: Outbox
 
     func log(_ message: String) async {
         let line = Array((message + "\n").utf8)
@@ -32,7 +34,10 @@ struct OperationContext: HandlerContext {
     }
 
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
-        try await client.updateManagedObject(id: deviceID, fragments: fragments)
+        var fragments = fragments
+        fragments["name"] = nil  // never from an agent (seed step 4)
+        try await outbox.enqueue(method: "PUT", path: "/inventory/managedObjects/" + percentEncoded(deviceID),
+                                 accept: MediaType.managedObject, body: .object(fragments), operationID: operationID)
     }
 
     func sendEvent(type: String, text: String, fragments: [String: JSONValue]) async throws {
@@ -41,7 +46,8 @@ struct OperationContext: HandlerContext {
         event["type"] = .string(type)
         event["text"] = .string(text)
         event["time"] = .string(timestamp())
-        try await client.createEvent(.object(event))
+        try await outbox.enqueue(method: "POST", path: "/event/events", accept: MediaType.event, body: .object(event),
+                                 operationID: operationID)
     }
 
     func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
@@ -49,7 +55,21 @@ struct OperationContext: HandlerContext {
         measurement["source"] = ["id": .string(deviceID)]
         measurement["type"] = .string(type)
         measurement["time"] = .string(timestamp())
-        try await client.createMeasurement(.object(measurement))
+        try await outbox.enqueue(method: "POST", path: "/measurement/measurements", accept: MediaType.measurement,
+                                 body: .object(measurement), operationID: operationID)
+    }
+
+    /// Raises an alarm on the target device (through the outbox).
+    func raiseAlarm(type: String, severity: String, text: String, fragments: [String: JSONValue]) async throws {
+        var alarm = fragments
+        alarm["source"] = ["id": .string(deviceID)]
+        alarm["type"] = .string(type)
+        alarm["severity"] = .string(severity)
+        alarm["text"] = .string(text)
+        alarm["status"] = "ACTIVE"
+        alarm["time"] = .string(timestamp())
+        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm, body: .object(alarm),
+                                 operationID: operationID)
     }
 }
 

@@ -3,20 +3,48 @@ import JSONSupport
 import Logging
 import ServiceLifecycle
 
-/// Operation status updates on their way to the platform.
+/// Operation status updates, and the inventory updates, events and measurements handlers send,
+/// on their way to the platform.
 ///
-/// Each update is written to its own file in `outbox/` (atomically, fsynced) before it is sent,
+/// Each request is written to its own file in `outbox/` (atomically, fsynced) before it is sent,
 /// and deleted only when the platform has acknowledged it. Updates are sent one at a time in the
 /// order they were queued, so an operation's updates never overtake each other; a retryable
 /// failure (network, 5xx, 429, 401) is retried with backoff, holding back the ones behind it.
 /// An update the platform refuses outright (another 4xx) is logged with the answer and set aside
 /// in `outbox/rejected/` for inspection, so one bad update cannot block all the others.
 public actor Outbox: Service {
+    /// One queued request. Status updates are `PUT /devicecontrol/operations/<id>`.
     struct Item {
         let sequence: UInt64
-        let operationID: String
-        let update: JSONValue
+        let operationID: String?
+        let method: String
+        let path: String
+        let accept: String
+        let body: JSONValue
         var file: String
+
+        var record: JSONValue {
+            ["operationId": operationID.map(JSONValue.string) ?? .null, "method": .string(method), "path": .string(path),
+             "accept": .string(accept), "body": body]
+        }
+
+        /// Reads a stored record; `nil` for anything else.
+        init?(record: JSONValue, sequence: UInt64, file: String) {
+            guard let method = record["method"]?.stringValue, let path = record["path"]?.stringValue,
+                  let accept = record["accept"]?.stringValue, let body = record["body"] else { return nil }
+            self.init(sequence: sequence, operationID: record["operationId"]?.stringValue, method: method, path: path,
+                      accept: accept, body: body, file: file)
+        }
+
+        init(sequence: UInt64, operationID: String?, method: String, path: String, accept: String, body: JSONValue, file: String) {
+            self.sequence = sequence
+            self.operationID = operationID
+            self.method = method
+            self.path = path
+            self.accept = accept
+            self.body = body
+            self.file = file
+        }
     }
 
     private let directory: String
@@ -26,7 +54,8 @@ public actor Outbox: Service {
     private var queue: [Item]
     private var nextSequence: UInt64
     private var wakeup: CheckedContinuation<Void, Never>?
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter: UInt64 = 0
 
     public init(directory: String, client: PlatformClient, backoff: Backoff = Backoff(), logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory + "/rejected", mode: 0o700)
@@ -40,12 +69,12 @@ public actor Outbox: Service {
             let file = directory + "/" + name
             guard let sequence = UInt64(name.dropLast(5)),
                   let bytes = try FileSystem.read(file), let record = try? JSONValue.parse(bytes),
-                  let id = record["operationId"]?.stringValue, let update = record["update"] else {
+                  let item = Item(record: record, sequence: sequence, file: file) else {
                 logger.error("unreadable outbox entry set aside", metadata: ["file": "\(file)"])
                 _ = Glibc.rename(file, directory + "/rejected/" + name)
                 continue
             }
-            queue.append(Item(sequence: sequence, operationID: id, update: update, file: file))
+            queue.append(item)
             nextSequence = max(nextSequence, sequence + 1)
         }
         self.queue = queue.sorted { $0.sequence < $1.sequence }
@@ -54,28 +83,45 @@ public actor Outbox: Service {
 
     /// Queues a status update durably. When this returns, the update survives a crash.
     public func enqueue(operationID: String, _ update: JSONValue) throws(FileSystemError) {
+        try enqueue(method: "PUT", path: "/devicecontrol/operations/" + percentEncoded(operationID),
+                    accept: MediaType.operation, body: update, operationID: operationID)
+    }
+
+    /// Queues any platform request durably (inventory updates, events, measurements, alarms).
+    public func enqueue(method: String, path: String, accept: String, body: JSONValue, operationID: String? = nil) throws(FileSystemError) {
         let sequence = nextSequence
         nextSequence += 1
         let name = String(repeating: "0", count: max(0, 16 - String(sequence).count)) + String(sequence) + ".json"
-        let file = directory + "/" + name
-        try FileSystem.writeAtomically(file, JSONValue.object(["operationId": .string(operationID), "update": update]).encoded(), mode: 0o600)
-        queue.append(Item(sequence: sequence, operationID: operationID, update: update, file: file))
+        let item = Item(sequence: sequence, operationID: operationID, method: method, path: path, accept: accept,
+                        body: body, file: directory + "/" + name)
+        try FileSystem.writeAtomically(item.file, item.record.encoded(), mode: 0o600)
+        queue.append(item)
         wakeup?.resume()
         wakeup = nil
     }
 
-    /// Whether an update with this status is queued for the operation.
+    /// Whether a status update with this status is queued for the operation.
     public func hasUpdate(for operationID: String, status: String) -> Bool {
-        queue.contains { $0.operationID == operationID && $0.update["status"]?.stringValue == status }
+        queue.contains { $0.operationID == operationID && $0.method == "PUT" && $0.body["status"]?.stringValue == status }
     }
 
     /// Updates not yet acknowledged.
     public var pendingCount: Int { queue.count }
 
-    /// Waits until every queued update has been acknowledged or set aside.
+    /// Waits until every queued request has been acknowledged or set aside, or the task is cancelled.
     public func waitUntilEmpty() async {
         if queue.isEmpty { return }
-        await withCheckedContinuation { idleWaiters.append($0) }
+        nextWaiter += 1
+        let id = nextWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { idleWaiters[id] = $0 }
+        } onCancel: {
+            Task { await self.releaseWaiter(id) }
+        }
+    }
+
+    private func releaseWaiter(_ id: UInt64) {
+        idleWaiters.removeValue(forKey: id)?.resume()
     }
 
     /// Sends queued updates until cancelled.
@@ -83,7 +129,7 @@ public actor Outbox: Service {
         var failures = 0
         while !Task.isCancelled {
             guard let item = queue.first else {
-                for waiter in idleWaiters { waiter.resume() }
+                for waiter in idleWaiters.values { waiter.resume() }
                 idleWaiters.removeAll()
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { wakeup = $0 }
@@ -93,23 +139,22 @@ public actor Outbox: Service {
                 continue
             }
             do {
-                try await client.updateOperation(id: item.operationID, item.update)
+                _ = try await client.send(item.method, item.path, body: item.body, accept: item.accept)
                 failures = 0
                 remove(item)
-                logger.debug("status update delivered", metadata: ["operation": "\(item.operationID)",
-                                                                   "status": "\(item.update["status"] ?? .null)"])
+                logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
             } catch where error.isCancellation {
                 return
             } catch where error.isRetryable {
                 failures += 1
                 let delay = backoff.delay(attempt: failures)
-                logger.warning("status update not delivered; will retry", metadata: [
-                    "operation": "\(item.operationID)", "error": "\(error)", "retryIn": "\(delay)", "queued": "\(queue.count)",
+                logger.warning("not delivered; will retry", metadata: [
+                    "operation": "\(item.operationID ?? "-")", "error": "\(error)", "retryIn": "\(delay)", "queued": "\(queue.count)",
                 ])
                 do { try await Task.sleep(for: delay) } catch { return }
             } catch {
-                logger.error("platform refused status update; set aside", metadata: [
-                    "operation": "\(item.operationID)", "error": "\(error)",
+                logger.error("platform refused a queued request; set aside", metadata: [
+                    "operation": "\(item.operationID ?? "-")", "error": "\(error)",
                 ])
                 let name = String(item.file.split(separator: "/").last ?? "")
                 rename(item.file, to: directory + "/rejected/" + name)
