@@ -329,3 +329,52 @@ struct PlatformFaultTests {
         await harness.close()
     }
 }
+
+/// SIGTERM/SIGINT (a graceful shutdown of the service group) lets running operations finish.
+@Suite(.timeLimit(.minutes(2)))
+struct GracefulShutdownTests {
+    @Test func runningOperationFinishesAndIsReportedBeforeTheAgentExits() async throws {
+        let harness = try await Harness()
+        harness.script("short.sh", "sleep 0.5")
+        harness.declare("short.yaml", "operation: acme_Short\nexec: {command: [../bin/short.sh]}\n")
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: Agent(configuration: harness.configuration, catalog: builtinHandlers, tuning: Harness.tuning,
+                                            logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })))],
+            logger: Logger(label: "group", factory: { _ in SwiftLogNoOpLogHandler() })))
+        let running = Task { try await group.run() }
+        try await eventually("agent subscribed") { await harness.tenant.bayeuxClientCount > 0 }
+        let id = try await harness.createOperation(["acme_Short": [:]])
+        try await eventually("operation EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(await harness.tenant.operation(id)?["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+
+    @Test func operationLongerThanTheGracePeriodIsStoppedAndSettledAtTheNextStart() async throws {
+        let harness = try await Harness()
+        harness.script("long.sh", "sleep 30")
+        harness.declare("long.yaml", "operation: acme_Long\nexec: {command: [../bin/long.sh]}\n")
+        var configuration = harness.configuration
+        configuration.shutdownGrace = .milliseconds(300)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: Agent(configuration: configuration, catalog: builtinHandlers, tuning: Harness.tuning,
+                                            logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })))],
+            logger: Logger(label: "group", factory: { _ in SwiftLogNoOpLogHandler() })))
+        let running = Task { try await group.run() }
+        try await eventually("agent subscribed") { await harness.tenant.bayeuxClientCount > 0 }
+        let id = try await harness.createOperation(["acme_Long": [:]])
+        try await eventually("operation EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
+        let stopping = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(ContinuousClock.now - stopping < .seconds(10))
+        try await harness.startAgent()
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.contains("agent restarted") == true)
+        await harness.close()
+    }
+}
+
+import ServiceLifecycle

@@ -100,6 +100,13 @@ extension AgentConfiguration {
                 problems.append("\(where_("operations.concurrency")): operations.concurrency must be a whole number from 1 to 64, found '\(text)'")
             }
         }
+        if let text = value("operations.shutdownGrace") {
+            if let grace = parseDuration(text) {
+                configuration.shutdownGrace = grace
+            } else {
+                problems.append("\(where_("operations.shutdownGrace")): operations.shutdownGrace must be a duration such as 20s, found '\(text)'")
+            }
+        }
         if let text = value("children") {
             switch (try? JSONValue.parse(text))?.arrayValue {
             case nil:

@@ -20,6 +20,7 @@ import JSONSupport
 /// | `handlers` | directory of handler declarations | `handlers.d` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
+/// | `operations.shutdownGrace` | time running operations get to finish on SIGTERM | `20s` |
 ///
 /// An environment variable's name is `SWITCHYARD_` and the key in upper case, dots and
 /// camel-case humps turned into `_`: `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
@@ -76,6 +77,9 @@ public struct AgentConfiguration: Sendable {
     public var handlersDirectory = "handlers.d"
     public var stateDirectory = "/var/lib/switchyard"
     public var concurrency = 4
+    /// On SIGTERM/SIGINT: how long running operations may take to finish, and queued updates to go
+    /// out, before the rest is stopped (and settled at the next start).
+    public var shutdownGrace: Duration = .seconds(20)
     /// Child devices declared in the configuration (seed step 5).
     public var children: [ChildDevice] = []
     /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
@@ -107,6 +111,7 @@ public struct AgentConfiguration: Sendable {
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),
+        ("operations.shutdownGrace", "a duration such as 20s"),
         ("children", "a list of child devices, each with externalId and optional name and type"),
         ("childDiscovery", "a command (a list: program, then arguments) that prints child devices as a JSON array"),
     ]

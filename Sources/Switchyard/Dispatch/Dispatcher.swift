@@ -43,6 +43,10 @@ public actor Dispatcher {
     private let runner = ExecRunner()
     private let global: AsyncSemaphore
     private var perDeclaration: [String: AsyncSemaphore] = [:]
+    private var draining = false
+    private var active = 0
+    private var drainWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter: UInt64 = 0
     private let jobs: AsyncStream<Job>
     private let jobSink: AsyncStream<Job>.Continuation
 
@@ -85,6 +89,10 @@ public actor Dispatcher {
 
     /// Takes an operation from any source. Returns quickly: the handler runs in the background.
     public func submit(_ json: JSONValue, source: Source) async {
+        guard !draining else {
+            logger.debug("shutting down; operation left for the next start", metadata: ["source": "\(source)"])
+            return
+        }
         guard case .object = json else {
             logger.error("operation is not a JSON object; skipped", metadata: ["source": "\(source)", "operation": "\(JSONValue.excerpt(json.encoded()))"])
             return
@@ -111,6 +119,24 @@ public actor Dispatcher {
         }
         logger.info("operation received", metadata: ["operation": "\(id)", "fragment": "\(fragment ?? "-")", "source": "\(source)"])
         jobSink.yield(makeJob(id: id, json: json, phase: .execute, reportExecuting: true))
+    }
+
+    /// Stops taking operations and waits until the running ones have ended (their final status is then
+    /// in the outbox). Operations not yet started stay recorded and run at the next start.
+    public func drain() async {
+        draining = true
+        if active == 0 { return }
+        nextWaiter += 1
+        let id = nextWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { drainWaiters[id] = $0 }
+        } onCancel: {
+            Task { await self.releaseDrainWaiter(id) }
+        }
+    }
+
+    private func releaseDrainWaiter(_ id: UInt64) {
+        drainWaiters.removeValue(forKey: id)?.resume()
     }
 
     /// Settles what the previous run left unfinished (from the journal), then operations the platform
@@ -206,6 +232,19 @@ public actor Dispatcher {
             do { try await slot.acquire() } catch { await global.release(); throw error }
         } catch {
             return  // shutting down; the journal still says `accepted`, so it runs at the next start
+        }
+        if draining {
+            await slot.release()
+            await global.release()
+            return  // likewise: not started, so it runs at the next start
+        }
+        active += 1
+        defer {
+            active -= 1
+            if active == 0 {
+                for waiter in drainWaiters.values { waiter.resume() }
+                drainWaiters.removeAll()
+            }
         }
         let started = ContinuousClock.now
         await report(operation.id, executing: job.reportExecuting)

@@ -46,10 +46,24 @@ public struct Agent: Service {
     /// Handlers still running then are stopped and their operations settled at the next start.
     /// - Throws: only for a state directory that cannot be used; platform trouble is retried, never fatal.
     public func run() async throws {
-        try await cancelWhenGracefulShutdown { try await self.runUntilCancelled() }
+        let parts = RunningParts()
+        let work = Task { try await self.runUntilCancelled(parts) }
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                _ = await work.result
+            } onCancel: {
+                work.cancel()
+            }
+        } onGracefulShutdown: {
+            Task {
+                await parts.drain(within: configuration.shutdownGrace, logger: logger)
+                work.cancel()
+            }
+        }
+        if case .failure(let error) = await work.result, !(error is CancellationError) { throw error }
     }
 
-    func runUntilCancelled() async throws {
+    func runUntilCancelled(_ parts: RunningParts) async throws {
         signal(SIGPIPE, SIG_IGN)
         let transport = try CurlTransport(tls: configuration.tls)
         defer { transport.shutdown() }
@@ -72,6 +86,7 @@ public struct Agent: Service {
         try FileSystem.makeDirectories(state, mode: 0o711)
         let journal = try Journal(directory: state, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, logger: logger)
+        await parts.set(outbox: outbox)
 
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await outbox.run() }
@@ -84,6 +99,7 @@ public struct Agent: Service {
             let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
                                         stateDirectory: state, concurrency: configuration.concurrency, logger: logger)
             group.addTask { await dispatcher.run() }
+            await parts.set(dispatcher: dispatcher)
 
             // Step 5: child devices, each with its own handlers.d/<external id>/.
             var keepers: [(RegistryKeeper, String)] = []
@@ -136,6 +152,38 @@ public struct Agent: Service {
                 }, onMessage: { data in
                     await dispatcher.submit(data, source: .notification)
                 })
+            }
+        }
+    }
+
+    /// The parts a graceful shutdown drains, once they exist.
+    actor RunningParts {
+        private var dispatcher: Dispatcher?
+        private var outbox: Outbox?
+
+        func set(dispatcher: Dispatcher) { self.dispatcher = dispatcher }
+        func set(outbox: Outbox) { self.outbox = outbox }
+
+        /// Lets running operations finish and the outbox empty, within `grace`.
+        func drain(within grace: Duration, logger: Logger) async {
+            let (dispatcher, outbox) = (self.dispatcher, self.outbox)
+            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace)"])
+            let finished = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    await dispatcher?.drain()
+                    await outbox?.waitUntilEmpty()
+                    return true
+                }
+                group.addTask {
+                    try? await Task.sleep(for: grace)
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            if !finished {
+                logger.warning("shutdown grace period over; stopping what still runs (settled at the next start)")
             }
         }
     }
