@@ -337,10 +337,7 @@ struct GracefulShutdownTests {
         let harness = try await Harness()
         harness.script("short.sh", "sleep 0.5")
         harness.declare("short.yaml", "operation: acme_Short\nexec: {command: [../bin/short.sh]}\n")
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: Agent(configuration: harness.configuration, catalog: builtinHandlers, tuning: Harness.tuning,
-                                            logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })))],
-            logger: Logger(label: "group", factory: { _ in SwiftLogNoOpLogHandler() })))
+        let group = harness.serviceGroup(harness.configuration)
         let running = Task { try await group.run() }
         try await eventually("agent subscribed") { await harness.tenant.bayeuxClientCount > 0 }
         let id = try await harness.createOperation(["acme_Short": [:]])
@@ -357,10 +354,7 @@ struct GracefulShutdownTests {
         harness.declare("long.yaml", "operation: acme_Long\nexec: {command: [../bin/long.sh]}\n")
         var configuration = harness.configuration
         configuration.shutdownGrace = .milliseconds(300)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: Agent(configuration: configuration, catalog: builtinHandlers, tuning: Harness.tuning,
-                                            logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })))],
-            logger: Logger(label: "group", factory: { _ in SwiftLogNoOpLogHandler() })))
+        let group = harness.serviceGroup(configuration)
         let running = Task { try await group.run() }
         try await eventually("agent subscribed") { await harness.tenant.bayeuxClientCount > 0 }
         let id = try await harness.createOperation(["acme_Long": [:]])

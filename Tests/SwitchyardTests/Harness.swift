@@ -3,6 +3,7 @@ import Cumulocity
 import Foundation
 import Logging
 import Sandbox
+import ServiceLifecycle
 import JSONSupport
 import Sandbox
 import Testing
@@ -86,6 +87,13 @@ final class Harness: @unchecked Sendable {
             let device = await deviceID()
             return count > handshakes && clients > 0 && device != nil
         }
+    }
+
+    /// An agent in a service group, as `switchyard run` starts it (graceful shutdown on demand).
+    func serviceGroup(_ configuration: AgentConfiguration) -> ServiceGroup {
+        let quiet = Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })
+        let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning, logger: quiet)
+        return ServiceGroup(configuration: .init(services: [.init(service: agent)], logger: quiet))
     }
 
     /// Stops the agent as a shutdown would (the task is cancelled) and waits until it has ended.

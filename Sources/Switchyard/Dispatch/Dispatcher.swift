@@ -45,8 +45,7 @@ public actor Dispatcher {
     private var perDeclaration: [String: AsyncSemaphore] = [:]
     private var draining = false
     private var active = 0
-    private var drainWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-    private var nextWaiter: UInt64 = 0
+    private var drainWaiters = Waiters()
     private let jobs: AsyncStream<Job>
     private let jobSink: AsyncStream<Job>.Continuation
 
@@ -126,17 +125,16 @@ public actor Dispatcher {
     public func drain() async {
         draining = true
         if active == 0 { return }
-        nextWaiter += 1
-        let id = nextWaiter
+        let key = drainWaiters.newKey()
         await withTaskCancellationHandler {
-            await withCheckedContinuation { drainWaiters[id] = $0 }
+            await withCheckedContinuation { drainWaiters.add($0, key: key) }
         } onCancel: {
-            Task { await self.releaseDrainWaiter(id) }
+            Task { await self.releaseDrainWaiter(key) }
         }
     }
 
-    private func releaseDrainWaiter(_ id: UInt64) {
-        drainWaiters.removeValue(forKey: id)?.resume()
+    private func releaseDrainWaiter(_ key: UInt64) {
+        drainWaiters.resume(key)
     }
 
     /// Settles what the previous run left unfinished (from the journal), then operations the platform
@@ -241,10 +239,7 @@ public actor Dispatcher {
         active += 1
         defer {
             active -= 1
-            if active == 0 {
-                for waiter in drainWaiters.values { waiter.resume() }
-                drainWaiters.removeAll()
-            }
+            if active == 0 { drainWaiters.resumeAll() }
         }
         let started = ContinuousClock.now
         await report(operation.id, executing: job.reportExecuting)
@@ -290,16 +285,7 @@ public actor Dispatcher {
                                            deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
             return await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
         case .exec(let spec):
-            let environment = [
-                "SWITCHYARD_OPERATION_ID": operation.id,
-                "SWITCHYARD_FRAGMENT": operation.fragment,
-                "SWITCHYARD_DEVICE_ID": operation.deviceId,
-                "SWITCHYARD_EXTERNAL_ID": operation.externalId ?? "",
-                "SWITCHYARD_PHASE": phase.rawValue,
-                "SWITCHYARD_STATE_DIR": directory,
-                "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
-                "SWITCHYARD_C8Y_URL": client.baseURL,
-            ]
+            let environment = pluginEnvironment(operation, phase: phase, directory: directory)
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
                                            deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
             let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
@@ -326,33 +312,32 @@ public actor Dispatcher {
         }
     }
 
+    /// The `SWITCHYARD_*` variables an executable plugin gets (docs/plugin-protocol.md §2).
+    private func pluginEnvironment(_ operation: Operation, phase: Phase, directory: String) -> [String: String] {
+        [
+            "SWITCHYARD_OPERATION_ID": operation.id,
+            "SWITCHYARD_FRAGMENT": operation.fragment,
+            "SWITCHYARD_DEVICE_ID": operation.deviceId,
+            "SWITCHYARD_EXTERNAL_ID": operation.externalId ?? "",
+            "SWITCHYARD_PHASE": phase.rawValue,
+            "SWITCHYARD_STATE_DIR": directory,
+            "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
+            "SWITCHYARD_C8Y_URL": client.baseURL,
+        ]
+    }
+
     private func runCompiled(_ handler: any OperationHandler, _ operation: Operation, context: OperationContext,
                              timeout: Duration) async -> Outcome {
-        await withTaskGroup(of: Outcome?.self) { group in
-            group.addTask {
-                do {
-                    return context.phase == .resume
-                        ? try await handler.resume(operation, context: context)
-                        : try await handler.execute(operation, context: context)
-                } catch is CancellationError {
-                    return nil
-                } catch {
-                    return .failed("\(error)")
-                }
+        let outcome = await withTimeLimit(timeout) { () async -> Outcome in
+            do {
+                return context.phase == .resume
+                    ? try await handler.resume(operation, context: context)
+                    : try await handler.execute(operation, context: context)
+            } catch {
+                return .failed(Task.isCancelled ? "cancelled" : "\(error)")
             }
-            group.addTask {
-                do { try await Task.sleep(for: timeout) } catch { return nil }
-                return .failed("timed out after \(timeout) and was cancelled")
-            }
-            var outcome: Outcome = .failed("cancelled")
-            while let next = await group.next() {
-                guard let next else { continue }
-                outcome = next
-                break
-            }
-            group.cancelAll()
-            return outcome
         }
+        return outcome ?? .failed("timed out after \(timeout) and was cancelled")
     }
 
     /// The outcome of an executable's run: exit 0 → SUCCESSFUL, otherwise FAILED with the plugin's
@@ -395,12 +380,7 @@ public actor Dispatcher {
             case .clearAlarm(let type):
                 // Clearing needs the alarms' ids, so it lets what was queued before it (say, the raise)
                 // go out first, waiting at most 10 s, then asks.
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask { await context.outbox.waitUntilEmpty() }
-                    group.addTask { try? await Task.sleep(for: .seconds(10)) }
-                    await group.next()
-                    group.cancelAll()
-                }
+                _ = await withTimeLimit(.seconds(10)) { await context.outbox.waitUntilEmpty() }
                 for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
                     if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
                 }
@@ -434,12 +414,9 @@ public actor Dispatcher {
             outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
         case .exec(let spec):
             let directory = stateDirectory + "/operations/" + operation.id
-            let result = await runner.run(spec, operation: request.json, environment: [
-                "SWITCHYARD_OPERATION_ID": operation.id, "SWITCHYARD_FRAGMENT": "c8y_Restart",
-                "SWITCHYARD_DEVICE_ID": operation.deviceId, "SWITCHYARD_PHASE": "execute",
-                "SWITCHYARD_STATE_DIR": directory, "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
-                "SWITCHYARD_C8Y_URL": client.baseURL,
-            ], timeout: restart.timeout, workingDirectory: directory, logFile: directory + "/restart.log")
+            let result = await runner.run(spec, operation: request.json,
+                                          environment: pluginEnvironment(request, phase: .execute, directory: directory),
+                                          timeout: restart.timeout, workingDirectory: directory, logFile: directory + "/restart.log")
             outcome = Self.outcome(of: result, program: spec.command[0])
         }
         if case .failed(let reason, _)? = outcome {

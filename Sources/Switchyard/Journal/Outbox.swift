@@ -54,8 +54,7 @@ public actor Outbox: Service {
     private var queue: [Item]
     private var nextSequence: UInt64
     private var wakeup: CheckedContinuation<Void, Never>?
-    private var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-    private var nextWaiter: UInt64 = 0
+    private var idleWaiters = Waiters()
 
     public init(directory: String, client: PlatformClient, backoff: Backoff = Backoff(), logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory + "/rejected", mode: 0o700)
@@ -111,17 +110,16 @@ public actor Outbox: Service {
     /// Waits until every queued request has been acknowledged or set aside, or the task is cancelled.
     public func waitUntilEmpty() async {
         if queue.isEmpty { return }
-        nextWaiter += 1
-        let id = nextWaiter
+        let key = idleWaiters.newKey()
         await withTaskCancellationHandler {
-            await withCheckedContinuation { idleWaiters[id] = $0 }
+            await withCheckedContinuation { idleWaiters.add($0, key: key) }
         } onCancel: {
-            Task { await self.releaseWaiter(id) }
+            Task { await self.releaseWaiter(key) }
         }
     }
 
-    private func releaseWaiter(_ id: UInt64) {
-        idleWaiters.removeValue(forKey: id)?.resume()
+    private func releaseWaiter(_ key: UInt64) {
+        idleWaiters.resume(key)
     }
 
     /// Sends queued updates until cancelled.
@@ -129,8 +127,7 @@ public actor Outbox: Service {
         var failures = 0
         while !Task.isCancelled {
             guard let item = queue.first else {
-                for waiter in idleWaiters.values { waiter.resume() }
-                idleWaiters.removeAll()
+                idleWaiters.resumeAll()
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { wakeup = $0 }
                 } onCancel: {

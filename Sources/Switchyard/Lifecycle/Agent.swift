@@ -168,21 +168,11 @@ public struct Agent: Service {
         func drain(within grace: Duration, logger: Logger) async {
             let (dispatcher, outbox) = (self.dispatcher, self.outbox)
             logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace)"])
-            let finished = await withTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    await dispatcher?.drain()
-                    await outbox?.waitUntilEmpty()
-                    return true
-                }
-                group.addTask {
-                    try? await Task.sleep(for: grace)
-                    return false
-                }
-                let first = await group.next() ?? false
-                group.cancelAll()
-                return first
+            let finished = await withTimeLimit(grace) {
+                await dispatcher?.drain()
+                await outbox?.waitUntilEmpty()
             }
-            if !finished {
+            if finished == nil {
                 logger.warning("shutdown grace period over; stopping what still runs (settled at the next start)")
             }
         }

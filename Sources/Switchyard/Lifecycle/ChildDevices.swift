@@ -44,29 +44,21 @@ func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), log
     guard let program = command.first else { return [] }
     let configuration = Configuration(executable: .path(FilePath(program)), arguments: Arguments(Array(command.dropFirst())),
                                       environment: .custom(["PATH": ExecRunner.path, "LANG": "C.UTF-8"]))
-    let output: String? = await withTaskGroup(of: String??.self) { group in
-        group.addTask {
-            do {
-                let result = try await Subprocess.run(configuration, output: .string(limit: 1 << 20), error: .discarded)
-                guard result.terminationStatus.isSuccess else {
-                    logger.error("child discovery failed", metadata: ["command": "\(program)", "status": "\(result.terminationStatus)"])
-                    return .some(nil)
-                }
-                return .some(result.standardOutput)
-            } catch {
-                logger.error("child discovery could not run", metadata: ["command": "\(program)", "error": "\(error)"])
-                return .some(nil)
+    let outcome = await withTimeLimit(timeout) { () async -> String? in
+        do {
+            let result = try await Subprocess.run(configuration, output: .string(limit: 1 << 20), error: .discarded)
+            guard result.terminationStatus.isSuccess else {
+                logger.error("child discovery failed", metadata: ["command": "\(program)", "status": "\(result.terminationStatus)"])
+                return nil
             }
-        }
-        group.addTask {
-            try? await Task.sleep(for: timeout)
+            return result.standardOutput
+        } catch {
+            logger.error("child discovery could not run", metadata: ["command": "\(program)", "error": "\(error)"])
             return nil
         }
-        let first = await group.next() ?? nil
-        group.cancelAll()
-        if first == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout)"]) }
-        return first ?? nil
     }
+    if outcome == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout)"]) }
+    let output = outcome ?? nil
     guard let output else { return [] }
     guard let list = (try? JSONValue.parse(output))?.arrayValue else {
         logger.error("child discovery printed something other than a JSON array",

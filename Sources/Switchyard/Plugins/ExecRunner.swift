@@ -1,3 +1,4 @@
+import Cumulocity
 import HandlerKit
 import Subprocess
 import SystemPackage

@@ -1,3 +1,4 @@
+import Cumulocity
 public import JSONSupport
 
 /// A problem in a YAML file, located by file and line.
@@ -150,17 +151,5 @@ extension YAMLNode {
             for pair in pairs { object[pair.key.scalar ?? pair.key.json.encodedString()] = pair.value.json }
             return .object(object)
         }
-    }
-}
-
-extension StringProtocol {
-    /// The text without leading and trailing characters from `set`, compared by Unicode scalar
-    /// (so "\r\n" is two characters to strip, not one grapheme).
-    func trimmingCharacters(in set: String) -> String {
-        let strip = Set(set.unicodeScalars)
-        var scalars = Substring(self).unicodeScalars[...]
-        while let first = scalars.first, strip.contains(first) { scalars.removeFirst() }
-        while let last = scalars.last, strip.contains(last) { scalars.removeLast() }
-        return String(String.UnicodeScalarView(scalars))
     }
 }
