@@ -50,8 +50,12 @@ let package = Package(
         // Swift handler modules shipped with the agent; each imports HandlerKit only.
         .target(name: "MessageHandler", dependencies: ["HandlerKit"], path: "Plugins/Message",
                 swiftSettings: strict),
+        .target(name: "RestartHandler", dependencies: ["HandlerKit"], path: "Plugins/Restart",
+                swiftSettings: strict),
+        .target(name: "ConfigurationHandler", dependencies: ["HandlerKit"], path: "Plugins/Configuration",
+                swiftSettings: strict),
         // The catalog of compiled handlers, by the name a `swift:` declaration uses.
-        .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler"],
+        .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler"],
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [

@@ -1,7 +1,11 @@
 public import HandlerKit
+import ConfigurationHandler
 import MessageHandler
+import RestartHandler
 
 /// The compiled handlers linked into this agent, by the name a `swift:` declaration uses.
 public let builtinHandlers: [String: any OperationHandler.Type] = [
+    "Configuration": ConfigurationHandler.self,
     "Message": MessageHandler.self,
+    "Restart": RestartHandler.self,
 ]

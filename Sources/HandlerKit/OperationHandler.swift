@@ -15,12 +15,18 @@ public protocol OperationHandler: Sendable {
     /// Finishes an operation that was running when the agent or the device restarted.
     /// Called only for declarations marked `resumable: true`. The default fails the operation.
     func resume(_ operation: Operation, context: any HandlerContext) async throws -> Outcome
+
+    /// Called once after each start, when the device is registered: report the device's current state
+    /// (its configuration, software list, firmware). The default does nothing.
+    func report(context: any DeviceContext) async throws
 }
 
 extension OperationHandler {
     public func resume(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {
         .failed("the agent restarted while \(operation.fragment) was executing, and its handler cannot resume")
     }
+
+    public func report(context: any DeviceContext) async throws {}
 }
 
 /// Options a handler cannot use, with what was wrong.
@@ -30,8 +36,38 @@ public struct HandlerOptionsError: Error, CustomStringConvertible, Sendable {
     public var description: String { detail }
 }
 
+/// What a handler may do with its device outside an operation (see ``OperationHandler/report(context:)``).
+public protocol DeviceContext: Sendable {
+    /// Updates fragments of the device in the inventory (never its `name`). Queued durably.
+    func updateInventory(_ fragments: [String: JSONValue]) async throws
+
+    /// Runs a program (argv, no shell) with a time limit; see ``CommandResult``.
+    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult
+}
+
+/// How a command run through ``DeviceContext/runCommand(_:timeout:)`` ended.
+public struct CommandResult: Sendable, Equatable {
+    /// The exit code, or `nil` when the command was killed, timed out or could not start.
+    public let exitCode: Int32?
+    /// Why it did not exit normally, or the end of its standard error; empty when there is nothing to say.
+    public let detail: String
+
+    public init(exitCode: Int32?, detail: String) {
+        self.exitCode = exitCode
+        self.detail = detail
+    }
+
+    public var succeeded: Bool { exitCode == 0 }
+
+    /// A reason for a failure report: `"exited with code 3: <stderr tail>"`.
+    public var failureDescription: String {
+        guard let exitCode else { return detail }
+        return detail.isEmpty ? "exited with code \(exitCode)" : "exited with code \(exitCode): \(detail)"
+    }
+}
+
 /// What a running handler may do besides returning its outcome.
-public protocol HandlerContext: Sendable {
+public protocol HandlerContext: DeviceContext {
     /// Why the handler is called.
     var phase: Phase { get }
     /// A directory for this operation that survives agent restarts; removed some time after it ends.
@@ -39,10 +75,6 @@ public protocol HandlerContext: Sendable {
 
     /// Records a progress message in the operation's log.
     func log(_ message: String) async
-
-    /// Updates fragments of the target device in the inventory (never its `name`).
-    /// - Throws: the platform's error when the update is refused.
-    func updateInventory(_ fragments: [String: JSONValue]) async throws
 
     /// Sends an event from the target device.
     func sendEvent(type: String, text: String, fragments: [String: JSONValue]) async throws

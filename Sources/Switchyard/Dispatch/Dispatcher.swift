@@ -46,6 +46,9 @@ public actor Dispatcher {
     private var draining = false
     private var active = 0
     private var drainWaiters = Waiters()
+    /// Running operations of resumable declarations: a shutdown stops them at once (they resume at the next start).
+    private var resumableRuns: [String: Task<Outcome?, Never>] = [:]
+    private var interrupted: Set<String> = []
     private let jobs: AsyncStream<Job>
     private let jobSink: AsyncStream<Job>.Continuation
 
@@ -124,6 +127,10 @@ public actor Dispatcher {
     /// in the outbox). Operations not yet started stay recorded and run at the next start.
     public func drain() async {
         draining = true
+        for (id, task) in resumableRuns {
+            interrupted.insert(id)
+            task.cancel()
+        }
         if active == 0 { return }
         let key = drainWaiters.newKey()
         await withTaskCancellationHandler {
@@ -248,9 +255,21 @@ public actor Dispatcher {
         } catch {
             logger.error("cannot record operation start in the journal", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
-        let ran = await run(operation, declaration, phase: job.phase)
+        let ran: Outcome?
+        if declaration.resumable {
+            let task = Task { await self.run(operation, declaration, phase: job.phase) }
+            resumableRuns[operation.id] = task
+            ran = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
+            resumableRuns[operation.id] = nil
+        } else {
+            ran = await run(operation, declaration, phase: job.phase)
+        }
         await slot.release()
         await global.release()
+        if interrupted.remove(operation.id) != nil {
+            logger.notice("resumable operation stopped by shutdown; it resumes at the next start", metadata: metadata)
+            return
+        }
         guard let outcome = ran else {
             logger.notice("operation waits for the device restart; it resumes at the next start", metadata: metadata)
             return

@@ -33,6 +33,10 @@ struct OperationContext: HandlerContext {
         close(fd)
     }
 
+    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
+        await runDeviceCommand(argv, timeout: timeout, directory: stateDirectory, logFile: logFile)
+    }
+
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
         var fragments = fragments
         fragments["name"] = nil  // never from an agent (seed step 4)
@@ -70,6 +74,41 @@ struct OperationContext: HandlerContext {
         alarm["time"] = .string(timestamp())
         try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm, body: .object(alarm),
                                  operationID: operationID)
+    }
+}
+
+/// The ``DeviceContext`` given to handlers' start-up reports.
+struct ReportContext: DeviceContext {
+    let deviceID: String
+    let directory: String
+    let outbox: Outbox
+
+    func updateInventory(_ fragments: [String: JSONValue]) async throws {
+        var fragments = fragments
+        fragments["name"] = nil
+        try await outbox.enqueue(method: "PUT", path: "/inventory/managedObjects/" + percentEncoded(deviceID),
+                                 accept: MediaType.managedObject, body: .object(fragments))
+    }
+
+    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
+        await runDeviceCommand(argv, timeout: timeout, directory: directory, logFile: directory + "/report.log")
+    }
+}
+
+/// Runs a handler's command through the executable runner (own process group, time limit, capped output).
+func runDeviceCommand(_ argv: [String], timeout: Duration, directory: String, logFile: String) async -> CommandResult {
+    guard let program = argv.first, program.hasPrefix("/") else {
+        return CommandResult(exitCode: nil, detail: "the command must start with an absolute program path, found \(argv)")
+    }
+    let spec = ExecSpec(command: argv, environment: [:], gracePeriod: .seconds(5), user: nil)
+    let result = await ExecRunner().run(spec, operation: .null, environment: [:], timeout: timeout,
+                                        workingDirectory: directory, logFile: logFile, templated: false)
+    let tail = Dispatcher.lastLines(result.stderrTail)
+    switch result.ending {
+    case .exited(let code): return CommandResult(exitCode: code, detail: tail)
+    case .signalled(let signal): return CommandResult(exitCode: nil, detail: "killed by signal \(signal)")
+    case .timedOut(let limit): return CommandResult(exitCode: nil, detail: "timed out after \(limit)")
+    case .couldNotStart(let why): return CommandResult(exitCode: nil, detail: "could not start \(program): \(why)")
     }
 }
 

@@ -103,6 +103,7 @@ public struct Agent: Service {
 
             // Step 5: child devices, each with its own handlers.d/<external id>/.
             var keepers: [(RegistryKeeper, String)] = []
+            var reportedChildren: [(String, Registry)] = []
             for child in await childDevices() {
                 let directory = configuration.handlersDirectory + "/" + child.externalId
                 let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog)
@@ -117,6 +118,7 @@ public struct Agent: Service {
                     continue
                 }
                 await dispatcher.update(registry: childRegistry, for: identity.id, externalId: child.externalId)
+                reportedChildren.append((identity.id, childRegistry))
                 let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
                                             dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
                                             optional: true)
@@ -128,6 +130,7 @@ public struct Agent: Service {
                 try await client.operations(agentID: device.id, status: "EXECUTING")
             }) else { return }
             await dispatcher.recover(executingOnPlatform: executing)
+            await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, state: state)
             await pruneOperationDirectories(state: state, journal: journal)
 
             // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
@@ -152,6 +155,23 @@ public struct Agent: Service {
                 }, onMessage: { data in
                     await dispatcher.submit(data, source: .notification)
                 })
+            }
+        }
+    }
+
+    /// Lets every compiled handler report its device's current state (configuration, software, …).
+    func report(registries: [(deviceID: String, registry: Registry)], outbox: Outbox, state: String) async {
+        let directory = state + "/reports"
+        try? FileSystem.makeDirectories(directory, mode: 0o700)
+        for (deviceID, registry) in registries {
+            for declaration in registry.declarations {
+                guard case .swift(let name, let handler) = declaration.kind else { continue }
+                do {
+                    try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox))
+                } catch {
+                    logger.warning("handler could not report the device's state",
+                                   metadata: ["handler": "\(name)", "declaration": "\(declaration.location)", "error": "\(error)"])
+                }
             }
         }
     }

@@ -49,10 +49,10 @@ struct ExecRunner: Sendable {
     ///     (progress, inventory, event, alarm, clear-alarm, measurement); result, failure and restart
     ///     are collected into the ``ExecResult``.
     func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
-             workingDirectory: String, logFile: String, user: RunAs? = nil,
+             workingDirectory: String, logFile: String, user: RunAs? = nil, templated: Bool = true,
              onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) async -> ExecResult {
         let argv = spec.command.enumerated().map { index, argument in
-            index == 0 ? argument : Template.render(argument, with: operation)
+            index == 0 || !templated ? argument : Template.render(argument, with: operation)
         }
         var env: [Subprocess.Environment.Key: String] = ["PATH": Self.path, "LANG": "C.UTF-8", "HOME": workingDirectory]
         for (key, value) in spec.environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
