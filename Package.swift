@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
         // Workbench only (sandbox tenant, demo): never linked into `switchyard`.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // System libraries, wrapped by tiny module maps (see each folder's shim header).
@@ -54,8 +55,11 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "ConfigurationHandler", dependencies: ["HandlerKit"], path: "Plugins/Configuration",
                 swiftSettings: strict),
+        .target(name: "SoftwareHandler", dependencies: ["HandlerKit"], path: "Plugins/Software",
+                swiftSettings: strict),
         // The catalog of compiled handlers, by the name a `swift:` declaration uses.
-        .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler"],
+        .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler",
+                                                     "SoftwareHandler"],
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [
@@ -69,6 +73,7 @@ let package = Package(
         .target(name: "Sandbox", dependencies: [
             "JSONSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "switchyard-sandbox", dependencies: [

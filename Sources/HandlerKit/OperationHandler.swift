@@ -41,8 +41,18 @@ public protocol DeviceContext: Sendable {
     /// Updates fragments of the device in the inventory (never its `name`). Queued durably.
     func updateInventory(_ fragments: [String: JSONValue]) async throws
 
-    /// Runs a program (argv, no shell) with a time limit; see ``CommandResult``.
-    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult
+    /// Runs a program (argv, no shell, no templates) in its own process group with a time limit.
+    /// - Parameters:
+    ///   - input: bytes for its standard input (then end of file); `nil` for none.
+    ///   - environment: variables besides `PATH`, `LANG` and `HOME`.
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult
+}
+
+extension DeviceContext {
+    /// Runs a program with no input and no extra environment.
+    public func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
+        await runCommand(argv, input: nil, environment: [:], timeout: timeout)
+    }
 }
 
 /// How a command run through ``DeviceContext/runCommand(_:timeout:)`` ended.
@@ -51,10 +61,13 @@ public struct CommandResult: Sendable, Equatable {
     public let exitCode: Int32?
     /// Why it did not exit normally, or the end of its standard error; empty when there is nothing to say.
     public let detail: String
+    /// Its standard output (the first MiB).
+    public let output: String
 
-    public init(exitCode: Int32?, detail: String) {
+    public init(exitCode: Int32?, detail: String, output: String = "") {
         self.exitCode = exitCode
         self.detail = detail
+        self.output = output
     }
 
     public var succeeded: Bool { exitCode == 0 }
@@ -75,6 +88,13 @@ public protocol HandlerContext: DeviceContext {
 
     /// Records a progress message in the operation's log.
     func log(_ message: String) async
+
+    /// Downloads `url` into the file at `path`, streaming (never the whole body in memory). The
+    /// tenant's credentials are sent only when the URL is on the tenant's host. A partial file left
+    /// by an interrupted download is resumed with an HTTP Range request when the server supports it.
+    /// - Returns: the size of the complete file.
+    /// - Throws: when the download fails, or would exceed `maxBytes`.
+    func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64
 
     /// Sends an event from the target device.
     func sendEvent(type: String, text: String, fragments: [String: JSONValue]) async throws

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import JSONSupport
 import NIOCore
@@ -82,6 +83,43 @@ struct Routes: Sendable {
                 return Self.error(404, "inventory/Not Found", "Managed object \(parent) or \(child) not found")
             }
             return Self.created(body, request, type: "application/vnd.com.nsn.cumulocity.managedobjectreference+json")
+        }
+        router.get("/inventory/binaries/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            let range = request.headers[.range]
+            guard let (bytes, cut) = await tenant.binary(id, range: range) else {
+                return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
+            }
+            var start = 0
+            var status = HTTPResponse.Status.ok
+            var headers: HTTPFields = [.contentType: "application/octet-stream", .acceptRanges: "bytes"]
+            if let range, range.hasPrefix("bytes="), let from = Int(range.dropFirst(6).prefix { $0 != "-" }) {
+                guard from < bytes.count else {
+                    return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(bytes.count)"])
+                }
+                start = from
+                status = .partialContent
+                headers[.contentRange] = "bytes \(from)-\(bytes.count - 1)/\(bytes.count)"
+            }
+            let body = bytes[start...]
+            headers[.contentLength] = String(body.count)
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                var offset = body.startIndex
+                let end = cut.map { min(body.endIndex, body.startIndex + $0) } ?? body.endIndex
+                while offset < end {
+                    let next = min(end, offset + 64 * 1024)
+                    try await writer.write(ByteBuffer(bytes: body[offset..<next]))
+                    offset = next
+                }
+                if cut != nil { throw SandboxError(detail: "download cut by fault injection") }
+                try await writer.finish(nil)
+            })
+        }
+        router.put("/sandbox/binaries") { request, _ -> Response in
+            var request = request
+            let buffer = try await request.collectBody(upTo: 1 << 30)
+            let id = await tenant.addBinary(Array(buffer.readableBytesView))
+            return Self.json(["id": .string(id), "path": .string("/inventory/binaries/\(id)")])
         }
         // Device control
         router.get("/devicecontrol/operations") { request, _ -> Response in

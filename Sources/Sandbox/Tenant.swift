@@ -142,6 +142,32 @@ public actor Tenant {
         return true
     }
 
+    // MARK: Binaries
+
+    private var binaries: [String: [UInt8]] = [:]
+    private var cutNextDownloadAfter: Int?
+    /// Each binary request as `id` and the `Range` header (or `-`), in order.
+    public private(set) var binaryRequests: [String] = []
+
+    /// Stores a file and returns its id (download it from `/inventory/binaries/<id>`).
+    public func addBinary(_ bytes: [UInt8]) -> String {
+        let id = newID()
+        binaries[id] = bytes
+        return id
+    }
+
+    /// The next binary download sends only `bytes` bytes of its body and then drops the connection.
+    public func cutNextDownload(after bytes: Int) {
+        cutNextDownloadAfter = bytes
+    }
+
+    func binary(_ id: String, range: String?) -> (bytes: [UInt8], cutAfter: Int?)? {
+        binaryRequests.append("\(id) \(range ?? "-")")
+        guard let bytes = binaries[id] else { return nil }
+        defer { cutNextDownloadAfter = nil }
+        return (bytes, cutNextDownloadAfter)
+    }
+
     // MARK: Operations
 
     /// Creates a PENDING operation (the platform side) and notifies subscribed agents.

@@ -46,13 +46,28 @@ public final class CurlTransport: Sendable {
     /// Sends a request and waits for the whole response.
     /// - Throws: ``TransportError`` when no response arrived (the HTTP status is never an error here).
     public func send(_ request: HTTPRequest) async throws(TransportError) -> HTTPResponse {
+        try await perform(request, sink: nil)
+    }
+
+    /// Sends a request and streams a 2xx response body into `sink` (an open file descriptor) instead
+    /// of memory; the returned response has an empty body (error bodies are kept, up to the usual cap).
+    /// With `resumeFrom` > 0 a `Range` request continues a partial file: a 206 answer is appended at the
+    /// descriptor's position; a 200 answer (range ignored) truncates the file and writes from the start.
+    /// - Throws: ``TransportError`` (`.tooLarge` past `maxBytes` written in total).
+    public func download(_ request: HTTPRequest, into sink: Int32, resumeFrom offset: Int64, maxBytes: Int64) async throws(TransportError) -> HTTPResponse {
+        var request = request
+        if offset > 0 { request.headers.append(("Range", "bytes=\(offset)-")) }
+        return try await perform(request, sink: FileSink(fd: sink, offset: offset, maxBytes: maxBytes))
+    }
+
+    private func perform(_ request: HTTPRequest, sink: FileSink?) async throws(TransportError) -> HTTPResponse {
         let id = state.withLock { s -> UInt64 in s.nextID += 1; return s.nextID }
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
                     do throws(TransportError) {
                         let transfer = try Transfer(id: id, request: request, tls: tls,
-                                                    maxBody: maxResponseBytes, continuation: continuation)
+                                                    maxBody: maxResponseBytes, sink: sink, continuation: continuation)
                         submit(transfer)
                     } catch {
                         continuation.resume(throwing: error)
@@ -156,6 +171,14 @@ public final class CurlTransport: Sendable {
     }
 }
 
+/// Where a download's body goes: a file descriptor, written from `offset`, at most `maxBytes` in all.
+struct FileSink: Sendable {
+    let fd: Int32
+    var offset: Int64
+    let maxBytes: Int64
+    var started = false
+}
+
 /// The multi handle; used only from the transport thread (and `curl_multi_wakeup`, which is thread-safe).
 private struct MultiHandle: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
@@ -178,8 +201,10 @@ private final class Transfer: @unchecked Sendable {
     var body: [UInt8] = []
     var headers: [String: String] = [:]
     var overflowed = false
+    var sink: FileSink?
+    var sinkFailure: Int32 = 0
 
-    init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int,
+    init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int, sink: FileSink?,
          continuation: CheckedContinuation<HTTPResponse, any Error>) throws(TransportError) {
         guard let easy = curl_easy_init() else {
             throw TransportError(kind: .network, method: request.method, url: request.url, detail: "curl_easy_init failed")
@@ -189,6 +214,7 @@ private final class Transfer: @unchecked Sendable {
         self.method = request.method
         self.url = request.url
         self.maxBody = maxBody
+        self.sink = sink
         self.continuation = continuation
         configure(request, tls: tls)
     }
@@ -234,6 +260,13 @@ private final class Transfer: @unchecked Sendable {
             guard let pointer, let context else { return 0 }
             let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
             let length = size * count
+            if transfer.sink != nil {
+                var status = 0
+                _ = sy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
+                if (200..<300).contains(status) {
+                    return transfer.writeToSink(UnsafeRawPointer(pointer), length, status: status) ? length : 0
+                }
+            }
             if transfer.body.count + length > transfer.maxBody {
                 transfer.overflowed = true
                 return 0
@@ -257,6 +290,39 @@ private final class Transfer: @unchecked Sendable {
         _ = sy_setopt_pointer(easy, CURLOPT_HEADERDATA, me)
     }
 
+    /// Writes body bytes to the download's file; `false` stops the transfer (cap reached, write error).
+    func writeToSink(_ bytes: UnsafeRawPointer, _ length: Int, status: Int) -> Bool {
+        guard var sink else { return false }
+        if !sink.started {
+            sink.started = true
+            if status != 206 && sink.offset > 0 {
+                // The server sent the whole file: start again from nothing.
+                _ = ftruncate(sink.fd, 0)
+                _ = lseek(sink.fd, 0, SEEK_SET)
+                sink.offset = 0
+            }
+        }
+        guard sink.offset + Int64(length) <= sink.maxBytes else {
+            overflowed = true
+            self.sink = sink
+            return false
+        }
+        var done = 0
+        while done < length {
+            let written = write(sink.fd, bytes + done, length - done)
+            if written < 0 {
+                if errno == EINTR { continue }
+                sinkFailure = errno
+                self.sink = sink
+                return false
+            }
+            done += written
+        }
+        sink.offset += Int64(length)
+        self.sink = sink
+        return true
+    }
+
     func takeHeaderLine(_ line: String) {
         if line.hasPrefix("HTTP/") {
             headers.removeAll()  // a new response (after 100-continue or a redirect)
@@ -278,7 +344,11 @@ private final class Transfer: @unchecked Sendable {
             _ = sy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
             return .success(HTTPResponse(status: status, headers: headers, body: body))
         }
-        if overflowed { return .failure(error(.tooLarge, "response body larger than \(maxBody) bytes")) }
+        if overflowed {
+            let limit = sink.map { "\($0.maxBytes)" } ?? "\(maxBody)"
+            return .failure(error(.tooLarge, "response body larger than \(limit) bytes"))
+        }
+        if sinkFailure != 0 { return .failure(error(.network, "cannot write the download: \(String(cString: strerror(sinkFailure)))")) }
         let detail = String(cString: errorBuffer)
         let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
         let kind: TransportError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .network

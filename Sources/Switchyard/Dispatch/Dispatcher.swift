@@ -301,12 +301,12 @@ public actor Dispatcher {
         switch declaration.kind {
         case .swift(_, let handler):
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
             return await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
         case .exec(let spec):
             let environment = pluginEnvironment(operation, phase: phase, directory: directory)
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
             let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
             let applier = Task { [logger] in
                 for await directive in directives {
@@ -429,7 +429,7 @@ public actor Dispatcher {
         case .swift(_, let handler):
             let context = OperationContext(phase: .execute, stateDirectory: stateDirectory + "/operations/" + operation.id,
                                            logFile: stateDirectory + "/operations/\(operation.id)/restart.log",
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
             outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
         case .exec(let spec):
             let directory = stateDirectory + "/operations/" + operation.id

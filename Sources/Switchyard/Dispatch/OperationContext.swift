@@ -33,8 +33,15 @@ struct OperationContext: HandlerContext {
         close(fd)
     }
 
-    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
-        await runDeviceCommand(argv, timeout: timeout, directory: stateDirectory, logFile: logFile)
+    let client: PlatformClient
+
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult {
+        await runDeviceCommand(argv, input: input, environment: environment, timeout: timeout,
+                               directory: stateDirectory, logFile: logFile)
+    }
+
+    func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
+        try await Downloader(client: client).download(url, to: path, maxBytes: maxBytes)
     }
 
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
@@ -90,22 +97,25 @@ struct ReportContext: DeviceContext {
                                  accept: MediaType.managedObject, body: .object(fragments))
     }
 
-    func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
-        await runDeviceCommand(argv, timeout: timeout, directory: directory, logFile: directory + "/report.log")
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult {
+        await runDeviceCommand(argv, input: input, environment: environment, timeout: timeout,
+                               directory: directory, logFile: directory + "/report.log")
     }
 }
 
 /// Runs a handler's command through the executable runner (own process group, time limit, capped output).
-func runDeviceCommand(_ argv: [String], timeout: Duration, directory: String, logFile: String) async -> CommandResult {
+func runDeviceCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
+                      directory: String, logFile: String) async -> CommandResult {
     guard let program = argv.first, program.hasPrefix("/") else {
         return CommandResult(exitCode: nil, detail: "the command must start with an absolute program path, found \(argv)")
     }
-    let spec = ExecSpec(command: argv, environment: [:], gracePeriod: .seconds(5), user: nil)
+    let spec = ExecSpec(command: argv, environment: environment, gracePeriod: .seconds(5), user: nil)
     let result = await ExecRunner().run(spec, operation: .null, environment: [:], timeout: timeout,
-                                        workingDirectory: directory, logFile: logFile, templated: false)
+                                        workingDirectory: directory, logFile: logFile, templated: false,
+                                        stdin: input ?? [], captureOutput: 1 << 20)
     let tail = Dispatcher.lastLines(result.stderrTail)
     switch result.ending {
-    case .exited(let code): return CommandResult(exitCode: code, detail: tail)
+    case .exited(let code): return CommandResult(exitCode: code, detail: tail, output: result.output)
     case .signalled(let signal): return CommandResult(exitCode: nil, detail: "killed by signal \(signal)")
     case .timedOut(let limit): return CommandResult(exitCode: nil, detail: "timed out after \(limit)")
     case .couldNotStart(let why): return CommandResult(exitCode: nil, detail: "could not start \(program): \(why)")

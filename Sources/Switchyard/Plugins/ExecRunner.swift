@@ -29,6 +29,8 @@ struct ExecResult: Sendable {
     var failureReason: String?
     /// Whether the plugin printed a `restart` directive.
     var restartRequested = false
+    /// The start of standard output, when the caller asked for it (`captureOutput`).
+    var output = ""
 }
 
 /// Runs executable handlers: argv without a shell, the operation JSON on stdin and in a file,
@@ -50,6 +52,7 @@ struct ExecRunner: Sendable {
     ///     are collected into the ``ExecResult``.
     func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
              workingDirectory: String, logFile: String, user: RunAs? = nil, templated: Bool = true,
+             stdin: [UInt8]? = nil, captureOutput: Int = 0,
              onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) async -> ExecResult {
         let argv = spec.command.enumerated().map { index, argument in
             index == 0 || !templated ? argument : Template.render(argument, with: operation)
@@ -70,8 +73,9 @@ struct ExecRunner: Sendable {
             executable: .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
 
-        let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, onDirective: onDirective)
-        let input = operation.encoded()
+        let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, captureLimit: captureOutput,
+                             onDirective: onDirective)
+        let input = stdin ?? operation.encoded()
         let processGroup = ProcessGroupBox()
 
         let ending: ExecResult.Ending = await withTaskGroup(of: ExecResult.Ending?.self) { group in
@@ -129,7 +133,7 @@ struct ExecRunner: Sendable {
         let collected = log.collected
         return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated,
                           result: collected.result, failureReason: collected.failureReason,
-                          restartRequested: collected.restart)
+                          restartRequested: collected.restart, output: log.capturedOutput)
     }
 }
 
@@ -170,6 +174,7 @@ final class LogCapture: Sendable {
         var tail: [UInt8] = []
         var lines: LineSplitter
         var collected = Collected()
+        var captured: [UInt8] = []
     }
     /// The longest stdout line read as a possible directive.
     static let lineLimit = 256 * 1024
@@ -179,11 +184,14 @@ final class LogCapture: Sendable {
     private let state: Mutex<State>
     private let limit: Int
     private let tailBytes: Int
+    private let captureLimit: Int
     private let onDirective: @Sendable (Directive) -> Void
 
-    init(file: String, limit: Int, tailBytes: Int, onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) {
+    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0,
+         onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) {
         self.limit = limit
         self.tailBytes = tailBytes
+        self.captureLimit = captureLimit
         self.onDirective = onDirective
         self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600),
                                  lines: LineSplitter(limit: Self.lineLimit)))
@@ -200,6 +208,9 @@ final class LogCapture: Sendable {
                     s.tail += bytes.suffix(tailBytes)
                     if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
                 } else {
+                    if s.captured.count < captureLimit {
+                        s.captured += bytes.prefix(captureLimit - s.captured.count)
+                    }
                     var lines = s.lines
                     var complete: [[UInt8]] = []
                     lines.feed(bytes) { line, whole in if whole { complete.append(line) } }
@@ -262,6 +273,7 @@ final class LogCapture: Sendable {
     }
 
     var truncated: Bool { state.withLock { $0.truncated } }
+    var capturedOutput: String { String(decoding: state.withLock { $0.captured }, as: UTF8.self) }
     var collected: Collected { state.withLock { $0.collected } }
 
     /// The last non-empty lines of standard error, as text.
