@@ -1,5 +1,11 @@
 import HandlerKit
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A structured instruction an executable plugin prints on standard output (plugin protocol v1).
 ///
 /// Framing: one JSON object per line with a string member `"switchyard"` naming the directive, e.g.
@@ -108,7 +114,7 @@ struct LineSplitter {
                 }
                 candidate = byte == UInt8(ascii: "{")
             }
-            let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
+            let end = Self.newline(in: bytes, from: index)
             if candidate == true { append(bytes[index..<(end ?? bytes.endIndex)]) }
             guard let end else { return }
             if candidate == true { line(pending, !overlong) }
@@ -117,6 +123,13 @@ struct LineSplitter {
             candidate = nil
             index = end + 1
         }
+    }
+
+    /// The index of the next newline at or after `start` (memchr: floods are scanned at memory speed).
+    static func newline(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard let base = bytes.baseAddress, start < bytes.count,
+              let found = memchr(base + start, Int32(UInt8(ascii: "\n")), bytes.count - start) else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
     }
 
     /// The last line when the stream ends without a newline.
