@@ -32,6 +32,8 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CYAML", path: "Sources/CYAML", pkgConfig: "yaml-0.1",
                        providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
 
         .target(name: "JSONSupport", swiftSettings: strict),
         .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
@@ -40,7 +42,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Switchyard", dependencies: [
-            "HandlerKit", "Cumulocity", "CYAML", "JSONSupport",
+            "HandlerKit", "Cumulocity", "CYAML", "COpenSSL", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Subprocess", package: "swift-subprocess"),
@@ -57,9 +59,11 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "SoftwareHandler", dependencies: ["HandlerKit"], path: "Plugins/Software",
                 swiftSettings: strict),
+        .target(name: "FirmwareHandler", dependencies: ["HandlerKit"], path: "Plugins/Firmware",
+                swiftSettings: strict),
         // The catalog of compiled handlers, by the name a `swift:` declaration uses.
         .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler",
-                                                     "SoftwareHandler"],
+                                                     "SoftwareHandler", "FirmwareHandler"],
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [

@@ -39,6 +39,9 @@ public enum Outcome: Sendable, Equatable {
     case successful(result: [String: JSONValue] = [:])
     /// FAILED with a reason a person can act on; `result` fragments are merged too.
     case failed(reason: String, result: [String: JSONValue] = [:])
+    /// The device must restart to go on: the runtime restarts it through its `c8y_Restart` handler and
+    /// then calls ``OperationHandler/resume(_:context:)``. Only for declarations marked `resumable: true`.
+    case restartRequired
 
     public static var successful: Outcome { .successful(result: [:]) }
     public static func failed(_ reason: String) -> Outcome { .failed(reason: reason, result: [:]) }

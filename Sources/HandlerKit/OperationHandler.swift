@@ -41,6 +41,10 @@ public protocol DeviceContext: Sendable {
     /// Updates fragments of the device in the inventory (never its `name`). Queued durably.
     func updateInventory(_ fragments: [String: JSONValue]) async throws
 
+    /// The SHA-256 of a file, as lower-case hex.
+    /// - Throws: when the file cannot be read.
+    func sha256(ofFile path: String) async throws -> String
+
     /// Runs a program (argv, no shell, no templates) in its own process group with a time limit.
     /// - Parameters:
     ///   - input: bytes for its standard input (then end of file); `nil` for none.

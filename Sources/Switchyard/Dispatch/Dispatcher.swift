@@ -302,7 +302,9 @@ public actor Dispatcher {
         case .swift(_, let handler):
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
                                            deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
-            return await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
+            let outcome = await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
+            if outcome == .restartRequired { return await restartDevice(for: operation, declaration: declaration) }
+            return outcome
         case .exec(let spec):
             let environment = pluginEnvironment(operation, phase: phase, directory: directory)
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
@@ -471,6 +473,10 @@ public actor Dispatcher {
             update["status"] = "FAILED"
             update["failureReason"] = .string(reason)
             logger.warning("operation FAILED", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+        case .restartRequired:
+            // Only reachable from a restart handler that itself asks for a restart.
+            update = ["status": "FAILED", "failureReason": "the handler asked for a restart while restarting"]
+            logger.warning("operation FAILED: restart requested during a restart", metadata: metadata)
         }
         do {
             try await outbox.enqueue(operationID: id, .object(update))

@@ -40,6 +40,8 @@ struct OperationContext: HandlerContext {
                                directory: stateDirectory, logFile: logFile)
     }
 
+    func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
+
     func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
         try await Downloader(client: client).download(url, to: path, maxBytes: maxBytes)
     }
@@ -101,6 +103,8 @@ struct ReportContext: DeviceContext {
         await runDeviceCommand(argv, input: input, environment: environment, timeout: timeout,
                                directory: directory, logFile: directory + "/report.log")
     }
+
+    func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
 }
 
 /// Runs a handler's command through the executable runner (own process group, time limit, capped output).
