@@ -4,6 +4,7 @@ import Cumulocity
 import JSONSupport
 import Logging
 import Sandbox
+import HandlerKit
 import Switchyard
 
 #if canImport(Glibc)
@@ -12,16 +13,20 @@ import Glibc
 import Musl
 #endif
 
-/// Starts the sandbox and an agent in this process, creates one operation per declaration that has
-/// an `example`, and prints how each ended and how long it took.
+/// Starts the sandbox and an agent in this process and runs one operation per declaration that has an
+/// `example`, plus the four standard operations set up safely in a scratch directory: the restart
+/// "reboots" by restarting the in-process agent with a new boot id, software goes into a throwaway dpkg
+/// root, firmware into simulated A/B slots. Prints each operation's final status and end-to-end time.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run an agent against the sandbox and show a round of operations.")
 
-    @Option(help: "The handlers directory the agent uses.") var handlers = "handlers.d"
-    @Option(help: "How long to wait for all operations.") var timeout = 60
+    @Option(help: "The handlers directory whose examples to run (its standard operations are replaced by safe ones).")
+    var handlers = "handlers.d"
+    @Option(help: "How long to wait for all operations, in seconds.") var timeout = 120
     @Option(help: "Agent log level.") var logLevel = "warning"
     @Option(help: "Run each example this many times and print median, 95th percentile and maximum (a benchmark).")
     var rounds = 1
+    @Option(help: "Size of the demo firmware image in MiB.") var firmwareMiB = 8
 
     struct Row {
         let operation: String
@@ -32,6 +37,9 @@ struct Demo: AsyncParsableCommand {
         var times: [Duration] = []
     }
 
+    static let standard: Set<String> = ["c8y_Restart", "c8y_Configuration", "c8y_SendConfiguration", "c8y_SoftwareUpdate",
+                                        "c8y_SoftwareList", "c8y_Firmware"]
+
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
         LoggingSystem.bootstrap { label in
@@ -40,36 +48,39 @@ struct Demo: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchyard")
+        let source = FileSystem.absolute(handlers)
+        let repository = FileSystem.parent(of: source)
+        let scratch = "/tmp/switchyard-demo-\(getpid())"
+        defer { FileSystem.removeTree(scratch) }
         let server = try await SandboxServer.start()
         let settings = server.tenant.settings
-        let state = "/tmp/switchyard-demo-\(getpid())"
-        defer { FileSystem.removeTree(state) }
+        let demo = try await DemoDevice.prepare(scratch: scratch, repository: repository, tenant: server.tenant,
+                                                baseURL: server.url, firmwareMiB: firmwareMiB)
+
+        // The handlers the demo agent uses: the directory's own (minus the standard operations) plus safe standard ones.
+        let registry = Registry.load(directory: source, catalog: builtinHandlers)
+        for problem in registry.problems { print("rejected declaration: \(problem)") }
+        var index = 0
+        for declaration in registry.declarations where !declaration.fragments.contains(where: Self.standard.contains) {
+            index += 1
+            try FileSystem.writeAtomically(demo.handlers + "/\(index)-\(declaration.operation).yaml", declaration.json.encoded())
+        }
+        let combined = Registry.load(directory: demo.handlers, catalog: builtinHandlers)
+        for problem in combined.problems { print("rejected demo declaration: \(problem)") }
 
         var device = AgentConfiguration.Device(externalId: "demo-\(getpid())")
         device.name = "Switchyard demo device"
         var configuration = AgentConfiguration(
             url: server.url, device: device,
             authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
-        configuration.handlersDirectory = FileSystem.absolute(handlers)
-        configuration.stateDirectory = state
-        let registry = Registry.load(directory: configuration.handlersDirectory, catalog: builtinHandlers)
-        for problem in registry.problems { print("rejected declaration: \(problem)") }
-
-        print("sandbox tenant at \(server.url); agent using \(configuration.handlersDirectory)")
+        configuration.handlersDirectory = demo.handlers
+        configuration.stateDirectory = scratch + "/state"
+        print("sandbox tenant at \(server.url); agent using \(source) (standard operations set up in \(scratch))")
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, logger: logger)
-        let agentTask = Task { try await agent.run() }
+        var agentTask = Task { try await agent.run() }
 
         let deadline = ContinuousClock.now + .seconds(timeout)
-        var deviceID: String?
-        while ContinuousClock.now < deadline {
-            if let id = await server.tenant.device(externalId: device.externalId)?["id"]?.idValue,
-               await server.tenant.bayeuxClientCount > 0 {
-                deviceID = id
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        guard let deviceID else {
+        guard let deviceID = try await waitForAgent(server.tenant, externalId: device.externalId, handshakes: 0, deadline: deadline) else {
             agentTask.cancel()
             await server.stop()
             throw ValidationError("the agent did not register and subscribe within \(timeout) s")
@@ -80,15 +91,25 @@ struct Demo: AsyncParsableCommand {
         // One operation at a time, so each figure is one operation's own end-to-end time:
         // created on the platform → notified → EXECUTING → handler → SUCCESSFUL/FAILED acknowledged.
         var rows: [Row] = []
-        for declaration in registry.declarations.sorted(by: { $0.operation < $1.operation }) {
+        for declaration in combined.declarations.sorted(by: { $0.operation < $1.operation }) {
             guard case .object(var body)? = declaration.example else { continue }
             body["deviceId"] = .string(deviceID)
             var row = Row(operation: declaration.operation, handler: declaration.handlerName)
-            for _ in 0..<max(1, rounds) where ContinuousClock.now < deadline {
+            let repeats = declaration.resumable ? 1 : max(1, rounds)  // a reboot per round is too slow to repeat
+            for _ in 0..<repeats where ContinuousClock.now < deadline {
                 let started = ContinuousClock.now
                 guard let created = await server.tenant.createOperation(.object(body)), let id = created["id"]?.idValue else { break }
                 row.lastID = id
                 while ContinuousClock.now < deadline {
+                    if demo.rebootRequested() {
+                        // The "device" reboots: the agent goes down and comes back with a new boot id.
+                        agentTask.cancel()
+                        _ = try? await agentTask.value
+                        try demo.boot()
+                        let handshakes = await server.tenant.handshakeCount
+                        agentTask = Task { try await agent.run() }
+                        _ = try await waitForAgent(server.tenant, externalId: device.externalId, handshakes: handshakes, deadline: deadline)
+                    }
                     let operation = await server.tenant.operation(id)
                     let status = operation?["status"]?.stringValue ?? "?"
                     if status == "SUCCESSFUL" || status == "FAILED" {
@@ -103,18 +124,19 @@ struct Demo: AsyncParsableCommand {
             }
             rows.append(row)
         }
+        let inventory = await server.tenant.managedObject(deviceID) ?? .null
         agentTask.cancel()
         _ = try? await agentTask.value
         await server.stop()
 
         print("")
-        let header = pad("OPERATION", 26) + pad("ID", 8) + pad("HANDLER", 44) + pad("STATUS", 12)
+        let header = pad("OPERATION", 24) + pad("ID", 8) + pad("HANDLER", 40) + pad("STATUS", 12)
         print(header + (rounds > 1 ? "RUNS  MEDIAN     P95        MAX" : "END TO END"))
         var allSuccessful = true
         for row in rows {
             allSuccessful = allSuccessful && row.status == "SUCCESSFUL"
             let sorted = row.times.sorted()
-            var line = pad(row.operation, 26) + pad(row.lastID, 8) + pad(shorten(row.handler), 44) + pad(row.status, 12)
+            var line = pad(row.operation, 24) + pad(row.lastID, 8) + pad(shorten(row.handler), 40) + pad(row.status, 12)
             if sorted.isEmpty {
                 line += "-"
             } else if rounds > 1 {
@@ -127,12 +149,126 @@ struct Demo: AsyncParsableCommand {
             print(line)
             if !row.reason.isEmpty { print("    reason: \(row.reason)") }
         }
-        if rows.isEmpty { print("(no declaration in \(configuration.handlersDirectory) has an example)") }
+        if rows.isEmpty { print("(no declaration has an example)") }
+        print("")
+        print("device inventory afterwards: c8y_Firmware \(inventory["c8y_Firmware"] ?? .null)")
+        print("  c8y_SoftwareList \(inventory["c8y_SoftwareList"] ?? .null)")
+        print("  c8y_Configuration \(inventory["c8y_Configuration"] ?? .null)")
         if !allSuccessful { throw ExitCode(1) }
     }
 
+    func waitForAgent(_ tenant: Tenant, externalId: String, handshakes: Int, deadline: ContinuousClock.Instant) async throws -> String? {
+        while ContinuousClock.now < deadline {
+            if let id = await tenant.device(externalId: externalId)?["id"]?.idValue,
+               await tenant.handshakeCount > handshakes, await tenant.bayeuxClientCount > 0 {
+                return id
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return nil
+    }
+
     func shorten(_ handler: String) -> String {
-        handler.count > 42 ? "…" + handler.suffix(41) : handler
+        handler.count > 38 ? "…" + handler.suffix(37) : handler
+    }
+}
+
+/// The demo's scratch device: safe declarations of the four standard operations and what they act on.
+struct DemoDevice {
+    let scratch: String
+    var handlers: String { scratch + "/handlers.d" }
+    var bootID: String { scratch + "/boot_id" }
+    var rebootMarker: String { scratch + "/reboot-requested" }
+
+    func rebootRequested() -> Bool { FileSystem.exists(rebootMarker) }
+
+    /// "Boots" the device: a new boot id, the reboot request consumed.
+    func boot() throws {
+        FileSystem.remove(rebootMarker)
+        try FileSystem.writeAtomically(bootID, Array("boot-\(UInt64.random(in: 1...UInt64.max))\n".utf8))
+    }
+
+    static func prepare(scratch: String, repository: String, tenant: Tenant, baseURL: String, firmwareMiB: Int) async throws -> DemoDevice {
+        let device = DemoDevice(scratch: scratch)
+        try FileSystem.makeDirectories(device.handlers)
+        try FileSystem.makeDirectories(scratch + "/bin")
+        try device.boot()
+        let reboot = scratch + "/bin/reboot"
+        try FileSystem.writeAtomically(reboot, Array("#!/bin/sh\ntouch '\(device.rebootMarker)'\n".utf8), mode: 0o755)
+
+        // Configuration: a file in the scratch directory.
+        try FileSystem.writeAtomically(scratch + "/device.conf", Array("# demo device\nspeed=1\n".utf8))
+
+        // Software: the shipped apt plugin, into a throwaway dpkg root, installing a package built now.
+        let dpkgRoot = scratch + "/dpkg-root"
+        try FileSystem.makeDirectories(dpkgRoot + "/var/lib/dpkg/info")
+        try FileSystem.makeDirectories(dpkgRoot + "/var/lib/dpkg/updates")
+        try FileSystem.writeAtomically(dpkgRoot + "/var/lib/dpkg/status", [])
+        try FileSystem.writeAtomically(dpkgRoot + "/var/lib/dpkg/available", [])
+        try FileSystem.makeDirectories(scratch + "/sm-plugins")
+        let plugin = try FileSystem.read(repository + "/Plugins/sm-plugins/apt") ?? []
+        try FileSystem.writeAtomically(scratch + "/sm-plugins/apt", plugin, mode: 0o755)
+        let package = try await buildDemoPackage(scratch: scratch)
+        let packageID = await tenant.addBinary(package)
+
+        // Firmware: the example A/B installer and an image served by the sandbox.
+        let installer = try FileSystem.read(repository + "/Plugins/firmware/ab-installer") ?? []
+        try FileSystem.writeAtomically(scratch + "/bin/ab-installer", installer, mode: 0o755)
+        var image = [UInt8](repeating: 0, count: firmwareMiB << 20)
+        for index in image.indices where index % 4096 == 0 { image[index] = UInt8(truncatingIfNeeded: index >> 12) }
+        let imageID = await tenant.addBinary(image)
+        try FileSystem.writeAtomically(scratch + "/image", image)
+        let digest = try await sha256(of: scratch + "/image")
+        FileSystem.remove(scratch + "/image")
+
+        let declarations: [JSONValue] = [
+            ["operation": "c8y_Restart", "swift": "Restart", "resumable": true,
+             "options": ["command": [.string(reboot)], "bootIdFile": .string(device.bootID), "restartTimeout": 60],
+             "example": ["c8y_Restart": [:], "description": "Restart from the demo"]],
+            ["operation": "c8y_Configuration", "swift": "Configuration",
+             "options": ["file": .string(scratch + "/device.conf")],
+             "example": ["c8y_Configuration": ["config": "# set by the demo\nspeed=2\n"]]],
+            ["operation": "c8y_SendConfiguration", "swift": "Configuration",
+             "options": ["file": .string(scratch + "/device.conf")]],
+            ["operation": "c8y_SoftwareUpdate", "fragments": ["c8y_SoftwareUpdate", "c8y_SoftwareList"], "swift": "Software",
+             "options": ["pluginsDirectory": .string(scratch + "/sm-plugins"), "env": ["DPKG_ROOT": .string(dpkgRoot)]],
+             "example": ["c8y_SoftwareUpdate": [["name": "switchyard-demo", "version": "1.0", "softwareType": "apt", "action": "install",
+                                                 "url": .string(baseURL + "/inventory/binaries/\(packageID)")]]]],
+            ["operation": "c8y_Firmware", "swift": "Firmware", "resumable": true,
+             "options": ["installer": [.string(scratch + "/bin/ab-installer")], "env": ["FIRMWARE_ROOT": .string(scratch + "/slots")]],
+             "example": ["c8y_Firmware": ["name": "demo-os", "version": "2.0", "sha256": .string(digest),
+                                          "url": .string(baseURL + "/inventory/binaries/\(imageID)")]]],
+        ]
+        for (index, declaration) in declarations.enumerated() {
+            try FileSystem.writeAtomically(device.handlers + "/standard-\(index).yaml", declaration.encoded())
+        }
+        return device
+    }
+
+    static func buildDemoPackage(scratch: String) async throws -> [UInt8] {
+        let tree = scratch + "/package"
+        try FileSystem.makeDirectories(tree + "/DEBIAN")
+        try FileSystem.makeDirectories(tree + "/opt/switchyard-demo")
+        try FileSystem.writeAtomically(tree + "/DEBIAN/control", Array("""
+            Package: switchyard-demo
+            Version: 1.0
+            Architecture: all
+            Maintainer: Switchyard <demo@example.com>
+            Description: installed by the Switchyard demo
+
+            """.utf8))
+        try FileSystem.writeAtomically(tree + "/opt/switchyard-demo/README", Array("installed by the Switchyard demo\n".utf8))
+        let result = await runTool(["/usr/bin/dpkg-deb", "--build", tree, scratch + "/switchyard-demo.deb"])
+        guard result.succeeded else { throw ValidationError("dpkg-deb failed: \(result.failureDescription)") }
+        return try FileSystem.read(scratch + "/switchyard-demo.deb") ?? []
+    }
+
+    static func sha256(of path: String) async throws -> String {
+        let result = await runTool(["/usr/bin/sha256sum", path])
+        guard result.succeeded, let digest = result.output.split(separator: " ").first else {
+            throw ValidationError("sha256sum failed: \(result.failureDescription)")
+        }
+        return String(digest)
     }
 }
 

@@ -130,3 +130,9 @@ func runDeviceCommand(_ argv: [String], input: [UInt8]?, environment: [String: S
 func timestamp(_ date: Date = Date()) -> String {
     date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
 }
+
+/// Runs a program the way handlers' commands run (argv, own process group, time limit, captured output),
+/// for the workbench and tools.
+public func runTool(_ argv: [String], timeout: Duration = .seconds(60)) async -> CommandResult {
+    await runDeviceCommand(argv, input: nil, environment: [:], timeout: timeout, directory: "/tmp", logFile: "/dev/null")
+}

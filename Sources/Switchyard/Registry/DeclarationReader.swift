@@ -96,7 +96,7 @@ enum DeclarationReader {
             operation: operation, fragments: fragments, description: try reader.string("description"),
             kind: kind, concurrency: try reader.int("concurrency", range: 1...64) ?? 1,
             timeout: timeout ?? defaultTimeout, resumable: try reader.bool("resumable") ?? false,
-            example: example, file: file, line: reader.line)
+            example: example, options: reader.node("options")?.json ?? .null, file: file, line: reader.line)
     }
 
     static func execSpec(_ exec: MappingReader, file: String) throws(FileProblem) -> ExecSpec {

@@ -24,11 +24,41 @@ public struct HandlerDeclaration: Sendable {
     public let resumable: Bool
     /// An operation body the demo creates to show the handler (optional).
     public let example: JSONValue?
+    /// The `options` mapping of a swift handler (`.null` otherwise).
+    public let options: JSONValue
     public let file: String
     public let line: Int
 
     /// `file:line`, for messages.
     public var location: String { "\(file):\(line)" }
+
+    /// The declaration as JSON, which is also valid YAML for a `handlers.d` file (exec programs absolute).
+    public var json: JSONValue {
+        var object: [String: JSONValue] = [
+            "operation": .string(operation), "fragments": .array(fragments.map(JSONValue.string)),
+            "concurrency": .int(Int64(concurrency)), "resumable": .bool(resumable),
+            "timeout": .string(Self.milliseconds(timeout)),
+        ]
+        if let description { object["description"] = .string(description) }
+        if let example { object["example"] = example }
+        switch kind {
+        case .swift(let name, _):
+            object["swift"] = .string(name)
+            if options != .null { object["options"] = options }
+        case .exec(let spec):
+            var exec: [String: JSONValue] = ["command": .array(spec.command.map(JSONValue.string)),
+                                              "gracePeriod": .string(Self.milliseconds(spec.gracePeriod))]
+            if !spec.environment.isEmpty { exec["env"] = .object(spec.environment.mapValues(JSONValue.string)) }
+            if let user = spec.user { exec["user"] = .string(user.name) }
+            object["exec"] = .object(exec)
+        }
+        return .object(object)
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)ms"
+    }
 
     /// A short name of the handler for logs and tables: `swift:Message` or `exec:/path/to/script`.
     public var handlerName: String {
