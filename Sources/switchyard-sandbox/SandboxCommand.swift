@@ -52,21 +52,61 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// Prints how long starting a plugin takes (build with -c release for representative figures).
+/// Benchmarks of the device-side paths (build with -c release for representative figures).
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure plugin start overhead: spawn, first byte of input read, exit (median, p95, max).")
-    @Option(help: "How many runs.") var runs = 200
-    @Option(help: "The plugin: a program that reads one byte of stdin and exits.") var plugin = "/usr/bin/head"
+        abstract: "Measure plugin start overhead, and artifact download throughput and memory.",
+        subcommands: [PluginStart.self, Download.self], defaultSubcommand: PluginStart.self)
 
-    func run() async throws {
-        let directory = "/tmp/switchyard-bench-\(getpid())"
-        defer { FileSystem.removeTree(directory) }
-        let durations = try await PluginBenchmark.measure(command: [plugin, "-c", "1"], runs: runs, directory: directory).sorted()
-        guard !durations.isEmpty else { return }
-        let p95 = durations[min(durations.count - 1, Int((Double(durations.count) * 0.95).rounded(.up)) - 1)]
-        print("plugin start (\(plugin) -c 1, \(durations.count) runs): median \(format3(durations[durations.count / 2])) ms, "
-              + "p95 \(format3(p95)) ms, max \(format3(durations[durations.count - 1])) ms")
+    struct PluginStart: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "plugin-start", abstract: "Spawn, first byte of input read, exit: median, p95, max.")
+        @Option(help: "How many runs.") var runs = 200
+        @Option(help: "The plugin: a program that reads one byte of stdin and exits.") var plugin = "/usr/bin/head"
+
+        func run() async throws {
+            let directory = "/tmp/switchyard-bench-\(getpid())"
+            defer { FileSystem.removeTree(directory) }
+            let durations = try await PluginBenchmark.measure(command: [plugin, "-c", "1"], runs: runs, directory: directory).sorted()
+            guard !durations.isEmpty else { return }
+            let p95 = durations[min(durations.count - 1, Int((Double(durations.count) * 0.95).rounded(.up)) - 1)]
+            print("plugin start (\(plugin) -c 1, \(durations.count) runs): median \(format3(durations[durations.count / 2])) ms, "
+                  + "p95 \(format3(p95)) ms, max \(format3(durations[durations.count - 1])) ms")
+        }
+    }
+
+    struct Download: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Download an image from the sandbox as the firmware handler does: throughput and memory growth.")
+        @Option(help: "Image size in MiB.") var mib = 200
+
+        func run() async throws {
+            let server = try await SandboxServer.start(logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
+            let id = await server.tenant.addBinary([UInt8](repeating: 0x5A, count: mib << 20))
+            let settings = server.tenant.settings
+            let transport = try CurlTransport()
+            defer { transport.shutdown() }
+            let client = PlatformClient(baseURL: server.url, transport: transport,
+                                        credentials: BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password))
+            let file = "/tmp/switchyard-bench-download-\(getpid())"
+            defer { FileSystem.remove(file) }
+            let before = memoryKiB("VmRSS")
+            let started = ContinuousClock.now
+            let size = try await downloadArtifact(client: client, url: server.url + "/inventory/binaries/\(id)", to: file,
+                                                  maxBytes: Int64(mib + 1) << 20)
+            let elapsed = ContinuousClock.now - started
+            let peak = memoryKiB("VmHWM")
+            await server.stop()
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("download of \(size >> 20) MiB: \(format3(elapsed)) ms, \(Int(Double(size >> 20) / seconds)) MiB/s; "
+                  + "resident memory \(before / 1024) MiB before (the image is held by the in-process sandbox), peak \(peak / 1024) MiB")
+        }
+
+        func memoryKiB(_ field: String) -> Int {
+            let status = (try? FileSystem.readText("/proc/self/status")) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
     }
 }
 
