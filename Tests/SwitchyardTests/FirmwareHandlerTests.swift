@@ -131,3 +131,31 @@ struct FirmwareHandlerTests {
         await harness.close()
     }
 }
+
+@Suite(.timeLimit(.minutes(2)))
+struct FirmwareInstallerTests {
+    @Test func providedFirmwareIsInstalledByTheInstallerItself() async throws {
+        let harness = try await Harness()
+        let setup = FirmwareHandlerTests.prepare(harness)
+        try await harness.startAgent()
+        let id = try await FirmwareHandlerTests().updateAcrossAReboot(harness, setup, firmware: ["name": "acme-os", "version": "5.0", "url": "$PROVIDED"])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(try String(contentsOfFile: setup.slots + "/b/version", encoding: .utf8) == "acme-os 5.0\n")
+        #expect(await harness.tenant.binaryRequests.isEmpty)
+        await harness.close()
+    }
+
+    @Test func installerFailureIsTheReason() async throws {
+        let harness = try await Harness()
+        _ = FirmwareHandlerTests.prepare(harness)
+        let binary = await harness.tenant.addBinary([])  // an empty image: the installer refuses it
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["c8y_Firmware": [
+            "name": "acme-os", "version": "6.0", "url": .string(harness.server.url + "/inventory/binaries/\(binary)"),
+        ]])
+        let operation = try await harness.waitForEnd(id)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.contains("failed to install acme-os 6.0: exited with code 2: image") == true)
+        await harness.close()
+    }
+}

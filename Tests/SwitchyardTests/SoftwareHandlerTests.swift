@@ -167,3 +167,49 @@ struct DownloaderTests {
         await harness.close()
     }
 }
+
+/// The plugin interface itself, with scripted plugins that record how they are called.
+@Suite(.timeLimit(.minutes(2)))
+struct SoftwarePluginInterfaceTests {
+    static func declare(_ harness: Harness, timeout: Int = 60) {
+        harness.declare("software.yaml", """
+            operation: c8y_SoftwareUpdate
+            swift: Software
+            options: {pluginsDirectory: \(harness.root)/sm-plugins, timeout: \(timeout)}
+            """)
+    }
+
+    @Test func updateListIsUsedWhenThePluginSupportsIt() async throws {
+        let harness = try await Harness()
+        let calls = harness.root + "/calls"
+        write("""
+            #!/bin/sh
+            echo "$*" >> '\(calls)'
+            if [ "$1" = update-list ]; then cat >> '\(calls)'; fi
+            exit 0
+            """, to: harness.root + "/sm-plugins/fake", mode: 0o755)
+        Self.declare(harness)
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["c8y_SoftwareUpdate": [
+            ["name": "a", "version": "1", "action": "install", "softwareType": "fake"],
+            ["name": "b", "version": "", "action": "delete", "softwareType": "fake"],
+        ]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        let log = try String(contentsOfFile: calls, encoding: .utf8)
+        #expect(log.contains("prepare\nupdate-list\nremove\tb\t\t\ninstall\ta\t1\t\nfinalize\n"), "\(log)")
+        #expect(!log.contains("install a"))
+        await harness.close()
+    }
+
+    @Test func aHangingPluginVerbTimesOut() async throws {
+        let harness = try await Harness()
+        write("#!/bin/sh\n[ \"$1\" = list ] && exit 0\n[ \"$1\" = prepare ] && sleep 30\nexit 0\n", to: harness.root + "/sm-plugins/slow", mode: 0o755)
+        Self.declare(harness, timeout: 1)
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["c8y_SoftwareUpdate": [["name": "a", "version": "1", "action": "install", "softwareType": "slow"]]])
+        let operation = try await harness.waitForEnd(id, within: 15)
+        #expect(operation["status"] == "FAILED")
+        #expect(operation["failureReason"]?.stringValue?.contains("slow prepare failed: timed out after 1.0 seconds") == true)
+        await harness.close()
+    }
+}

@@ -120,7 +120,10 @@ struct ExecRunner: Sendable {
                     // Stop the whole group ourselves: grandchildren may hold the output pipes open
                     // after the plugin itself has gone.
                     kill(-pgid, SIGTERM)
-                    try? await Task.sleep(for: spec.gracePeriod)
+                    let deadline = ContinuousClock.now + spec.gracePeriod
+                    while ContinuousClock.now < deadline && kill(-pgid, 0) == 0 {
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
                     kill(-pgid, SIGKILL)
                 }
                 group.cancelAll()
