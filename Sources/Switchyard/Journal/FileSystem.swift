@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -13,6 +15,9 @@ public struct FileSystemError: Error, CustomStringConvertible, Sendable {
     public let code: Int32
     public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
 }
+
+/// Makes temporary names unique among concurrent writers in this process.
+private let temporaryCounter = Atomic<UInt64>(0)
 
 /// The few file operations the runtime needs, done with POSIX calls so that durability
 /// (fsync of files and of their directories) is explicit.
@@ -44,7 +49,7 @@ public enum FileSystem {
 
     /// Replaces a file atomically and durably: write a temporary file beside it, fsync, rename, fsync the directory.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(FileSystemError) {
-        let temporary = path + ".tmp-\(getpid())"
+        let temporary = path + ".tmp-\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw FileSystemError(operation: "create", path: temporary, code: errno) }
         do throws(FileSystemError) {

@@ -42,6 +42,7 @@ struct ExecRunner: Sendable {
     /// Bytes of standard error kept for the failure reason.
     static let tailBytes = 4096
     static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    static let setpriv = "/usr/bin/setpriv"
 
     /// Runs one operation.
     /// - Parameters:
@@ -54,8 +55,13 @@ struct ExecRunner: Sendable {
              workingDirectory: String, logFile: String, user: RunAs? = nil, templated: Bool = true,
              stdin: [UInt8]? = nil, captureOutput: Int = 0,
              onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) async -> ExecResult {
-        let argv = spec.command.enumerated().map { index, argument in
+        var argv = spec.command.enumerated().map { index, argument in
             index == 0 || !templated ? argument : Template.render(argument, with: operation)
+        }
+        if let user {
+            // Change user through util-linux's setpriv rather than set*id() in the forked child: the
+            // child of a multithreaded process must not call glibc's setxid machinery.
+            argv = [Self.setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv
         }
         var env: [Subprocess.Environment.Key: String] = ["PATH": Self.path, "LANG": "C.UTF-8", "HOME": workingDirectory]
         for (key, value) in spec.environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
@@ -64,11 +70,6 @@ struct ExecRunner: Sendable {
         var options = PlatformOptions()
         options.createSession = true
         options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: spec.gracePeriod)]
-        if let user {
-            options.userID = user.uid
-            options.groupID = user.gid
-            options.supplementaryGroups = [user.gid]
-        }
         let configuration = Configuration(
             executable: .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
