@@ -136,6 +136,9 @@ enum DeclarationReader {
             guard let found = RunAs.lookup(name) else {
                 throw FileProblem(file: file, line: exec.node("user")?.line, "exec.user '\(name)' is not a user on this system")
             }
+            guard FileSystem.isExecutable(ExecRunner.setpriv) else {
+                throw FileProblem(file: file, line: exec.node("user")?.line, "exec.user needs \(ExecRunner.setpriv) (util-linux) to change user")
+            }
             user = found
         }
         return ExecSpec(command: command, environment: environment, gracePeriod: try exec.duration("gracePeriod") ?? .seconds(5), user: user)
