@@ -21,7 +21,7 @@ import Musl
 /// If the installer asks for a reboot, the handler returns ``Outcome/restartRequired``; after the restart
 /// ``resume(_:context:)`` runs `verify`, then `commit` (SUCCESSFUL, `c8y_Firmware` updated) or `rollback`
 /// (FAILED with the installer's reason). State that spans the reboot lives in the operation's state
-/// directory. A loop breaker fails the operation (after a rollback) once it has been resumed
+/// directory (``HandlerContext/saveState(_:forKey:)``). A loop breaker fails the operation (after a rollback) once it has been resumed
 /// `maxBoots` times, so a device that keeps rebooting does not do so forever.
 ///
 /// Options: `installer` (argv, required), `timeout` (seconds per installer call, default 600),
@@ -94,7 +94,7 @@ public struct FirmwareHandler: OperationHandler {
         let reboot = await call(["needs-reboot"], context)
         switch reboot.exitCode {
         case 0?:
-            guard save("installed", to: context) else { return .failed("cannot record the firmware state in \(context.stateDirectory)") }
+            try await context.saveState("installed", forKey: "firmware.stage")
             await context.log("installed; restarting the device to boot it")
             return .restartRequired
         case 1?:
@@ -107,10 +107,11 @@ public struct FirmwareHandler: OperationHandler {
 
     public func resume(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {
         guard let request = request(operation) else { return .failed("c8y_Firmware needs name, version and url") }
-        guard load(context) == "installed" else {
+        guard await context.loadState(forKey: "firmware.stage") == "installed" else {
             return .failed("the agent restarted before the firmware was installed; nothing was changed, try again")
         }
-        let boots = bumpBootCount(context)
+        let boots = (await context.loadState(forKey: "firmware.boots")).flatMap { Int($0) }.map { $0 + 1 } ?? 1
+        try await context.saveState(String(boots), forKey: "firmware.boots")
         guard boots <= maxBoots else {
             _ = await call(["rollback"], context)
             return .failed("the device restarted \(boots) times during this firmware update; rolled back to stop a reboot loop")
@@ -137,36 +138,4 @@ public struct FirmwareHandler: OperationHandler {
     func call(_ arguments: [String], _ context: any HandlerContext) async -> CommandResult {
         await context.runCommand(installer + arguments, input: nil, environment: environment, timeout: timeout)
     }
-
-    // State across the reboot, in the operation's state directory.
-
-    func save(_ stage: String, to context: any HandlerContext) -> Bool {
-        writeText(context.stateDirectory + "/firmware.stage", stage)
-    }
-
-    func load(_ context: any HandlerContext) -> String? {
-        readText(context.stateDirectory + "/firmware.stage")
-    }
-
-    func bumpBootCount(_ context: any HandlerContext) -> Int {
-        let path = context.stateDirectory + "/firmware.boots"
-        let count = (readText(path).flatMap { Int($0) } ?? 0) + 1
-        _ = writeText(path, String(count))
-        return count
-    }
-}
-
-func readText(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
-    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        .filter { !$0.isWhitespace }
-}
-
-func writeText(_ path: String, _ text: String) -> Bool {
-    guard let file = fopen(path, "w") else { return false }
-    defer { fclose(file) }
-    return fputs(text + "\n", file) >= 0 && fflush(file) == 0 && fsync(fileno(file)) == 0
 }

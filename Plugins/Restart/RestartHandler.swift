@@ -40,9 +40,7 @@ public struct RestartHandler: OperationHandler {
         guard let bootID = readTrimmed(bootIDFile) else {
             return .failed("cannot read the boot id from \(bootIDFile)")
         }
-        guard writeFile(context.stateDirectory + "/boot_id", bootID) else {
-            return .failed("cannot record the boot id in \(context.stateDirectory)")
-        }
+        try await context.saveState(bootID, forKey: "boot_id")
         await context.log("boot id before restart: \(bootID); running \(command.joined(separator: " "))")
         let result = await context.runCommand(command, timeout: .seconds(60))
         guard result.succeeded else {
@@ -54,7 +52,7 @@ public struct RestartHandler: OperationHandler {
     }
 
     public func resume(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {
-        guard let before = readTrimmed(context.stateDirectory + "/boot_id") else {
+        guard let before = await context.loadState(forKey: "boot_id") else {
             return .failed("the agent restarted before the restart began (no boot id was recorded)")
         }
         guard let now = readTrimmed(bootIDFile) else {
@@ -73,10 +71,4 @@ func readTrimmed(_ path: String) -> String? {
     let text = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let trimmed = text.filter { !$0.isWhitespace }
     return trimmed.isEmpty ? nil : trimmed
-}
-
-func writeFile(_ path: String, _ text: String) -> Bool {
-    guard let file = fopen(path, "w") else { return false }
-    defer { fclose(file) }
-    return fputs(text + "\n", file) >= 0 && fflush(file) == 0 && fsync(fileno(file)) == 0
 }

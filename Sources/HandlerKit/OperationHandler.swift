@@ -93,6 +93,14 @@ public protocol HandlerContext: DeviceContext {
     /// Records a progress message in the operation's log.
     func log(_ message: String) async
 
+    /// Stores a small value under `key` for this operation, durably (it survives agent and device
+    /// restarts, for ``OperationHandler/resume(_:context:)``).
+    /// - Throws: when it cannot be written.
+    func saveState(_ value: String, forKey key: String) async throws
+
+    /// The value stored under `key` for this operation, if any.
+    func loadState(forKey key: String) async -> String?
+
     /// Downloads `url` into the file at `path`, streaming (never the whole body in memory). The
     /// tenant's credentials are sent only when the URL is on the tenant's host. A partial file left
     /// by an interrupted download is resumed with an HTTP Range request when the server supports it.

@@ -42,6 +42,19 @@ struct OperationContext: HandlerContext {
 
     func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
 
+    func saveState(_ value: String, forKey key: String) async throws {
+        try FileSystem.writeAtomically(statePath(key), Array(value.utf8), mode: 0o600)
+    }
+
+    func loadState(forKey key: String) async -> String? {
+        (try? FileSystem.readText(statePath(key))) ?? nil
+    }
+
+    /// `state.<key>` in the operation's directory; the key is reduced to a safe file name.
+    private func statePath(_ key: String) -> String {
+        stateDirectory + "/state." + String(key.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+    }
+
     func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
         try await Downloader(client: client).download(url, to: path, maxBytes: maxBytes)
     }
