@@ -121,6 +121,17 @@ struct Routes: Sendable {
             let id = await tenant.addBinary(Array(buffer.readableBytesView))
             return Self.json(["id": .string(id), "path": .string("/inventory/binaries/\(id)")])
         }
+        router.post("/devicecontrol/deviceCredentials") { request, _ -> Response in
+            guard let body = try await Self.object(request), let id = body["id"]?.stringValue else { return Self.badBody }
+            guard let credentials = await tenant.issueCredentials(for: id) else {
+                return Self.error(404, "devicecontrol/Not Found", "Device request for \(id) not found or not accepted")
+            }
+            return Self.json(credentials, type: "application/vnd.com.nsn.cumulocity.devicecredentials+json")
+        }
+        router.post("/sandbox/devices/{id}/accept") { _, context -> Response in
+            await tenant.accept(deviceId: context.parameters.get("id") ?? "")
+            return Self.json(["ok": true])
+        }
         // Device control
         router.get("/devicecontrol/operations") { request, _ -> Response in
             let query = request.uri.queryParameters

@@ -70,11 +70,12 @@ struct PlatformGate: RouterMiddleware {
             }
             return Routes.json(["error": "sandbox/fault", "message": "refused by fault injection"], status: status)
         }
-        let settings = tenant.settings
-        let expected = [settings.tenantID + "/" + settings.username, settings.username].map {
-            "Basic " + Data("\($0):\(settings.password)".utf8).base64EncodedString()
-        }
-        guard let authorization = request.headers[.authorization], expected.contains(authorization) else {
+        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+              let decoded = Data(base64Encoded: String(header.dropFirst(6))),
+              let separator = decoded.firstIndex(of: UInt8(ascii: ":")),
+              await tenant.authorized(user: String(decoding: decoded[..<separator], as: UTF8.self),
+                                      password: String(decoding: decoded[(separator + 1)...], as: UTF8.self),
+                                      credentialsRequest: request.uri.path == "/devicecontrol/deviceCredentials") else {
             return Routes.json(["error": "security/Unauthorized", "message": "Invalid credentials!"], status: 401)
         }
         return try await next(request, context)

@@ -13,6 +13,10 @@ public actor Tenant {
         public var holdTime: Duration = .seconds(30)
         /// How long undelivered notifications are kept for a client that is not connected (the platform: 10 s).
         public var bufferTime: Duration = .seconds(10)
+        /// The bootstrap user devices use to ask for their credentials (seed step 0).
+        public var bootstrapTenantID = "management"
+        public var bootstrapUsername = "devicebootstrap"
+        public var bootstrapPassword = "bootstrap-secret"
         public init() {}
     }
 
@@ -140,6 +144,40 @@ public actor Tenant {
         parent["childDevices"] = ["references": .array(references)]
         managedObjects[parentID] = .object(parent)
         return true
+    }
+
+    // MARK: Device credentials (seed step 0)
+
+    private var accepted: Set<String> = []
+    private var deviceUsers: [String: String] = [:]  // "<tenant>/<user>" → password
+    /// How many times devices asked for credentials.
+    public private(set) var credentialRequests = 0
+
+    /// Accepts a device in the device registration: its next credentials request is answered.
+    public func accept(deviceId: String) {
+        accepted.insert(deviceId)
+    }
+
+    /// Issues credentials to an accepted device (once), or `nil` (404) while it is not accepted.
+    func issueCredentials(for deviceId: String) -> JSONValue? {
+        credentialRequests += 1
+        guard accepted.remove(deviceId) != nil else { return nil }
+        let username = "device_" + deviceId
+        var generator = SystemRandomNumberGenerator()
+        let password = String((0..<20).map { _ in "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789".randomElement(using: &generator) ?? "x" })
+        deviceUsers[settings.tenantID + "/" + username] = password
+        return ["id": .string(deviceId), "tenantId": .string(settings.tenantID), "username": .string(username), "password": .string(password)]
+    }
+
+    /// Whether `user:password` may use the platform routes (the device user or an issued device user;
+    /// the bootstrap user only for the credentials request).
+    func authorized(user: String, password: String, credentialsRequest: Bool) -> Bool {
+        if credentialsRequest {
+            return password == settings.bootstrapPassword
+                && [settings.bootstrapTenantID + "/" + settings.bootstrapUsername, settings.bootstrapUsername].contains(user)
+        }
+        if password == settings.password && [settings.tenantID + "/" + settings.username, settings.username].contains(user) { return true }
+        return deviceUsers[user] == password
     }
 
     // MARK: Binaries

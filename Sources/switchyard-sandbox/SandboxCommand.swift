@@ -17,7 +17,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-sandbox",
         abstract: "The Switchyard workbench: an emulated Cumulocity tenant on loopback, and a demo against it.",
-        subcommands: [Demo.self, Serve.self, OperationCommand.self, Bench.self],
+        subcommands: [Demo.self, Serve.self, OperationCommand.self, Accept.self, Bench.self],
         defaultSubcommand: Demo.self)
 }
 
@@ -49,6 +49,21 @@ struct Serve: AsyncParsableCommand {
         await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in
             // Runs until the process is interrupted.
         }
+    }
+}
+
+/// Accepts a device waiting for its credentials (the tenant UI's device registration, seed step 0).
+struct Accept: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Accept a device that bootstraps its credentials.")
+    @Option(help: "The sandbox URL.") var url = "http://127.0.0.1:8111"
+    @Argument(help: "The device's external id.") var externalId: String
+
+    func run() async throws {
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let response = try await transport.send(HTTPRequest(method: "POST", url: url + "/sandbox/devices/\(percentEncoded(externalId))/accept", body: []))
+        guard response.status == 200 else { throw ValidationError("the sandbox answered \(response.status)") }
+        print("accepted \(externalId); its next credentials request is answered")
     }
 }
 

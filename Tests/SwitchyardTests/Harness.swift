@@ -77,10 +77,16 @@ final class Harness: @unchecked Sendable {
 
     /// Starts the agent and waits until it is registered and subscribed.
     func startAgent() async throws {
+        try await startAgent(configuration, waitForRegistration: true)
+    }
+
+    /// Starts an agent with a given configuration; waits for registration unless told not to.
+    func startAgent(_ configuration: AgentConfiguration, waitForRegistration: Bool = false) async throws {
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning,
                           logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() }))
         let handshakes = await tenant.handshakeCount
         agentTask = Task { try await agent.run() }
+        guard waitForRegistration else { return }
         try await eventually("agent registered and subscribed") {
             let count = await tenant.handshakeCount
             let clients = await tenant.bayeuxClientCount

@@ -76,8 +76,29 @@ extension AgentConfiguration {
                 problems.append("missing auth.password or auth.passwordFile: the device user's password is needed for auth.mode basic")
             }
             authentication = .basic(BasicCredentials(tenant: value("auth.tenant"), username: username, password: password ?? ""))
-        case "bootstrap", "certificate":
-            problems.append("\(where_("auth.mode")): auth.mode '\(value("auth.mode") ?? "")' is not available in this version; use basic")
+        case "bootstrap":
+            let username = required("auth.bootstrap.username")
+            var password = value("auth.bootstrap.password")
+            if let passwordFile = path("auth.bootstrap.passwordFile") {
+                do throws(ConfigurationError) {
+                    password = try readSecret(passwordFile, key: "auth.bootstrap.passwordFile")
+                } catch {
+                    problems += error.problems
+                }
+            }
+            if password == nil {
+                problems.append("missing auth.bootstrap.password or auth.bootstrap.passwordFile: the bootstrap password is needed for auth.mode bootstrap")
+            }
+            var interval: Duration = .seconds(5)
+            if let text = value("auth.bootstrap.interval") {
+                if let parsed = parseDuration(text), parsed > .zero { interval = parsed } else {
+                    problems.append("\(where_("auth.bootstrap.interval")): auth.bootstrap.interval must be a duration such as 5s, found '\(text)'")
+                }
+            }
+            authentication = .bootstrap(BasicCredentials(tenant: value("auth.bootstrap.tenant"), username: username, password: password ?? ""),
+                                        interval: interval)
+        case "certificate":
+            problems.append("\(where_("auth.mode")): auth.mode 'certificate' is not available in this version; use basic or bootstrap")
         case let other:
             problems.append("\(where_("auth.mode")): auth.mode must be basic, bootstrap or certificate, found '\(other)'")
         }

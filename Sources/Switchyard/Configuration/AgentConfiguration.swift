@@ -12,7 +12,9 @@ import JSONSupport
 /// | `device.name` | name given when the device is created (never updated) | the external id |
 /// | `device.type` | managed object type given when the device is created | `switchyard` |
 /// | `device.hardware.model` / `.serialNumber` / `.revision` | text, sent as `c8y_Hardware` | none |
-/// | `auth.mode` | `basic` (`bootstrap` and `certificate` are reserved) | `basic` |
+/// | `auth.mode` | `basic`, or `bootstrap` (`certificate` is reserved) | `basic` |
+/// | `auth.bootstrap.tenant` / `.username` / `.password` / `.passwordFile` | bootstrap credentials | required for `bootstrap` |
+/// | `auth.bootstrap.interval` | how often to ask while the device is not yet accepted | `5s` |
 /// | `auth.tenant` | tenant id, prefixes the user name | none |
 /// | `auth.username` | device user | required for `basic` |
 /// | `auth.password` / `auth.passwordFile` | the password, or a file (mode 0600) holding it | one required |
@@ -66,7 +68,10 @@ public struct AgentConfiguration: Sendable {
     }
 
     public enum Authentication: Sendable {
+        /// The device user's credentials, configured.
         case basic(BasicCredentials)
+        /// Bootstrap credentials that obtain the device user's credentials once (seed step 0).
+        case bootstrap(BasicCredentials, interval: Duration)
     }
 
     public var url: String
@@ -102,7 +107,12 @@ public struct AgentConfiguration: Sendable {
         ("device.hardware.model", "text"),
         ("device.hardware.serialNumber", "text"),
         ("device.hardware.revision", "text"),
-        ("auth.mode", "basic"),
+        ("auth.mode", "basic or bootstrap"),
+        ("auth.bootstrap.tenant", "the bootstrap user's tenant, e.g. management"),
+        ("auth.bootstrap.username", "the bootstrap user, e.g. devicebootstrap"),
+        ("auth.bootstrap.password", "the bootstrap password"),
+        ("auth.bootstrap.passwordFile", "a file (mode 0600) holding the bootstrap password"),
+        ("auth.bootstrap.interval", "a duration such as 5s"),
         ("auth.tenant", "a tenant id such as t12345"),
         ("auth.username", "the device user's name"),
         ("auth.password", "the device user's password"),

@@ -69,7 +69,15 @@ public struct Agent: Service {
         defer { transport.shutdown() }
         let credentials: any CredentialProvider
         switch configuration.authentication {
-        case .basic(let basic): credentials = basic
+        case .basic(let basic):
+            credentials = basic
+        case .bootstrap(let bootstrap, let interval):
+            try FileSystem.makeDirectories(configuration.stateDirectory, mode: 0o711)
+            guard let obtained = try await Bootstrap(
+                baseURL: configuration.url, transport: transport, bootstrap: bootstrap, externalId: configuration.device.externalId,
+                interval: interval, stateDirectory: configuration.stateDirectory, logger: logger
+            ).obtain() else { return }
+            credentials = obtained
         }
         let client = PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
                                     requestTimeout: configuration.requestTimeout)
