@@ -119,21 +119,23 @@ struct PluginProtocolTests {
 
     @Test(.serialized, arguments: ["lines", "one line"])
     func outputFloodKeepsMemoryBoundedAndTheLogTruncated(kind: String) async throws {
-        let harness = try await Harness()
-        let flood = kind == "lines" ? "yes 'flood flood flood' | head -c 100000000" : "head -c 100000000 /dev/zero | tr '\\0' x"
-        harness.script("flood.sh", flood + "\necho 'still fine' >&2")
-        harness.declare("flood.yaml", "operation: acme_Flood\nexec: {command: [../bin/flood.sh], timeout: 60s}\n")
-        try await harness.startAgent()
-        let before = residentKilobytes()
-        let id = try await harness.createOperation(["acme_Flood": [:]])
-        let operation = try await harness.waitForEnd(id, within: 60)
-        #expect(operation["status"] == "SUCCESSFUL")
-        let growth = residentKilobytes() - before
-        #expect(growth < 64 * 1024, "resident memory grew by \(growth) KiB while a plugin printed 100 MB")
-        let logSize = (try? FileManager.default.attributesOfItem(atPath: harness.state + "/operations/\(id)/execute.log")[.size] as? Int) ?? 0
-        #expect(logSize > 1_000_000 && logSize < 1_100_000)
-        #expect(harness.log(id).contains("[switchyard: output truncated at 1048576 bytes]"))
-        await harness.close()
+        try await takingTurns {
+            let harness = try await Harness()
+            let flood = kind == "lines" ? "yes 'flood flood flood' | head -c 100000000" : "head -c 100000000 /dev/zero | tr '\\0' x"
+            harness.script("flood.sh", flood + "\necho 'still fine' >&2")
+            harness.declare("flood.yaml", "operation: acme_Flood\nexec: {command: [../bin/flood.sh], timeout: 60s}\n")
+            try await harness.startAgent()
+            let before = residentKilobytes()
+            let id = try await harness.createOperation(["acme_Flood": [:]])
+            let operation = try await harness.waitForEnd(id, within: 60)
+            #expect(operation["status"] == "SUCCESSFUL")
+            let growth = residentKilobytes() - before
+            #expect(growth < 64 * 1024, "resident memory grew by \(growth) KiB while a plugin printed 100 MB")
+            let logSize = (try? FileManager.default.attributesOfItem(atPath: harness.state + "/operations/\(id)/execute.log")[.size] as? Int) ?? 0
+            #expect(logSize > 1_000_000 && logSize < 1_100_000)
+            #expect(harness.log(id).contains("[switchyard: output truncated at 1048576 bytes]"))
+            await harness.close()
+        }
     }
 
     @Test func resumablePluginAskingForRestartIsResumedAfterTheAgentRestarts() async throws {
@@ -203,47 +205,51 @@ func residentKilobytes() -> Int {
 @Suite(.timeLimit(.minutes(2)))
 struct LiveHandlersTests {
     @Test func addingAndRemovingAFileChangesTheAdvertisementWithinTwoSeconds() async throws {
-        let harness = try await Harness()
-        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
-        try await harness.startAgent()
-        #expect(await harness.advertised() == ["c8y_Message"])
-        harness.script("ok.sh", "exit 0")
-        harness.declare("ok.yaml", "operation: acme_Ok\nexec: {command: [../bin/ok.sh]}\n")
-        try await eventually("acme_Ok advertised", within: 2) { await harness.advertised() == ["acme_Ok", "c8y_Message"] }
-        let id = try await harness.createOperation(["acme_Ok": [:]])
-        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
-        try FileManager.default.removeItem(atPath: harness.handlers + "/ok.yaml")
-        try await eventually("acme_Ok withdrawn", within: 2) { await harness.advertised() == ["c8y_Message"] }
-        let deviceID = try #require(await harness.deviceID())
-        let updates = await harness.tenant.updates(of: deviceID).filter { $0["c8y_SupportedOperations"] != nil }
-        #expect(updates.count == 2)
-        await harness.close()
+        try await takingTurns {
+            let harness = try await Harness()
+            harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+            try await harness.startAgent()
+            #expect(await harness.advertised() == ["c8y_Message"])
+            harness.script("ok.sh", "exit 0")
+            harness.declare("ok.yaml", "operation: acme_Ok\nexec: {command: [../bin/ok.sh]}\n")
+            try await eventually("acme_Ok advertised", within: 2) { await harness.advertised() == ["acme_Ok", "c8y_Message"] }
+            let id = try await harness.createOperation(["acme_Ok": [:]])
+            #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+            try FileManager.default.removeItem(atPath: harness.handlers + "/ok.yaml")
+            try await eventually("acme_Ok withdrawn", within: 2) { await harness.advertised() == ["c8y_Message"] }
+            let deviceID = try #require(await harness.deviceID())
+            let updates = await harness.tenant.updates(of: deviceID).filter { $0["c8y_SupportedOperations"] != nil }
+            #expect(updates.count == 2)
+            await harness.close()
+        }
     }
 
     @Test func aBrokenFileRaisesExactlyOneAlarmAndFixingItClearsIt() async throws {
-        let harness = try await Harness()
-        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
-        try await harness.startAgent()
-        let deviceID = try #require(await harness.deviceID())
-        harness.declare("broken.yaml", "operation: acme_Broken\nexec:\n  command: [nope\n")
-        let type = RegistryKeeper.alarmType(for: "broken.yaml")
-        try await eventually("alarm raised", within: 2) {
-            await !harness.tenant.alarmList(source: deviceID, status: "ACTIVE", type: type).isEmpty
-        }
-        try await Task.sleep(for: .seconds(1))  // several more checks happen meanwhile
-        let alarms = await harness.tenant.alarmList(source: deviceID, type: type)
-        #expect(alarms.count == 1)
-        #expect(alarms.first?["count"] == 1)
-        #expect(alarms.first?["text"]?.stringValue?.contains("broken.yaml:") == true)
-        #expect(await harness.advertised() == ["c8y_Message"])
+        try await takingTurns {
+            let harness = try await Harness()
+            harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+            try await harness.startAgent()
+            let deviceID = try #require(await harness.deviceID())
+            harness.declare("broken.yaml", "operation: acme_Broken\nexec:\n  command: [nope\n")
+            let type = RegistryKeeper.alarmType(for: "broken.yaml")
+            try await eventually("alarm raised", within: 2) {
+                await !harness.tenant.alarmList(source: deviceID, status: "ACTIVE", type: type).isEmpty
+            }
+            try await Task.sleep(for: .seconds(1))  // several more checks happen meanwhile
+            let alarms = await harness.tenant.alarmList(source: deviceID, type: type)
+            #expect(alarms.count == 1)
+            #expect(alarms.first?["count"] == 1)
+            #expect(alarms.first?["text"]?.stringValue?.contains("broken.yaml:") == true)
+            #expect(await harness.advertised() == ["c8y_Message"])
 
-        harness.script("ok.sh", "exit 0")
-        harness.declare("broken.yaml", "operation: acme_Broken\nexec: {command: [../bin/ok.sh]}\n")
-        try await eventually("alarm cleared", within: 2) {
-            await harness.tenant.alarmList(source: deviceID, type: type).first?["status"] == "CLEARED"
+            harness.script("ok.sh", "exit 0")
+            harness.declare("broken.yaml", "operation: acme_Broken\nexec: {command: [../bin/ok.sh]}\n")
+            try await eventually("alarm cleared", within: 2) {
+                await harness.tenant.alarmList(source: deviceID, type: type).first?["status"] == "CLEARED"
+            }
+            try await eventually("fixed file advertised", within: 2) { await harness.advertised() == ["acme_Broken", "c8y_Message"] }
+            await harness.close()
         }
-        try await eventually("fixed file advertised", within: 2) { await harness.advertised() == ["acme_Broken", "c8y_Message"] }
-        await harness.close()
     }
 
     @Test func alarmOfAFileFixedWhileTheAgentWasDownIsClearedAtStart() async throws {

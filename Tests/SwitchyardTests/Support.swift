@@ -30,3 +30,19 @@ func eventually(_ what: String, within seconds: Double = 20, sourceLocation: Sou
 }
 
 struct TimedOut: Error { let what: String }
+
+/// Tests that assert a latency (handlers.d reload within 2 s) and tests that saturate the CPU on
+/// purpose (100 MB output floods) take turns, so the former measure the agent, not the load.
+let cpuHeavyOrTimed = AsyncSemaphore(permits: 1)
+
+func takingTurns<T>(_ body: () async throws -> T) async throws -> T {
+    try await cpuHeavyOrTimed.acquire()
+    do {
+        let result = try await body()
+        await cpuHeavyOrTimed.release()
+        return result
+    } catch {
+        await cpuHeavyOrTimed.release()
+        throw error
+    }
+}
