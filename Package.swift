@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "JSONSupport", swiftSettings: strict),
         .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
         .target(name: "Cumulocity", dependencies: [
-            "CCurl", "JSONSupport",
+            "CCurl", "COpenSSL", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Switchyard", dependencies: [
@@ -75,8 +75,9 @@ let package = Package(
         ], swiftSettings: strict),
 
         .target(name: "Sandbox", dependencies: [
-            "JSONSupport",
+            "JSONSupport", "Cumulocity",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

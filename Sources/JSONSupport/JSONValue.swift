@@ -48,6 +48,15 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
+    /// Any number, as a double.
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        default: return nil
+        }
+    }
+
     public var boolValue: Bool? {
         if case .bool(let b) = self { return b }
         return nil

@@ -8,8 +8,9 @@ public protocol CredentialProvider: Sendable {
     /// The value of the `Authorization` header.
     /// - Throws: ``PlatformError`` of kind `.credentials` when none can be had now.
     func authorization() async throws(PlatformError) -> String
-    /// Called after a 401: forget cached tokens so the next call fetches fresh ones.
-    func invalidate() async
+    /// Called after a 401 for a request sent with `authorization`: forget that token (if it is still
+    /// the current one) so the next call fetches a fresh one.
+    func invalidate(_ authorization: String) async
 }
 
 /// Basic authentication as `<tenant>/<username>:<password>` (seed step 0: the tenant id prefixes
@@ -34,7 +35,7 @@ public struct BasicCredentials: CredentialProvider, CustomStringConvertible {
         "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
     }
 
-    public func invalidate() async {}
+    public func invalidate(_ authorization: String) async {}
 
     /// Never shows the password.
     public var description: String { "basic(\(user))" }

@@ -36,7 +36,8 @@ public struct PlatformClient: Sendable {
         while true {
             attempt += 1
             var headers: [(name: String, value: String)] = [("Accept", accept)]
-            headers.append(("Authorization", try await credentials.authorization()))
+            let authorization = try await credentials.authorization()
+            headers.append(("Authorization", authorization))
             if body != nil { headers.append(("Content-Type", contentType ?? accept)) }
             let request = HTTPRequest(method: method, url: url, headers: headers, body: body?.encoded(),
                                       timeout: timeout ?? requestTimeout)
@@ -47,7 +48,7 @@ public struct PlatformClient: Sendable {
                 throw PlatformError.transport(method, path, error)
             }
             if response.status == 401 && attempt == 1 {
-                await credentials.invalidate()
+                await credentials.invalidate(authorization)
                 continue
             }
             guard (200..<300).contains(response.status) || accepting.contains(response.status) else {

@@ -231,8 +231,16 @@ private final class Transfer: @unchecked Sendable {
         _ = sy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
         _ = sy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout.milliseconds))
         _ = sy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(min(request.timeout, .seconds(15)).milliseconds))
-        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
-        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
+        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, tls.insecure ? 0 : 1)
+        _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, tls.insecure ? 0 : 2)
+        if let client = request.clientCertificate {
+            _ = sy_setopt_string(easy, CURLOPT_SSLCERT, client.certificateFile)
+            _ = sy_setopt_string(easy, CURLOPT_SSLCERTTYPE, "PEM")
+            _ = sy_setopt_string(easy, CURLOPT_SSLKEY, client.keyFile)
+            _ = sy_setopt_string(easy, CURLOPT_SSLKEYTYPE, "PEM")
+            _ = sy_setopt_long(easy, CURLOPT_FRESH_CONNECT, 1)
+            _ = sy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1)
+        }
         _ = sy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
         if let caFile = tls.caFile { _ = sy_setopt_string(easy, CURLOPT_CAINFO, caFile) }
         _ = sy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")

@@ -6,14 +6,18 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]?
     /// The whole exchange must finish within this time (long-polls set it above the server's hold time).
     public var timeout: Duration
+    /// A client certificate for mutual TLS. Such a request always opens a fresh connection, so a
+    /// rotated certificate is used at once and no connection without it is reused by mistake.
+    public var clientCertificate: ClientCertificate?
 
     public init(method: String, url: String, headers: [(name: String, value: String)] = [],
-                body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
+                body: [UInt8]? = nil, timeout: Duration = .seconds(30), clientCertificate: ClientCertificate? = nil) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.timeout = timeout
+        self.clientCertificate = clientCertificate
     }
 }
 
@@ -41,10 +45,27 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(method) \(url): \(detail)" }
 }
 
-/// TLS settings of the transport. Verification is always on.
+/// TLS settings of the transport. Verification is on unless `insecure` is set explicitly (the agent
+/// then logs a warning at every start).
 public struct TLSConfiguration: Sendable, Equatable {
     /// PEM file of trusted CAs; `nil` uses the system store.
     public var caFile: String?
+    /// Skips verifying the server's certificate and host name. Never the default.
+    public var insecure: Bool
 
-    public init(caFile: String? = nil) { self.caFile = caFile }
+    public init(caFile: String? = nil, insecure: Bool = false) {
+        self.caFile = caFile
+        self.insecure = insecure
+    }
+}
+
+/// A client certificate and its private key, as PEM files (read at every TLS handshake).
+public struct ClientCertificate: Sendable, Equatable {
+    public var certificateFile: String
+    public var keyFile: String
+
+    public init(certificateFile: String, keyFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
 }

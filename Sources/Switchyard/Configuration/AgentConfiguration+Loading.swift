@@ -98,7 +98,45 @@ extension AgentConfiguration {
             authentication = .bootstrap(BasicCredentials(tenant: value("auth.bootstrap.tenant"), username: username, password: password ?? ""),
                                         interval: interval)
         case "certificate":
-            problems.append("\(where_("auth.mode")): auth.mode 'certificate' is not available in this version; use basic or bootstrap")
+            let cert = path("auth.certificate.cert")
+            let key = path("auth.certificate.key")
+            if cert == nil { _ = required("auth.certificate.cert") }
+            if key == nil { _ = required("auth.certificate.key") }
+            if let cert {
+                do throws(CertificateError) {
+                    _ = try X509Certificate.read(file: cert)
+                } catch {
+                    problems.append("\(where_("auth.certificate.cert")): \(error)")
+                }
+            }
+            if let key {
+                if let mode = FileSystem.mode(key) {
+                    if mode & 0o077 != 0 {
+                        problems.append("\(where_("auth.certificate.key")): \(key) has mode 0\(String(mode, radix: 8)); a private key must not be readable by group or others (chmod 600)")
+                    }
+                } else {
+                    problems.append("\(where_("auth.certificate.key")): cannot read \(key)")
+                }
+            }
+            let chain = path("auth.certificate.chain")
+            if let chain {
+                do throws(CertificateError) {
+                    _ = try X509Certificate.read(file: chain)
+                } catch {
+                    problems.append("\(where_("auth.certificate.chain")): \(error)")
+                }
+            }
+            var settings = CertificateAuthentication(certificate: ClientCertificate(certificateFile: cert ?? "", keyFile: key ?? ""),
+                                                     chainFile: chain, mtlsURL: value("c8y.mtlsUrl"))
+            if let text = value("auth.certificate.expiryWarning") {
+                if let parsed = parseDuration(text) { settings.expiryWarning = parsed } else {
+                    problems.append("\(where_("auth.certificate.expiryWarning")): auth.certificate.expiryWarning must be a duration such as 30d, found '\(text)'")
+                }
+            }
+            if let mtls = settings.mtlsURL, !(mtls.hasPrefix("https://")) {
+                problems.append("\(where_("c8y.mtlsUrl")): c8y.mtlsUrl must start with https://, found '\(mtls)'")
+            }
+            authentication = .certificate(settings)
         case let other:
             problems.append("\(where_("auth.mode")): auth.mode must be basic, bootstrap or certificate, found '\(other)'")
         }
@@ -112,6 +150,11 @@ extension AgentConfiguration {
             }
         }
         configuration.tls = TLSConfiguration(caFile: path("auth.ca"))
+        switch value("auth.insecure") {
+        case nil, "false": break
+        case "true": configuration.tls.insecure = true
+        case let other?: problems.append("\(where_("auth.insecure")): auth.insecure must be true or false, found '\(other)'")
+        }
         configuration.handlersDirectory = path("handlers") ?? FileSystem.absolute(configuration.handlersDirectory)
         configuration.stateDirectory = path("stateDir") ?? configuration.stateDirectory
         if let text = value("operations.concurrency") {

@@ -12,13 +12,17 @@ import JSONSupport
 /// | `device.name` | name given when the device is created (never updated) | the external id |
 /// | `device.type` | managed object type given when the device is created | `switchyard` |
 /// | `device.hardware.model` / `.serialNumber` / `.revision` | text, sent as `c8y_Hardware` | none |
-/// | `auth.mode` | `basic`, or `bootstrap` (`certificate` is reserved) | `basic` |
+/// | `c8y.mtlsUrl` | where the mTLS token endpoint is served, when not at `c8y.url` | `c8y.url` |
+/// | `auth.mode` | `basic`, `bootstrap` or `certificate` | `basic` |
 /// | `auth.bootstrap.tenant` / `.username` / `.password` / `.passwordFile` | bootstrap credentials | required for `bootstrap` |
 /// | `auth.bootstrap.interval` | how often to ask while the device is not yet accepted | `5s` |
 /// | `auth.tenant` | tenant id, prefixes the user name | none |
 /// | `auth.username` | device user | required for `basic` |
 /// | `auth.password` / `auth.passwordFile` | the password, or a file (mode 0600) holding it | one required |
+/// | `auth.certificate.cert` / `.key` / `.chain` | PEM files: device certificate, its private key (mode 0600), intermediates | cert and key required for `certificate` |
+/// | `auth.certificate.expiryWarning` | an alarm is raised when the certificate expires within this time | `30d` |
 /// | `auth.ca` | PEM file of trusted CAs | the system store |
+/// | `auth.insecure` | `true` skips TLS verification (a warning is logged at every start) | `false` |
 /// | `handlers` | directory of handler declarations | `handlers.d` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
@@ -72,6 +76,24 @@ public struct AgentConfiguration: Sendable {
         case basic(BasicCredentials)
         /// Bootstrap credentials that obtain the device user's credentials once (seed step 0).
         case bootstrap(BasicCredentials, interval: Duration)
+        /// An X.509 client certificate that obtains device access tokens over mutual TLS (seeds 000/001).
+        case certificate(CertificateAuthentication)
+    }
+
+    public struct CertificateAuthentication: Sendable {
+        public var certificate: ClientCertificate
+        /// Intermediate certificates sent after the device's own in `X-Ssl-Cert-Chain`.
+        public var chainFile: String?
+        /// Where `deviceAccessToken` is served over mTLS; `nil`: the tenant URL.
+        public var mtlsURL: String?
+        /// An alarm is raised when the certificate expires within this time.
+        public var expiryWarning: Duration = .seconds(30 * 86_400)
+
+        public init(certificate: ClientCertificate, chainFile: String? = nil, mtlsURL: String? = nil) {
+            self.certificate = certificate
+            self.chainFile = chainFile
+            self.mtlsURL = mtlsURL
+        }
     }
 
     public var url: String
@@ -107,7 +129,8 @@ public struct AgentConfiguration: Sendable {
         ("device.hardware.model", "text"),
         ("device.hardware.serialNumber", "text"),
         ("device.hardware.revision", "text"),
-        ("auth.mode", "basic or bootstrap"),
+        ("c8y.mtlsUrl", "the URL of the mTLS token endpoint, e.g. https://acme.cumulocity.com:8443"),
+        ("auth.mode", "basic, bootstrap or certificate"),
         ("auth.bootstrap.tenant", "the bootstrap user's tenant, e.g. management"),
         ("auth.bootstrap.username", "the bootstrap user, e.g. devicebootstrap"),
         ("auth.bootstrap.password", "the bootstrap password"),
@@ -117,7 +140,12 @@ public struct AgentConfiguration: Sendable {
         ("auth.username", "the device user's name"),
         ("auth.password", "the device user's password"),
         ("auth.passwordFile", "a file (mode 0600) holding the password"),
+        ("auth.certificate.cert", "a PEM file holding the device certificate"),
+        ("auth.certificate.key", "a PEM file (mode 0600) holding the device certificate's private key"),
+        ("auth.certificate.chain", "a PEM file of intermediate certificates"),
+        ("auth.certificate.expiryWarning", "a duration such as 30d"),
         ("auth.ca", "a PEM file of trusted certificate authorities"),
+        ("auth.insecure", "true or false"),
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),

@@ -136,6 +136,14 @@ public enum FileSystem {
         return stat(path, &info) == 0 ? info.st_mode & 0o7777 : nil
     }
 
+    /// Identifies a file's current content cheaply (inode, size, modification time): it changes when
+    /// the file is replaced or rewritten. `nil` when the file cannot be examined.
+    public static func fingerprint(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return "\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+    }
+
     public static func remove(_ path: String) {
         unlink(path)
     }

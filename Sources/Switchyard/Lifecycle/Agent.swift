@@ -23,6 +23,8 @@ public struct Agent: Service {
         public var startupBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
         /// How often `handlers.d` is checked for changes.
         public var reloadInterval: Duration = .seconds(1)
+        /// How often the device certificate is checked for rotation and expiry (`auth.mode: certificate`).
+        public var certificateCheckInterval: Duration = .seconds(60)
         public init() {}
     }
 
@@ -65,9 +67,13 @@ public struct Agent: Service {
 
     func runUntilCancelled(_ parts: RunningParts) async throws {
         signal(SIGPIPE, SIG_IGN)
+        if configuration.tls.insecure {
+            logger.warning("auth.insecure is set: the tenant's TLS certificate is NOT verified; anyone on the network path can impersonate it")
+        }
         let transport = try CurlTransport(tls: configuration.tls)
         defer { transport.shutdown() }
         let credentials: any CredentialProvider
+        var tokens: DeviceTokenProvider?
         switch configuration.authentication {
         case .basic(let basic):
             credentials = basic
@@ -78,9 +84,25 @@ public struct Agent: Service {
                 interval: interval, stateDirectory: configuration.stateDirectory, logger: logger
             ).obtain() else { return }
             credentials = obtained
+        case .certificate(let settings):
+            let provider = DeviceTokenProvider(settings: .init(
+                mtlsURL: settings.mtlsURL ?? configuration.url, tenantURL: configuration.url,
+                certificate: settings.certificate, chainFile: settings.chainFile), transport: transport, logger: logger)
+            credentials = provider
+            tokens = provider
         }
-        let client = PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
-                                    requestTimeout: configuration.requestTimeout)
+        do {
+            try await runCycle(parts, client: PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
+                                                             requestTimeout: configuration.requestTimeout), tokens: tokens)
+        } catch {
+            if let tokens { await Task.detached { await tokens.logout() }.value }
+            throw error
+        }
+        // The session ends with the agent: revoke the token so it cannot be misused (seed 000).
+        if let tokens { await Task.detached { await tokens.logout() }.value }
+    }
+
+    func runCycle(_ parts: RunningParts, client: PlatformClient, tokens: DeviceTokenProvider?) async throws {
 
         let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog)
         for problem in registry.problems {
@@ -98,11 +120,17 @@ public struct Agent: Service {
 
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await outbox.run() }
+            if let tokens { group.addTask { await tokens.keepFresh() } }
 
             guard let device = await retrying("register the device", { () async throws(PlatformError) in
                 try await DeviceRegistration(client: client, configuration: configuration, stateDirectory: state, logger: logger)
                     .register(supportedOperations: registry.supportedOperations)
             }) else { return }
+
+            if let tokens, case .certificate(let settings) = configuration.authentication {
+                let watch = CertificateWatch(settings: settings, provider: tokens, client: client, deviceID: device.id, logger: logger)
+                group.addTask { await watch.run(interval: tuning.certificateCheckInterval) }
+            }
 
             let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
                                         stateDirectory: state, concurrency: configuration.concurrency, logger: logger)
@@ -196,7 +224,7 @@ public struct Agent: Service {
         func drain(within grace: Duration, logger: Logger) async {
             let (dispatcher, outbox) = (self.dispatcher, self.outbox)
             logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace)"])
-            let finished = await withTimeLimit(grace) {
+            let finished: Void? = await withTimeLimit(grace) {
                 await dispatcher?.drain()
                 await outbox?.waitUntilEmpty()
             }

@@ -115,10 +115,10 @@ struct MappingReader {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+/// Parses `500ms`, `30s`, `5m`, `1h`, `30d` or a bare number of seconds.
 public func parseDuration(_ text: String) -> Duration? {
     let trimmed = text.trimmingCharacters(in: " ")
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
     for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
         let number = trimmed.dropLast(suffix.count)
         // "ms" also ends in "s": only accept a number before the suffix.

@@ -1,0 +1,215 @@
+import FoundationEssentials
+import JSONSupport
+public import Logging
+
+/// X.509 device authentication (seeds 000/001): the device proves its identity with its certificate
+/// over mutual TLS at `POST /devicecontrol/deviceAccessToken` and uses the JWT it gets as a Bearer
+/// token for every other request.
+///
+/// A new token is fetched once half of the current one's lifetime has passed (``keepFresh()`` does it
+/// on time even when the agent is idle); if that fails, the current token is used until it expires.
+/// A 401 drops the token that was refused, so the request is retried once with a new one.
+/// Concurrent callers share one fetch. The token is never logged.
+public actor DeviceTokenProvider: CredentialProvider {
+    public struct Settings: Sendable {
+        /// Base URL of the mTLS endpoint (`c8y.mtlsUrl`, often the tenant URL on port 8443).
+        public var mtlsURL: String
+        /// Base URL of the tenant, for `POST /user/logout`.
+        public var tenantURL: String
+        public var certificate: ClientCertificate
+        /// PEM file of intermediate certificates sent in `X-Ssl-Cert-Chain` after the device's own.
+        public var chainFile: String?
+        public var timeout: Duration = .seconds(30)
+
+        public init(mtlsURL: String, tenantURL: String, certificate: ClientCertificate, chainFile: String? = nil) {
+            self.mtlsURL = Self.trimmed(mtlsURL)
+            self.tenantURL = Self.trimmed(tenantURL)
+            self.certificate = certificate
+            self.chainFile = chainFile
+        }
+
+        static func trimmed(_ url: String) -> String {
+            var url = url
+            while url.hasSuffix("/") { url.removeLast() }
+            return url
+        }
+    }
+
+    struct Token {
+        let value: String
+        let refreshAt: ContinuousClock.Instant
+        let expiresAt: ContinuousClock.Instant
+    }
+
+    public let settings: Settings
+    private let transport: CurlTransport
+    private let logger: Logger
+    private var token: Token?
+    private var fetching: Task<Result<Token, PlatformError>, Never>?
+    /// How many tokens were obtained (tests and logs).
+    public private(set) var fetchCount = 0
+    /// How many times the server answered a request with 401 and the token was dropped.
+    public private(set) var rejections = 0
+
+    public init(settings: Settings, transport: CurlTransport, logger: Logger) {
+        self.settings = settings
+        self.transport = transport
+        self.logger = logger
+    }
+
+    public func authorization() async throws(PlatformError) -> String {
+        let now = ContinuousClock.now
+        if let token, now < token.refreshAt { return "Bearer " + token.value }
+        switch await fetch() {
+        case .success(let fresh):
+            return "Bearer " + fresh.value
+        case .failure(let error):
+            if let token, now < token.expiresAt {
+                logger.warning("cannot renew the device access token; using the current one until it expires",
+                               metadata: ["error": "\(error)"])
+                return "Bearer " + token.value
+            }
+            throw error
+        }
+    }
+
+    public func invalidate(_ authorization: String) async {
+        guard let token, authorization == "Bearer " + token.value else { return }
+        rejections += 1
+        logger.notice("the tenant refused the device access token (401); fetching a new one")
+        self.token = nil
+    }
+
+    /// Forgets the token, e.g. after the certificate was replaced on disk: the next request fetches
+    /// a token with the new certificate.
+    public func forget() {
+        token = nil
+    }
+
+    /// Fetches tokens on time: whenever half of the current token's lifetime has passed. Runs until cancelled.
+    public func keepFresh(retry: Duration = .seconds(5)) async {
+        while !Task.isCancelled {
+            let wait = token.map { $0.refreshAt - .now } ?? .zero
+            if wait > .zero {
+                do { try await Task.sleep(for: min(wait, .seconds(60))) } catch { return }
+                continue
+            }
+            if case .failure(let error) = await fetch(), !error.isCancellation {
+                logger.warning("cannot renew the device access token; retrying", metadata: ["error": "\(error)", "retryIn": "\(retry)"])
+                do { try await Task.sleep(for: retry) } catch { return }
+            }
+        }
+    }
+
+    /// Ends the session: `POST /user/logout` with the current token, so it cannot be misused (seed 000).
+    public func logout() async {
+        guard let token else { return }
+        self.token = nil
+        let request = HTTPRequest(method: "POST", url: settings.tenantURL + "/user/logout", headers: [
+            ("Accept", "application/json"), ("Content-Type", "application/json"), ("Authorization", "Bearer " + token.value),
+        ], body: [], timeout: .seconds(5))
+        do {
+            let response = try await transport.send(request)
+            if (200..<300).contains(response.status) {
+                logger.info("logged out; the device access token is revoked")
+            } else {
+                logger.warning("logout was refused", metadata: ["status": "\(response.status)"])
+            }
+        } catch {
+            logger.warning("cannot log out", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// One fetch at a time; callers arriving meanwhile wait for it.
+    private func fetch() async -> Result<Token, PlatformError> {
+        if let fetching { return await fetching.value }
+        let task = Task { [settings, transport] in await Self.obtain(settings, transport) }
+        fetching = task
+        let result = await task.value
+        fetching = nil
+        if case .success(let fresh) = result {
+            token = fresh
+            fetchCount += 1
+            logger.info("device access token obtained", metadata: [
+                "validFor": "\(fresh.expiresAt - .now)", "renewIn": "\(fresh.refreshAt - .now)",
+            ])
+        }
+        return result
+    }
+
+    static let path = "/devicecontrol/deviceAccessToken"
+
+    private static func obtain(_ settings: Settings, _ transport: CurlTransport) async -> Result<Token, PlatformError> {
+        let chain: String
+        do throws(CertificateError) {
+            chain = try certificateChainHeader(settings)
+        } catch {
+            return .failure(.credentials("device certificate: \(error)"))
+        }
+        let request = HTTPRequest(method: "POST", url: settings.mtlsURL + path,
+                                  headers: [("Accept", "application/json"), ("X-Ssl-Cert-Chain", chain)],
+                                  body: [], timeout: settings.timeout, clientCertificate: settings.certificate)
+        let started = ContinuousClock.now
+        let response: HTTPResponse
+        do {
+            response = try await transport.send(request)
+        } catch {
+            if error.kind == .cancelled || error.kind == .shutdown { return .failure(.transport("POST", path, error)) }
+            return .failure(.credentials("cannot get a device access token from \(settings.mtlsURL): \(explainTLS(error.detail))"))
+        }
+        guard (200..<300).contains(response.status) else {
+            if response.status == 401 || response.status == 403 {
+                return .failure(.credentials(
+                    "the tenant refused the device certificate at \(settings.mtlsURL + path) (HTTP \(response.status)): "
+                        + "is the device registered for certificate authentication and its CA among the tenant's trusted certificates? — "
+                        + JSONValue.excerpt(response.body)))
+            }
+            return .failure(.status("POST", path, response))
+        }
+        guard let json = try? JSONValue.parse(response.body), let value = json["accessToken"]?.stringValue, !value.isEmpty else {
+            return .failure(.malformed("POST", path, status: response.status, body: [], "no accessToken in the answer"))
+        }
+        let lifetime = JWTClaims(token: value)?.lifetime() ?? .seconds(300)
+        return .success(Token(value: value, refreshAt: started + lifetime / 2, expiresAt: started + lifetime))
+    }
+
+    /// The device certificate followed by the configured chain, each PEM block on one line
+    /// (header values cannot hold line breaks), separated by spaces.
+    static func certificateChainHeader(_ settings: Settings) throws(CertificateError) -> String {
+        let own = try X509Certificate.read(file: settings.certificate.certificateFile)
+        let now = Date()
+        guard let leaf = own.first else { throw CertificateError(path: settings.certificate.certificateFile, "no certificate") }
+        if leaf.notAfter < now {
+            throw CertificateError(path: settings.certificate.certificateFile,
+                                   "the device certificate expired on \(leaf.notAfter.formatted(.iso8601)); install a renewed one")
+        }
+        if leaf.notBefore > now {
+            throw CertificateError(path: settings.certificate.certificateFile,
+                                   "the device certificate is not valid before \(leaf.notBefore.formatted(.iso8601)); is the device's clock right?")
+        }
+        var certificates = own
+        if let chainFile = settings.chainFile {
+            for certificate in try X509Certificate.read(file: chainFile) where !certificates.contains(certificate) {
+                certificates.append(certificate)
+            }
+        }
+        return certificates.map { certificate in
+            "-----BEGIN CERTIFICATE----- " + Data(certificate.der).base64EncodedString() + " -----END CERTIFICATE-----"
+        }.joined(separator: " ")
+    }
+}
+
+/// libcurl's TLS error text, with what it most likely means for a device.
+func explainTLS(_ detail: String) -> String {
+    let text = detail.lowercased()
+    let hint: String? =
+        if text.contains("unknown ca") { "the server does not trust the CA that signed the device certificate" }
+        else if text.contains("certificate expired") { "the server says the device certificate has expired" }
+        else if text.contains("certificate required") || text.contains("handshake failure") { "the server wants a client certificate it accepts" }
+        else if text.contains("bad certificate") || text.contains("certificate unknown") { "the server refused the device certificate" }
+        else if text.contains("private key") || text.contains("key values mismatch") { "the private key cannot be used with the device certificate" }
+        else if text.contains("client certificate") { "the device certificate file cannot be used" }
+        else if text.contains("ssl certificate problem") || text.contains("certificate verify failed") { "the server's certificate is not trusted (auth.ca)" }
+        else { nil }
+    return hint.map { "\($0) (\(detail))" } ?? detail
+}
