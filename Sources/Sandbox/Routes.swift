@@ -35,8 +35,9 @@ struct Routes: Sendable {
 
     static let badBody = error(422, "general/invalidBody", "the body is not a JSON object")
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<SandboxContext>) {
         let tenant = self.tenant
+        registerAuthentication(on: router)
         // Identity
         router.get("/identity/externalIds/{type}/{value}") { _, context -> Response in
             let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""

@@ -1,44 +1,114 @@
 import FoundationEssentials
 import Hummingbird
-public import JSONSupport
+import HummingbirdCore
+import HummingbirdTLS
+import JSONSupport
 public import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 
-/// The sandbox tenant served over HTTP on loopback: the platform's REST and Bayeux endpoints the agent
-/// uses, plus `/sandbox/...` routes to create faults and read what happened.
+/// TLS for the sandbox: a server certificate for HTTPS, and the CA whose client certificates the
+/// mTLS listener accepts (as a tenant's trusted certificates).
+public struct SandboxTLS: Sendable {
+    /// PEM file: the server certificate (and its chain).
+    public var certificateFile: String
+    /// PEM file: the server's private key.
+    public var keyFile: String
+    /// PEM file: CA certificates that sign acceptable device certificates.
+    public var clientCAFile: String
+
+    public init(certificateFile: String, keyFile: String, clientCAFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.clientCAFile = clientCAFile
+    }
+}
+
+/// The request context of the sandbox's routes: the connection is kept so routes can read the TLS
+/// client certificate (mTLS listener).
+public struct SandboxContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+
+    /// The verified client certificate's DER bytes, or `nil` on a connection without one.
+    func peerCertificate() async -> [UInt8]? {
+        guard let certificate = try? await channel.nioSSL_peerCertificate().get() else { return nil }
+        return try? certificate.toDERBytes()
+    }
+}
+
+/// The sandbox tenant served on loopback: the platform's REST and Bayeux endpoints the agent uses,
+/// plus `/sandbox/...` routes to create faults and read what happened.
+///
+/// Without TLS it serves plain HTTP. With ``SandboxTLS`` it serves HTTPS, plus a second listener
+/// that requires client certificates from the configured CA (the platform's mTLS port, 8443) for
+/// `POST /devicecontrol/deviceAccessToken` and the OAuth2 token endpoint.
 public struct SandboxServer: Sendable {
     public let tenant: Tenant
     public let host: String
     public let port: Int
+    /// The mTLS listener's port, when TLS is configured.
+    public let mtlsPort: Int?
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
     /// The base URL agents use, e.g. `http://127.0.0.1:40123`.
-    public var url: String { "http://\(host):\(port)" }
+    public var url: String { "\(mtlsPort == nil ? "http" : "https")://\(host):\(port)" }
+    /// The mTLS base URL (`c8y.mtlsUrl`), when TLS is configured.
+    public var mtlsURL: String? { mtlsPort.map { "https://\(host):\($0)" } }
 
     /// Starts a sandbox on `host:port` (port 0: an ephemeral one) and returns once it accepts connections.
+    /// With `tls`, the mTLS listener uses `mtlsPort` (0: ephemeral).
     public static func start(host: String = "127.0.0.1", port: Int = 0, settings: Tenant.Settings = .init(),
+                             tls: SandboxTLS? = nil, mtlsPort: Int = 0,
                              logger: Logger = Logger(label: "sandbox")) async throws -> SandboxServer {
         let tenant = Tenant(settings: settings)
-        let router = Router()
+        let router = Router(context: SandboxContext.self)
         router.add(middleware: PlatformGate(tenant: tenant))
         Routes(tenant: tenant).register(on: router)
-        let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)),
-                              onServerRunning: { channel in
-                                  portSink.yield(channel.localAddress?.port ?? 0)
-                                  portSink.finish()
-                              }, logger: logger)
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
+        var listeners: [(service: any Service, bound: AsyncStream<Int>)] = []
+        func listen(port: Int, server: HTTPServerBuilder) {
+            let (bound, sink) = AsyncStream.makeStream(of: Int.self)
+            let app = Application(router: router, server: server, configuration: .init(address: .hostname(host, port: port)),
+                                  onServerRunning: { channel in
+                                      sink.yield(channel.localAddress?.port ?? 0)
+                                      sink.finish()
+                                  }, logger: logger)
+            listeners.append((app, bound))
+        }
+        if let tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+            let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: tls.keyFile, format: .pem))
+            let plain = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
+            var mutual = plain
+            mutual.certificateVerification = .noHostnameVerification
+            mutual.trustRoots = .file(tls.clientCAFile)
+            listen(port: port, server: try .tls(.http1(), tlsConfiguration: plain))
+            listen(port: mtlsPort, server: try .tls(.http1(), tlsConfiguration: mutual))
+        } else {
+            listen(port: port, server: .http1())
+        }
+        let group = ServiceGroup(services: listeners.map(\.service), gracefulShutdownSignals: [], logger: logger)
         let task = Task { try await group.run() }
-        var bound = 0
-        for await value in ports { bound = value }
-        guard bound > 0 else {
+        var ports: [Int] = []
+        for listener in listeners {
+            var bound = 0
+            for await value in listener.bound { bound = value }
+            ports.append(bound)
+        }
+        guard !ports.contains(0) else {
             task.cancel()
             throw SandboxError(detail: "the sandbox could not listen on \(host):\(port)")
         }
-        return SandboxServer(tenant: tenant, host: host, port: bound, group: group, task: task)
+        let main = ports[0], mutual: Int? = ports.count > 1 ? ports[1] : nil
+        await tenant.setMTLSBaseURL(mutual.map { "https://\(host):\($0)" })
+        return SandboxServer(tenant: tenant, host: host, port: main, mtlsPort: mutual, group: group, task: task)
     }
 
     /// Stops serving and waits until the listener is closed.
@@ -56,26 +126,38 @@ public struct SandboxError: Error, CustomStringConvertible {
     public var description: String { detail }
 }
 
-/// Refuses platform requests while a fault is set, and checks basic authentication.
+/// Refuses platform requests while a fault is set, and checks authentication: basic (device user,
+/// bootstrap user for the credentials request) or a Bearer device access token.
 struct PlatformGate: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = SandboxContext
     let tenant: Tenant
 
+    /// Routes that authenticate on their own (client certificate, OAuth2 token) or not at all.
+    static let ownAuthentication = ["/sandbox/", "/devicecontrol/deviceAccessToken", "/.well-known/", "/oauth/", "/artifacts/"]
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path.hasPrefix("/sandbox/") { return try await next(request, context) }
-        if let status = await tenant.takeRefusal(method: request.method.rawValue, path: request.uri.path) {
+        let path = request.uri.path
+        if Self.ownAuthentication.contains(where: { path.hasPrefix($0) }) { return try await next(request, context) }
+        if let status = await tenant.takeRefusal(method: request.method.rawValue, path: path) {
             if status == 200 {  // a broken answer: success status, body that is not what the API promises
                 return Response(status: .ok, headers: [.contentType: "text/html"],
                                 body: .init(byteBuffer: ByteBuffer(string: "<html>upstream proxy error</html>")))
             }
             return Routes.json(["error": "sandbox/fault", "message": "refused by fault injection"], status: status)
         }
-        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+        let header = request.headers[.authorization] ?? ""
+        if header.hasPrefix("Bearer ") {
+            guard await tenant.validToken(String(header.dropFirst(7))) else {
+                return Routes.json(["error": "security/Unauthorized", "message": "Invalid or expired token"], status: 401)
+            }
+            return try await next(request, context)
+        }
+        guard header.hasPrefix("Basic "),
               let decoded = Data(base64Encoded: String(header.dropFirst(6))),
               let separator = decoded.firstIndex(of: UInt8(ascii: ":")),
               await tenant.authorized(user: String(decoding: decoded[..<separator], as: UTF8.self),
                                       password: String(decoding: decoded[(separator + 1)...], as: UTF8.self),
-                                      credentialsRequest: request.uri.path == "/devicecontrol/deviceCredentials") else {
+                                      credentialsRequest: path == "/devicecontrol/deviceCredentials") else {
             return Routes.json(["error": "security/Unauthorized", "message": "Invalid credentials!"], status: 401)
         }
         return try await next(request, context)

@@ -17,6 +17,11 @@ public actor Tenant {
         public var bootstrapTenantID = "management"
         public var bootstrapUsername = "devicebootstrap"
         public var bootstrapPassword = "bootstrap-secret"
+        /// Lifetime of device access tokens (the platform's `device-token.lifespan.seconds`; its default is an hour).
+        public var tokenLifetime: Duration = .seconds(3600)
+        /// The OAuth2 client that may get artifact tokens with its certificate (`/oauth/token` over mTLS).
+        public var oauthClientID = "switchyard-device"
+        public var oauthTokenLifetime: Duration = .seconds(3600)
         public init() {}
     }
 
@@ -39,6 +44,27 @@ public actor Tenant {
     /// How many Bayeux handshakes the tenant has answered.
     public private(set) var handshakeCount = 0
     private var bayeux: [String: BayeuxClient] = [:]
+    /// Device access tokens (JWT) and OAuth2 access tokens issued: token → holder and expiry.
+    var tokens: [String: IssuedToken] = [:]
+    /// When each device access token was issued, in order.
+    public internal(set) var tokenIssues: [(user: String, at: ContinuousClock.Instant)] = []
+    /// Tokens ended by `POST /user/logout`.
+    public internal(set) var logouts: [String] = []
+    /// Requests refused because their token was unknown, revoked or expired.
+    public internal(set) var tokenRejections = 0
+    var artifacts: [String: [UInt8]] = [:]
+    /// The mTLS listener's base URL, for the OpenID discovery document.
+    public internal(set) var mtlsBaseURL: String?
+    /// Artifact downloads served, by artifact name.
+    public internal(set) var artifactDownloads: [String] = []
+
+    struct IssuedToken {
+        enum Kind { case device, oauth }
+        let kind: Kind
+        let user: String
+        let expires: ContinuousClock.Instant
+        var revoked = false
+    }
 
     struct BayeuxClient {
         var subscriptions: Set<String> = []
