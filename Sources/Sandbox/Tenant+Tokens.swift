@@ -1,4 +1,7 @@
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import JSONSupport
 
 /// Certificate authentication (seeds 000/001) and OAuth2 over mTLS (seed 004), as the sandbox emulates them.
@@ -13,6 +16,7 @@ extension Tenant {
                              lifetime: settings.tokenLifetime)
         tokens[token] = IssuedToken(kind: .device, user: settings.tenantID + "/" + user, expires: .now + settings.tokenLifetime)
         tokenIssues.append((user, .now))
+        recordSecret(token)
         return token
     }
 
@@ -20,6 +24,7 @@ extension Tenant {
         let token = Self.jwt(["sub": .string(clientID), "client_id": .string(clientID), "grant_type": "client_credentials"],
                              lifetime: settings.oauthTokenLifetime)
         tokens[token] = IssuedToken(kind: .oauth, user: clientID, expires: .now + settings.oauthTokenLifetime)
+        recordSecret(token)
         return token
     }
 
@@ -49,6 +54,9 @@ extension Tenant {
 
     public var deviceTokenCount: Int { tokenIssues.count }
 
+    /// Every token issued, device and OAuth2 (tests check logs for them).
+    public var issuedTokens: [String] { Array(tokens.keys) }
+
     func setMTLSBaseURL(_ url: String?) { mtlsBaseURL = url }
 
     public func putArtifact(_ name: String, _ bytes: [UInt8]) { artifacts[name] = bytes }
@@ -57,6 +65,16 @@ extension Tenant {
         guard let bytes = artifacts[name] else { return nil }
         artifactDownloads.append(name)
         return bytes
+    }
+
+    /// Appends a secret to `settings.secretsFile`, if set.
+    nonisolated func recordSecret(_ secret: String) {
+        guard let file = settings.secretsFile else { return }
+        let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let line = Array((secret + "\n").utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
     }
 
     static func jwt(_ claims: [String: JSONValue], lifetime: Duration) -> String {

@@ -22,6 +22,9 @@ public actor Tenant {
         /// The OAuth2 client that may get artifact tokens with its certificate (`/oauth/token` over mTLS).
         public var oauthClientID = "switchyard-device"
         public var oauthTokenLifetime: Duration = .seconds(3600)
+        /// A file to which every secret the tenant issues (passwords, tokens) is appended, one a line,
+        /// so a test run's logs can be checked for leaks.
+        public var secretsFile: String?
         public init() {}
     }
 
@@ -75,7 +78,11 @@ public actor Tenant {
 
     enum ConnectResult { case messages([JSONValue]), unknownClient }
 
-    public init(settings: Settings = .init()) { self.settings = settings }
+    public init(settings: Settings = .init()) {
+        self.settings = settings
+        recordSecret(settings.password)
+        recordSecret(settings.bootstrapPassword)
+    }
 
     func newID() -> String {
         nextID += 1
@@ -192,6 +199,7 @@ public actor Tenant {
         var generator = SystemRandomNumberGenerator()
         let password = String((0..<20).map { _ in "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789".randomElement(using: &generator) ?? "x" })
         deviceUsers[settings.tenantID + "/" + username] = password
+        recordSecret(password)
         return ["id": .string(deviceId), "tenantId": .string(settings.tenantID), "username": .string(username), "password": .string(password)]
     }
 

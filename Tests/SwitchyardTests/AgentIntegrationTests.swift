@@ -270,7 +270,7 @@ struct DispatchIntegrationTests {
         let harness = try await Harness()
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
         try await harness.startAgent()
-        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let logger = LogCapture().logger("test")
         let transport = try CurlTransport()
         defer { transport.shutdown() }
         let settings = harness.tenant.settings

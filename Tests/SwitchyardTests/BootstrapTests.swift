@@ -46,7 +46,7 @@ struct BootstrapTests {
         let configuration = bootstrapConfiguration(harness, password: "wrong")
         let agent = Task { [configuration] in
             try await Agent(configuration: configuration, catalog: [:], tuning: Harness.tuning,
-                            logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })).run()
+                            logger: LogCapture().logger()).run()
         }
         await harness.tenant.accept(deviceId: harness.externalId)
         try await Task.sleep(for: .milliseconds(500))
@@ -65,7 +65,7 @@ struct BootstrapTests {
         let bootstrap = Bootstrap(baseURL: harness.server.url, transport: try CurlTransport(), bootstrap: BasicCredentials(
             tenant: settings.bootstrapTenantID, username: settings.bootstrapUsername, password: settings.bootstrapPassword),
             externalId: harness.externalId, interval: .milliseconds(100), stateDirectory: harness.state,
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            logger: LogCapture().logger("test"))
         #expect { _ = try bootstrap.stored() } throws: { "\($0)".contains("chmod 600") }
         bootstrap.transport.shutdown()
         await harness.close()

@@ -24,8 +24,18 @@ final class Harness: @unchecked Sendable {
     var handlers: String
     var state: String { root + "/state" }
 
-    init(settings: Tenant.Settings = .init()) async throws {
-        server = try await SandboxServer.start(settings: settings, logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
+    /// Every line the agents of this harness logged.
+    let logs = LogCapture()
+    var pki: TestPKI { TestPKI.shared }
+
+    /// A sandbox over plain HTTP, or with `tls` over HTTPS plus an mTLS listener trusting the test CA.
+    init(settings: Tenant.Settings = .init(), tls: Bool = false) async throws {
+        var settings = settings
+        settings.secretsFile = ProcessInfo.processInfo.environment["SWITCHYARD_TEST_SECRETS"]
+        let sandboxTLS = tls ? SandboxTLS(certificateFile: TestPKI.shared.serverCertificate, keyFile: TestPKI.shared.serverKey,
+                                          clientCAFile: TestPKI.shared.caFile) : nil
+        server = try await SandboxServer.start(settings: settings, tls: sandboxTLS,
+                                               logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
         root = temporaryDirectory()
         externalId = "test-\(UUID().uuidString.prefix(8))"
         handlers = root + "/handlers.d"
@@ -63,6 +73,15 @@ final class Harness: @unchecked Sendable {
         configuration.stateDirectory = state
         configuration.children = children
         configuration.childDiscovery = childDiscovery
+        if server.mtlsURL != nil { configuration.tls = TLSConfiguration(caFile: pki.caFile) }
+        return configuration
+    }
+
+    /// The configuration in `auth.mode: certificate` with a device certificate for this device.
+    func certificateConfiguration(_ files: (certificate: String, key: String)) -> AgentConfiguration {
+        var configuration = configuration
+        configuration.authentication = .certificate(.init(
+            certificate: ClientCertificate(certificateFile: files.certificate, keyFile: files.key), mtlsURL: server.mtlsURL))
         return configuration
     }
 
@@ -72,6 +91,7 @@ final class Harness: @unchecked Sendable {
         tuning.startupBackoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
         tuning.bayeux.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
         tuning.reloadInterval = .milliseconds(250)
+        tuning.certificateCheckInterval = .milliseconds(200)
         return tuning
     }
 
@@ -83,21 +103,26 @@ final class Harness: @unchecked Sendable {
     /// Starts an agent with a given configuration; waits for registration unless told not to.
     func startAgent(_ configuration: AgentConfiguration, waitForRegistration: Bool = false) async throws {
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning,
-                          logger: Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() }))
+                          logger: logs.logger())
         let handshakes = await tenant.handshakeCount
         agentTask = Task { try await agent.run() }
         guard waitForRegistration else { return }
-        try await eventually("agent registered and subscribed") {
-            let count = await tenant.handshakeCount
-            let clients = await tenant.bayeuxClientCount
-            let device = await deviceID()
-            return count > handshakes && clients > 0 && device != nil
+        do {
+            try await eventually("agent registered and subscribed") {
+                let count = await tenant.handshakeCount
+                let clients = await tenant.bayeuxClientCount
+                let device = await deviceID()
+                return count > handshakes && clients > 0 && device != nil
+            }
+        } catch {
+            Issue.record(Comment(rawValue: "the agent log:\n\(String(logs.text.suffix(4000)))"))
+            throw error
         }
     }
 
     /// An agent in a service group, as `switchyard run` starts it (graceful shutdown on demand).
     func serviceGroup(_ configuration: AgentConfiguration) -> ServiceGroup {
-        let quiet = Logger(label: "agent", factory: { _ in SwiftLogNoOpLogHandler() })
+        let quiet = logs.logger()
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning, logger: quiet)
         return ServiceGroup(configuration: .init(services: [.init(service: agent)], logger: quiet))
     }

@@ -94,7 +94,8 @@ public actor DeviceTokenProvider: CredentialProvider {
                 do { try await Task.sleep(for: min(wait, .seconds(60))) } catch { return }
                 continue
             }
-            if case .failure(let error) = await fetch(), !error.isCancellation {
+            if case .failure(let error) = await fetch() {
+                if Task.isCancelled { return }
                 logger.warning("cannot renew the device access token; retrying", metadata: ["error": "\(error)", "retryIn": "\(retry)"])
                 do { try await Task.sleep(for: retry) } catch { return }
             }
@@ -120,12 +121,19 @@ public actor DeviceTokenProvider: CredentialProvider {
         }
     }
 
-    /// One fetch at a time; callers arriving meanwhile wait for it.
+    /// One fetch at a time; callers arriving meanwhile wait for it. Whichever caller resumes first
+    /// stores the result, so no caller can see a finished fetch whose token is not stored yet.
     private func fetch() async -> Result<Token, PlatformError> {
-        if let fetching { return await fetching.value }
-        let task = Task { [settings, transport] in await Self.obtain(settings, transport) }
-        fetching = task
+        let task: Task<Result<Token, PlatformError>, Never>
+        if let fetching {
+            task = fetching
+        } else {
+            logger.debug("fetching a device access token", metadata: ["url": "\(settings.mtlsURL)"])
+            task = Task { [settings, transport] in await Self.obtain(settings, transport) }
+            fetching = task
+        }
         let result = await task.value
+        guard fetching == task else { return result }
         fetching = nil
         if case .success(let fresh) = result {
             token = fresh
