@@ -34,11 +34,11 @@ struct CertificateAuthTests {
         settings.tokenLifetime = .seconds(6)
         let harness = try await Harness(settings: settings, tls: true)
         let script = harness.script("slow.sh", "sleep 5\necho '{\"switchyard\":\"progress\",\"message\":\"still here\"}'")
-        harness.declare("slow.yaml", "operation: sy_Slow\nexec: [\(script)]\ntimeout: 30s\n")
+        harness.declare("slow.yaml", "operation: sy_Slow\nexec: {command: [\(script)], timeout: 30s}\n")
         try await harness.startAgent(harness.certificateConfiguration(try harness.pki.device(harness.externalId)), waitForRegistration: true)
         let id = try await harness.createOperation(["sy_Slow": [:]])
         let operation = try await harness.waitForEnd(id, within: 30)
-        #expect(operation["status"] == "SUCCESSFUL")
+        #expect(operation["status"] == "SUCCESSFUL", "\(operation)")
         let issues = await harness.tenant.tokenIssues.map(\.at)
         #expect(issues.count >= 2)
         if issues.count >= 2 {
