@@ -1,3 +1,4 @@
+import Foundation
 import Cumulocity
 import JSONSupport
 import Sandbox
@@ -110,6 +111,60 @@ struct ConfigurationTests {
         let header = try await credentials.authorization()
         #expect(header == "Basic " + Data("u:s3cret".utf8).base64EncodedString())
     }
-}
 
-import Foundation
+    @Test func certificateModeReadsItsFilesAndRefusesAReadablePrivateKey() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let files = try TestPKI.shared.device("gw-cert")
+        let yaml = """
+            c8y: {url: "https://acme.example.com", mtlsUrl: "https://acme.example.com:8443"}
+            device: {externalId: gw-cert}
+            auth:
+              mode: certificate
+              certificate: {cert: \(files.certificate), key: \(files.key), chain: \(TestPKI.shared.caFile), expiryWarning: 7d}
+              ca: \(TestPKI.shared.caFile)
+            """
+        write(yaml, to: dir + "/switchyard.yaml")
+        let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:])
+        guard case .certificate(let settings) = configuration.authentication else { Issue.record("not certificate"); return }
+        #expect(settings.certificate == ClientCertificate(certificateFile: files.certificate, keyFile: files.key))
+        #expect(settings.mtlsURL == "https://acme.example.com:8443")
+        #expect(settings.expiryWarning == .seconds(7 * 86_400))
+        #expect(configuration.tls == TLSConfiguration(caFile: TestPKI.shared.caFile))
+
+        let loose = dir + "/loose.key"
+        write((try? String(contentsOfFile: files.key, encoding: .utf8)) ?? "", to: loose, mode: 0o644)
+        let error = #expect(throws: ConfigurationError.self) {
+            try AgentConfiguration.load(file: dir + "/switchyard.yaml",
+                                        environment: ["SWITCHYARD_AUTH_CERTIFICATE_KEY": loose, "SWITCHYARD_AUTH_CERTIFICATE_CERT": dir + "/none.pem"])
+        }
+        #expect(error?.description.contains("SWITCHYARD_AUTH_CERTIFICATE_KEY: \(loose) has mode 0644") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("none.pem: the file does not exist") == true, "\(String(describing: error))")
+    }
+
+    @Test func insecureMustBeExplicitAndIsWarnedAboutAtEveryStart() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write(minimal, to: dir + "/switchyard.yaml")
+        #expect(try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:]).tls.insecure == false)
+        #expect(throws: ConfigurationError.self) {
+            try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: ["SWITCHYARD_AUTH_INSECURE": "yes"])
+        }
+        let harness = try await Harness(tls: true)
+        var configuration = harness.configuration
+        configuration.tls = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: ["SWITCHYARD_AUTH_INSECURE": "true"]).tls
+        try await harness.startAgent(configuration, waitForRegistration: true)  // the sandbox's CA is not trusted, yet it connects
+        #expect(harness.logs.contains("TLS certificate is NOT verified"))
+        await harness.close()
+    }
+
+    @Test func withoutTheCAFileTheSandboxCertificateIsRefused() async throws {
+        let harness = try await Harness(tls: true)
+        var configuration = harness.configuration
+        configuration.tls = TLSConfiguration()  // the system store does not know the test CA
+        try await harness.startAgent(configuration)
+        try await eventually("the TLS failure is logged") { harness.logs.contains("certificate") && harness.logs.contains("cannot register the device") }
+        #expect(await harness.deviceID() == nil)
+        await harness.close()
+    }
+}
