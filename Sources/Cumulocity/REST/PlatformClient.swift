@@ -11,6 +11,8 @@ public struct PlatformClient: Sendable {
     public let credentials: any CredentialProvider
     /// Timeout of ordinary requests (long-polls set their own).
     public var requestTimeout: Duration
+    /// Credentials for hosts outside the tenant (artifact repositories), by origin (`https://host:port`).
+    public var hostCredentials: [String: any CredentialProvider] = [:]
 
     public init(baseURL: String, transport: CurlTransport, credentials: any CredentialProvider,
                 requestTimeout: Duration = .seconds(30)) {

@@ -197,6 +197,22 @@ extension AgentConfiguration {
                 problems.append("\(where_("childDiscovery")): childDiscovery must be a command: a list of the program and its arguments")
             }
         }
+        if let text = value("oauth2") {
+            let base = settings["oauth2"]?.base ?? "."
+            var fallback: ClientCertificate?
+            if case .certificate(let certificate) = configuration.authentication { fallback = certificate.certificate }
+            switch (try? JSONValue.parse(text))?.arrayValue {
+            case nil:
+                problems.append("\(where_("oauth2")): oauth2 must be a list of artifact hosts")
+            case let list?:
+                for item in list {
+                    switch OAuth2Host.parse(item, base: base, fallback: fallback) {
+                    case .success(let (origin, host)): configuration.oauth2Hosts[origin] = host
+                    case .failure(let error): problems += error.problems.map { "\(where_("oauth2")): \($0)" }
+                    }
+                }
+            }
+        }
         guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
         return configuration
     }
@@ -267,5 +283,41 @@ extension AgentConfiguration {
         } catch {
             throw ConfigurationError(problems: ["\(key): \(error)"])
         }
+    }
+}
+
+/// One entry of `oauth2`: `{host, issuer, clientId, cert, key}`.
+enum OAuth2Host {
+    static func parse(_ json: JSONValue, base: String, fallback: ClientCertificate?)
+        -> Result<(String, OAuth2ClientCredentials.Settings), ConfigurationError> {
+        func fail(_ text: String) -> Result<(String, OAuth2ClientCredentials.Settings), ConfigurationError> {
+            .failure(ConfigurationError(problems: [text]))
+        }
+        guard let object = json.objectValue else { return fail("an oauth2 entry must be an object, found \(json)") }
+        let known = ["host", "issuer", "clientId", "cert", "key"]
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            return fail("unknown key '\(unknown)' in oauth2 entry (expected \(known.joined(separator: ", ")))")
+        }
+        guard let host = object["host"]?.stringValue, let origin = Downloader.origin(host), origin.hasPrefix("https://") else {
+            return fail("oauth2 entry \(json) needs host: an https:// URL such as https://artifacts.example.com")
+        }
+        guard let issuer = object["issuer"]?.stringValue, issuer.hasPrefix("https://") else {
+            return fail("oauth2 entry for \(origin) needs issuer: the https:// URL that serves /.well-known/openid-configuration")
+        }
+        guard let clientID = object["clientId"]?.stringValue, !clientID.isEmpty else {
+            return fail("oauth2 entry for \(origin) needs clientId")
+        }
+        var certificate = fallback
+        if let cert = object["cert"]?.stringValue, let key = object["key"]?.stringValue {
+            certificate = ClientCertificate(certificateFile: FileSystem.resolve(cert, relativeTo: base),
+                                            keyFile: FileSystem.resolve(key, relativeTo: base))
+        }
+        guard let certificate else {
+            return fail("oauth2 entry for \(origin) needs cert and key (or auth.mode certificate, whose certificate it then uses)")
+        }
+        if let mode = FileSystem.mode(certificate.keyFile), mode & 0o077 != 0 {
+            return fail("oauth2 entry for \(origin): \(certificate.keyFile) has mode 0\(String(mode, radix: 8)); a private key must not be readable by group or others (chmod 600)")
+        }
+        return .success((origin, OAuth2ClientCredentials.Settings(issuer: issuer, clientID: clientID, certificate: certificate)))
     }
 }

@@ -23,6 +23,7 @@ import JSONSupport
 /// | `auth.certificate.expiryWarning` | an alarm is raised when the certificate expires within this time | `30d` |
 /// | `auth.ca` | PEM file of trusted CAs | the system store |
 /// | `auth.insecure` | `true` skips TLS verification (a warning is logged at every start) | `false` |
+/// | `oauth2` | artifact hosts that take OAuth2 tokens: a list of `{host, issuer, clientId, cert, key}` (cert and key default to `auth.certificate.*`) | none |
 /// | `handlers` | directory of handler declarations | `handlers.d` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
@@ -111,6 +112,8 @@ public struct AgentConfiguration: Sendable {
     public var children: [ChildDevice] = []
     /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
     public var childDiscovery: [String]?
+    /// Artifact hosts whose downloads carry an OAuth2 token obtained over mTLS, by origin.
+    public var oauth2Hosts: [String: OAuth2ClientCredentials.Settings] = [:]
 
     public init(url: String, device: Device, authentication: Authentication) {
         self.url = url
@@ -146,6 +149,7 @@ public struct AgentConfiguration: Sendable {
         ("auth.certificate.expiryWarning", "a duration such as 30d"),
         ("auth.ca", "a PEM file of trusted certificate authorities"),
         ("auth.insecure", "true or false"),
+        ("oauth2", "a list of artifact hosts, each with host, issuer, clientId and optional cert and key"),
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),
@@ -155,7 +159,7 @@ public struct AgentConfiguration: Sendable {
     ]
 
     /// Keys whose value is a list (in the file a YAML list, in the environment JSON text).
-    static let listKeys: Set<String> = ["children", "childDiscovery"]
+    static let listKeys: Set<String> = ["children", "childDiscovery", "oauth2"]
 
     /// `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
     public static func environmentName(of key: String) -> String {

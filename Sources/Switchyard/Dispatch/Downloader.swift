@@ -29,18 +29,25 @@ struct Downloader {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw DownloadError(url: url, detail: "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var headers: [(name: String, value: String)] = [("Accept", "*/*")]
-        if origin == Self.origin(client.baseURL) {
-            headers.append(("Authorization", try await client.credentials.authorization()))
-        }
+        // The tenant's credentials go to the tenant only; a configured artifact host gets its own token.
+        let credentials: (any CredentialProvider)? =
+            origin == Self.origin(client.baseURL) ? client.credentials : client.hostCredentials[origin]
+        var refusedOnce = false
         var attempt = 0
         while true {
             attempt += 1
+            var headers: [(name: String, value: String)] = [("Accept", "*/*")]
+            if let credentials { headers.append(("Authorization", try await credentials.authorization())) }
             let offset = lseek(fd, 0, SEEK_END)
             do {
                 let response = try await client.transport.download(
                     HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
                     into: fd, resumeFrom: Int64(max(0, offset)), maxBytes: maxBytes)
+                if response.status == 401, let credentials, !refusedOnce, let sent = headers.last?.value {
+                    refusedOnce = true  // the token was refused: get a new one, once
+                    await credentials.invalidate(sent)
+                    continue
+                }
                 if response.status == 416 && offset > 0 {
                     _ = ftruncate(fd, 0)  // the partial file does not fit what the server has: start over
                     continue

@@ -91,9 +91,13 @@ public struct Agent: Service {
             credentials = provider
             tokens = provider
         }
+        var client = PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
+                                    requestTimeout: configuration.requestTimeout)
+        for (origin, settings) in configuration.oauth2Hosts {
+            client.hostCredentials[origin] = OAuth2ClientCredentials(settings: settings, transport: transport, logger: logger)
+        }
         do {
-            try await runCycle(parts, client: PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
-                                                             requestTimeout: configuration.requestTimeout), tokens: tokens)
+            try await runCycle(parts, client: client, tokens: tokens)
         } catch {
             if let tokens { await Task.detached { await tokens.logout() }.value }
             throw error
