@@ -17,7 +17,7 @@ struct SwitchyardCommand: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "A Cumulocity device agent whose operations are handlers declared in handlers.d.",
         version: Agent.version,
-        subcommands: [Run.self, Handlers.self])
+        subcommands: [Run.self, Handlers.self, Token.self])
 }
 
 struct LoggingOptions: ParsableArguments {
@@ -58,6 +58,34 @@ struct Run: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a currently valid device access token (auth.mode certificate), for scripts.",
+        discussion: "Asks the running agent; without one, obtains a token with the device certificate. Prefer the plugin proxy where possible.")
+
+    @Option(name: .long, help: "The configuration file (YAML). Every key can also be set as SWITCHYARD_<KEY>.")
+    var config: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = logging.bootstrap()
+        let configuration: AgentConfiguration
+        do {
+            configuration = try AgentConfiguration.load(file: config, environment: environment())
+        } catch {
+            printError("switchyard: \(error)")
+            throw ExitCode(2)
+        }
+        do {
+            print(try await currentToken(configuration: configuration, logger: logger))
+        } catch {
+            printError("switchyard token: \(error)")
+            throw ExitCode(1)
+        }
     }
 }
 

@@ -73,6 +73,7 @@ final class Harness: @unchecked Sendable {
         configuration.stateDirectory = state
         configuration.children = children
         configuration.childDiscovery = childDiscovery
+        configuration.proxyPort = 0
         if server.mtlsURL != nil { configuration.tls = TLSConfiguration(caFile: pki.caFile) }
         return configuration
     }

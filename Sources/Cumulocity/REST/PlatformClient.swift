@@ -65,6 +65,30 @@ public struct PlatformClient: Sendable {
         }
     }
 
+    /// Sends a request on behalf of a local program (the plugin proxy): the agent's authentication
+    /// is added, a 401 renews it once, and the answer comes back whatever its status.
+    public func forward(_ method: String, _ pathAndQuery: String, headers: [(name: String, value: String)],
+                        body: [UInt8]?) async throws(PlatformError) -> HTTPResponse {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let authorization = try await credentials.authorization()
+            let request = HTTPRequest(method: method, url: baseURL + pathAndQuery,
+                                      headers: headers + [("Authorization", authorization)], body: body, timeout: requestTimeout)
+            let response: HTTPResponse
+            do {
+                response = try await transport.send(request)
+            } catch {
+                throw PlatformError.transport(method, pathAndQuery, error)
+            }
+            if response.status == 401 && attempt == 1 {
+                await credentials.invalidate(authorization)
+                continue
+            }
+            return response
+        }
+    }
+
     // MARK: Identity
 
     /// The managed object id registered for an external id, or `nil` when the platform answers 404.

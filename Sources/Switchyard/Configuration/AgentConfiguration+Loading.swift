@@ -197,6 +197,15 @@ extension AgentConfiguration {
                 problems.append("\(where_("childDiscovery")): childDiscovery must be a command: a list of the program and its arguments")
             }
         }
+        if let text = value("proxy.port") {
+            if text == "off" {
+                configuration.proxyPort = nil
+            } else if let port = UInt16(text) {
+                configuration.proxyPort = port
+            } else {
+                problems.append("\(where_("proxy.port")): proxy.port must be a port number, 0 or off, found '\(text)'")
+            }
+        }
         if let text = value("oauth2") {
             let base = settings["oauth2"]?.base ?? "."
             var fallback: ClientCertificate?

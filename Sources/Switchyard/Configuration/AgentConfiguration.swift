@@ -24,6 +24,7 @@ import JSONSupport
 /// | `auth.ca` | PEM file of trusted CAs | the system store |
 /// | `auth.insecure` | `true` skips TLS verification (a warning is logged at every start) | `false` |
 /// | `oauth2` | artifact hosts that take OAuth2 tokens: a list of `{host, issuer, clientId, cert, key}` (cert and key default to `auth.certificate.*`) | none |
+/// | `proxy.port` | port of the plugin proxy on 127.0.0.1 (`0`: any free port; `off`: no proxy) | `8001` |
 /// | `handlers` | directory of handler declarations | `handlers.d` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
@@ -112,6 +113,8 @@ public struct AgentConfiguration: Sendable {
     public var children: [ChildDevice] = []
     /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
     public var childDiscovery: [String]?
+    /// The plugin proxy's port on 127.0.0.1 (0: any free port); `nil`: no proxy.
+    public var proxyPort: UInt16? = 8001
     /// Artifact hosts whose downloads carry an OAuth2 token obtained over mTLS, by origin.
     public var oauth2Hosts: [String: OAuth2ClientCredentials.Settings] = [:]
 
@@ -150,6 +153,7 @@ public struct AgentConfiguration: Sendable {
         ("auth.ca", "a PEM file of trusted certificate authorities"),
         ("auth.insecure", "true or false"),
         ("oauth2", "a list of artifact hosts, each with host, issuer, clientId and optional cert and key"),
+        ("proxy.port", "a port number, 0 for any free port, or off"),
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),

@@ -39,6 +39,8 @@ public actor Dispatcher {
     private let client: PlatformClient
     private let device: DeviceIdentity
     private let stateDirectory: String
+    /// More variables for executable plugins (the plugin proxy's URL and secret).
+    private let pluginVariables: [String: String]
     private let logger: Logger
     private let runner = ExecRunner()
     private let global: AsyncSemaphore
@@ -59,8 +61,9 @@ public actor Dispatcher {
     ]
 
     public init(registry: Registry, journal: Journal, outbox: Outbox, client: PlatformClient, device: DeviceIdentity,
-                stateDirectory: String, concurrency: Int, logger: Logger) {
+                stateDirectory: String, concurrency: Int, pluginVariables: [String: String] = [:], logger: Logger) {
         self.devices = [device.id: (registry, device.externalId)]
+        self.pluginVariables = pluginVariables
         self.journal = journal
         self.outbox = outbox
         self.client = client
@@ -344,7 +347,7 @@ public actor Dispatcher {
             "SWITCHYARD_STATE_DIR": directory,
             "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
             "SWITCHYARD_C8Y_URL": client.baseURL,
-        ]
+        ].merging(pluginVariables) { first, _ in first }
     }
 
     private func runCompiled(_ handler: any OperationHandler, _ operation: Operation, context: OperationContext,

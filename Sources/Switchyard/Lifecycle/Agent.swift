@@ -1,4 +1,5 @@
 public import Cumulocity
+import JSONSupport
 public import HandlerKit
 public import Logging
 public import ServiceLifecycle
@@ -122,6 +123,12 @@ public struct Agent: Service {
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, logger: logger)
         await parts.set(outbox: outbox)
 
+        let proxy = startProxy(client: client, state: state)
+        defer {
+            proxy?.stop()
+            FileSystem.remove(state + "/" + PluginProxy.file)
+        }
+
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await outbox.run() }
             if let tokens { group.addTask { await tokens.keepFresh() } }
@@ -137,7 +144,8 @@ public struct Agent: Service {
             }
 
             let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
-                                        stateDirectory: state, concurrency: configuration.concurrency, logger: logger)
+                                        stateDirectory: state, concurrency: configuration.concurrency,
+                                        pluginVariables: proxy?.environment ?? [:], logger: logger)
             group.addTask { await dispatcher.run() }
             await parts.set(dispatcher: dispatcher)
 
@@ -197,6 +205,24 @@ public struct Agent: Service {
                 })
             }
         }
+    }
+
+    /// Starts the plugin proxy and records its URL and secret for `switchyard token` (mode 0600);
+    /// without it (port taken, or `proxy.port: off`) plugins simply get no proxy variables.
+    func startProxy(client: PlatformClient, state: String) -> PluginProxy? {
+        guard let port = configuration.proxyPort else { return nil }
+        let proxy = PluginProxy(client: client, logger: logger)
+        do {
+            try proxy.start(port: port)
+            let record: JSONValue = ["url": .string(proxy.url), "secret": .string(proxy.secret)]
+            try FileSystem.writeAtomically(state + "/" + PluginProxy.file, record.encoded(), mode: 0o600)
+        } catch {
+            logger.error("the plugin proxy is not available; plugins get no SWITCHYARD_PROXY_URL", metadata: ["error": "\(error)"])
+            proxy.stop()
+            return nil
+        }
+        logger.info("plugin proxy listening", metadata: ["url": "\(proxy.url)"])
+        return proxy
     }
 
     /// Lets every compiled handler report its device's current state (configuration, software, …).
