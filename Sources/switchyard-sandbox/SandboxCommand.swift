@@ -36,16 +36,42 @@ struct TenantOptions: ParsableArguments {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Serve the sandbox tenant until interrupted.")
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the sandbox tenant until interrupted.",
+        discussion: """
+            With --tls-cert, --tls-key and --client-ca the tenant is served over HTTPS, and a second listener \
+            (--mtls-port) requires client certificates signed by the --client-ca: there devices get access \
+            tokens (POST /devicecontrol/deviceAccessToken) and OAuth2 tokens (POST /oauth/token).
+            """)
     @Option(help: "Address to listen on (loopback unless you mean otherwise).") var host = "127.0.0.1"
     @Option(help: "Port (0: any free port).") var port = 8111
+    @Option(help: "PEM file: the server certificate (enables HTTPS).") var tlsCert: String?
+    @Option(help: "PEM file: the server certificate's private key.") var tlsKey: String?
+    @Option(help: "PEM file: CA certificates whose device certificates the mTLS listener accepts.") var clientCa: String?
+    @Option(help: "Port of the mTLS listener (0: any free port).") var mtlsPort = 8112
+    @Option(help: "Lifetime of device access tokens, in seconds.") var tokenLifetime = 3600
+    @Option(help: "The OAuth2 client id that may get tokens with its certificate.") var oauthClientId = "switchyard-device"
     @OptionGroup var tenant: TenantOptions
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        let server = try await SandboxServer.start(host: host, port: port, settings: tenant.settings)
+        var settings = tenant.settings
+        settings.tokenLifetime = .seconds(tokenLifetime)
+        settings.oauthClientID = oauthClientId
+        var tls: SandboxTLS?
+        switch (tlsCert, tlsKey, clientCa) {
+        case (nil, nil, nil): break
+        case (let cert?, let key?, let ca?): tls = SandboxTLS(certificateFile: cert, keyFile: key, clientCAFile: ca)
+        default: throw ValidationError("--tls-cert, --tls-key and --client-ca go together")
+        }
+        let server = try await SandboxServer.start(host: host, port: port, settings: settings, tls: tls, mtlsPort: mtlsPort)
         print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))")
-        print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_AUTH_TENANT=\(tenant.tenant) SWITCHYARD_AUTH_USERNAME=\(tenant.username) SWITCHYARD_AUTH_PASSWORD=…")
+        if let mtls = server.mtlsURL {
+            print("mTLS (device certificates, OAuth2) at \(mtls); tokens live \(tokenLifetime) s")
+            print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_C8Y_MTLS_URL=\(mtls) SWITCHYARD_AUTH_MODE=certificate SWITCHYARD_AUTH_CA=… SWITCHYARD_AUTH_CERTIFICATE_CERT=… SWITCHYARD_AUTH_CERTIFICATE_KEY=…")
+        } else {
+            print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_AUTH_TENANT=\(tenant.tenant) SWITCHYARD_AUTH_USERNAME=\(tenant.username) SWITCHYARD_AUTH_PASSWORD=…")
+        }
         await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in
             // Runs until the process is interrupted.
         }

@@ -11,7 +11,7 @@ struct OAuth2Tests {
     /// A client of the harness's tenant whose downloads from `https://localhost:<port>` (another
     /// origin than the tenant's `127.0.0.1`) carry an OAuth2 token.
     func client(_ harness: Harness, clientID: String) throws -> (PlatformClient, OAuth2ClientCredentials, String) {
-        let files = try harness.pki.device("artifact-client")
+        let files = try harness.pki.device("artifact-client", tag: harness.externalId)
         let transport = try CurlTransport(tls: TLSConfiguration(caFile: harness.pki.caFile))
         var client = PlatformClient(baseURL: harness.server.url, transport: transport,
                                     credentials: BasicCredentials(tenant: "t100", username: "device", password: "device-secret"))
