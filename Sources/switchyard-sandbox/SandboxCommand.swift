@@ -72,9 +72,7 @@ struct Serve: AsyncParsableCommand {
         } else {
             print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_AUTH_TENANT=\(tenant.tenant) SWITCHYARD_AUTH_USERNAME=\(tenant.username) SWITCHYARD_AUTH_PASSWORD=…")
         }
-        await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in
-            // Runs until the process is interrupted.
-        }
+        try await server.wait()  // until the process is interrupted
     }
 }
 

@@ -70,9 +70,6 @@ actor CertificateWatch {
             logger.error("cannot read the device certificate", metadata: ["error": "\(error)"])
             return
         }
-        if let wanted {
-            logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
-        }
         do {
             try await sync(wanted)
         } catch {
@@ -95,9 +92,11 @@ actor CertificateWatch {
             logger.notice("device certificate renewed; expiry alarm cleared")
         case (let wanted?, let existing?):
             guard existing.text != wanted.text else { return }
+            logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
             try await client.updateAlarm(id: existing.id, ["text": .string(wanted.text), "severity": .string(wanted.severity)])
             alarm = (existing.id, wanted.text)
         case (let wanted?, nil):
+            logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
             let created = try await client.createAlarm([
                 "source": ["id": .string(deviceID)], "type": .string(Self.alarmType), "severity": .string(wanted.severity),
                 "text": .string(wanted.text), "time": .string(timestamp()), "status": "ACTIVE",
