@@ -47,13 +47,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap()
-        let configuration: AgentConfiguration
-        do {
-            configuration = try AgentConfiguration.load(file: config, environment: environment())
-        } catch {
-            printError("switchyard: \(error)")
-            throw ExitCode(2)
-        }
+        let configuration = try loadConfiguration(config)
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -73,13 +67,7 @@ struct Token: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap()
-        let configuration: AgentConfiguration
-        do {
-            configuration = try AgentConfiguration.load(file: config, environment: environment())
-        } catch {
-            printError("switchyard: \(error)")
-            throw ExitCode(2)
-        }
+        let configuration = try loadConfiguration(config)
         do {
             print(try await currentToken(configuration: configuration, logger: logger))
         } catch {
@@ -120,6 +108,16 @@ struct Handlers: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+    }
+}
+
+/// The configuration from the file and the environment; every problem is printed and the exit code is 2.
+func loadConfiguration(_ file: String?) throws -> AgentConfiguration {
+    do {
+        return try AgentConfiguration.load(file: file, environment: environment())
+    } catch {
+        printError("switchyard: \(error)")
+        throw ExitCode(2)
     }
 }
 

@@ -212,11 +212,11 @@ struct LiveHandlersTests {
             #expect(await harness.advertised() == ["c8y_Message"])
             harness.script("ok.sh", "exit 0")
             harness.declare("ok.yaml", "operation: acme_Ok\nexec: {command: [../bin/ok.sh]}\n")
-            try await eventually("acme_Ok advertised", within: 2) { await harness.advertised() == ["acme_Ok", "c8y_Message"] }
+            try await eventually("acme_Ok advertised", within: 6) { await harness.advertised() == ["acme_Ok", "c8y_Message"] }
             let id = try await harness.createOperation(["acme_Ok": [:]])
             #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
             try FileManager.default.removeItem(atPath: harness.handlers + "/ok.yaml")
-            try await eventually("acme_Ok withdrawn", within: 2) { await harness.advertised() == ["c8y_Message"] }
+            try await eventually("acme_Ok withdrawn", within: 6) { await harness.advertised() == ["c8y_Message"] }
             let deviceID = try #require(await harness.deviceID())
             let updates = await harness.tenant.updates(of: deviceID).filter { $0["c8y_SupportedOperations"] != nil }
             #expect(updates.count == 2)
@@ -232,7 +232,7 @@ struct LiveHandlersTests {
             let deviceID = try #require(await harness.deviceID())
             harness.declare("broken.yaml", "operation: acme_Broken\nexec:\n  command: [nope\n")
             let type = RegistryKeeper.alarmType(for: "broken.yaml")
-            try await eventually("alarm raised", within: 2) {
+            try await eventually("alarm raised", within: 6) {
                 await !harness.tenant.alarmList(source: deviceID, status: "ACTIVE", type: type).isEmpty
             }
             try await Task.sleep(for: .seconds(1))  // several more checks happen meanwhile
@@ -244,10 +244,10 @@ struct LiveHandlersTests {
 
             harness.script("ok.sh", "exit 0")
             harness.declare("broken.yaml", "operation: acme_Broken\nexec: {command: [../bin/ok.sh]}\n")
-            try await eventually("alarm cleared", within: 2) {
+            try await eventually("alarm cleared", within: 6) {
                 await harness.tenant.alarmList(source: deviceID, type: type).first?["status"] == "CLEARED"
             }
-            try await eventually("fixed file advertised", within: 2) { await harness.advertised() == ["acme_Broken", "c8y_Message"] }
+            try await eventually("fixed file advertised", within: 6) { await harness.advertised() == ["acme_Broken", "c8y_Message"] }
             await harness.close()
         }
     }

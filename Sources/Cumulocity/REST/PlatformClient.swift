@@ -30,51 +30,35 @@ public struct PlatformClient: Sendable {
     public func send(_ method: String, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil,
                      contentType: String? = nil, accept: String, timeout: Duration? = nil,
                      accepting: Set<Int> = []) async throws(PlatformError) -> (status: Int, json: JSONValue?) {
-        var url = baseURL + path
+        var target = path
         if !query.isEmpty {
-            url += "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
+            target += "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
         }
-        var attempt = 0
-        while true {
-            attempt += 1
-            var headers: [(name: String, value: String)] = [("Accept", accept)]
-            let authorization = try await credentials.authorization()
-            headers.append(("Authorization", authorization))
-            if body != nil { headers.append(("Content-Type", contentType ?? accept)) }
-            let request = HTTPRequest(method: method, url: url, headers: headers, body: body?.encoded(),
-                                      timeout: timeout ?? requestTimeout)
-            let response: HTTPResponse
-            do {
-                response = try await transport.send(request)
-            } catch {
-                throw PlatformError.transport(method, path, error)
-            }
-            if response.status == 401 && attempt == 1 {
-                await credentials.invalidate(authorization)
-                continue
-            }
-            guard (200..<300).contains(response.status) || accepting.contains(response.status) else {
-                throw PlatformError.status(method, path, response)
-            }
-            if response.body.isEmpty || response.status == 204 { return (response.status, nil) }
-            do {
-                return (response.status, try JSONValue.parse(response.body))
-            } catch {
-                throw PlatformError.malformed(method, path, status: response.status, body: response.body, error.detail)
-            }
+        var headers: [(name: String, value: String)] = [("Accept", accept)]
+        if body != nil { headers.append(("Content-Type", contentType ?? accept)) }
+        let response = try await forward(method, target, headers: headers, body: body?.encoded(), timeout: timeout)
+        guard (200..<300).contains(response.status) || accepting.contains(response.status) else {
+            throw PlatformError.status(method, path, response)
+        }
+        if response.body.isEmpty || response.status == 204 { return (response.status, nil) }
+        do {
+            return (response.status, try JSONValue.parse(response.body))
+        } catch {
+            throw PlatformError.malformed(method, path, status: response.status, body: response.body, error.detail)
         }
     }
 
     /// Sends a request on behalf of a local program (the plugin proxy): the agent's authentication
     /// is added, a 401 renews it once, and the answer comes back whatever its status.
     public func forward(_ method: String, _ pathAndQuery: String, headers: [(name: String, value: String)],
-                        body: [UInt8]?) async throws(PlatformError) -> HTTPResponse {
+                        body: [UInt8]?, timeout: Duration? = nil) async throws(PlatformError) -> HTTPResponse {
         var attempt = 0
         while true {
             attempt += 1
             let authorization = try await credentials.authorization()
             let request = HTTPRequest(method: method, url: baseURL + pathAndQuery,
-                                      headers: headers + [("Authorization", authorization)], body: body, timeout: requestTimeout)
+                                      headers: headers + [("Authorization", authorization)], body: body,
+                                      timeout: timeout ?? requestTimeout)
             let response: HTTPResponse
             do {
                 response = try await transport.send(request)
