@@ -13,7 +13,7 @@ extension Routes {
             guard let peer = await context.peerCertificate() else {
                 return Self.error(401, "security/Unauthorized", "deviceAccessToken needs a client certificate (use the mTLS port)")
             }
-            guard let chain = request.headers[.init("X-Ssl-Cert-Chain")!] else {
+            guard let chain = request.headers.first(where: { $0.name.canonicalName == "x-ssl-cert-chain" })?.value else {
                 return Self.error(401, "security/Unauthorized", "missing X-Ssl-Cert-Chain header")
             }
             let certificates: [X509Certificate]

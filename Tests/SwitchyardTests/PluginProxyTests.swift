@@ -73,6 +73,29 @@ struct PluginProxyTests {
         await harness.close()
     }
 
+    @Test func aLargeBinaryComesThroughSpooledAndNothingIsLeftBehind() async throws {
+        let harness = try await Harness()
+        try await harness.startAgent()
+        let payload = [UInt8]((0..<(24 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) })
+        let id = await harness.tenant.addBinary(payload)
+        let (url, secret) = try proxyRecord(harness)
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let target = harness.root + "/binary"
+        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd) }
+        let response = try await transport.download(HTTPRequest(method: "GET", url: url + "/inventory/binaries/\(id)",
+                                                                headers: [("X-Switchyard-Secret", secret)]),
+                                                    into: fd, resumeFrom: 0, maxBytes: 1 << 30)
+        #expect(response.status == 200)
+        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: target))) == payload)
+        let missing = try await transport.send(HTTPRequest(method: "GET", url: url + "/inventory/binaries/999999",
+                                                           headers: [("X-Switchyard-Secret", secret)]))
+        #expect(missing.status == 404)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: harness.state).filter { $0.hasPrefix(".proxy-") }.isEmpty)
+        await harness.close()
+    }
+
     @Test func inCertificateModeTheProxyRenewsARevokedTokenAndTokenPrintsTheCurrentOne() async throws {
         let harness = try await Harness(tls: true)
         var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
