@@ -255,7 +255,12 @@ struct DispatchIntegrationTests {
     @Test func handlerConcurrencyAboveOneRunsOperationsTogether() async throws {
         let harness = try await Harness()
         let trace = harness.root + "/trace"
-        harness.script("parallel.sh", "echo start >> '\(trace)'\nsleep 0.5\necho end >> '\(trace)'")
+        // Each run waits (up to 10 s) until all three have started: only concurrent runs get there in time.
+        harness.script("parallel.sh", """
+            echo start >> '\(trace)'
+            for i in $(seq 100); do [ "$(grep -c start '\(trace)')" -ge 3 ] && break; sleep 0.1; done
+            echo end >> '\(trace)'
+            """)
         harness.declare("parallel.yaml", "operation: acme_Parallel\nexec: {command: [../bin/parallel.sh]}\nconcurrency: 3\n")
         try await harness.startAgent()
         var ids: [String] = []

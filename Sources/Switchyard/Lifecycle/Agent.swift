@@ -109,6 +109,7 @@ public struct Agent: Service {
 
     func runCycle(_ parts: RunningParts, client: PlatformClient, tokens: DeviceTokenProvider?) async throws {
 
+        var fingerprints = [configuration.handlersDirectory: HandlerDirectoryWatcher.fingerprint(configuration.handlersDirectory)]
         let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog)
         for problem in registry.problems {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
@@ -154,6 +155,7 @@ public struct Agent: Service {
             var reportedChildren: [(String, Registry)] = []
             for child in await childDevices() {
                 let directory = configuration.handlersDirectory + "/" + child.externalId
+                fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
                 let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog)
                 for problem in childRegistry.problems {
                     logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
@@ -186,7 +188,8 @@ public struct Agent: Service {
                                         dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger)
             for (keeper, directory) in [(keeper, registry.directory)] + keepers {
                 await keeper.sync()
-                let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval)
+                let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
+                                                      initial: fingerprints[directory])
                 group.addTask {
                     await watcher.run(changed: { await keeper.reload() }, tick: { await keeper.sync() })
                 }

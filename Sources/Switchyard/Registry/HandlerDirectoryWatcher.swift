@@ -12,6 +12,8 @@ import Musl
 struct HandlerDirectoryWatcher: Sendable {
     let directory: String
     let interval: Duration
+    /// The directory's fingerprint taken just before the registry was read from it.
+    var initial: [String]? = nil
 
     /// What identifies the directory's current contents.
     static func fingerprint(_ directory: String) -> [String] {
@@ -34,7 +36,8 @@ struct HandlerDirectoryWatcher: Sendable {
                 for await _ in signals { hangup.raise() }
             }
             group.addTask {
-                var last = Self.fingerprint(directory)
+                // The fingerprint taken before the registry was loaded: a file changed since is noticed.
+                var last = initial ?? Self.fingerprint(directory)
                 while !Task.isCancelled {
                     do { try await Task.sleep(for: interval) } catch { break }
                     let now = Self.fingerprint(directory)
