@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /// Called once per request, with its body; must queue a response (MHD_YES) or fail (MHD_NO).
 typedef enum MHD_Result (*sy_mhd_handler)(void *cls, struct MHD_Connection *connection, const char *method,
@@ -118,19 +117,3 @@ static inline const char *sy_mhd_header(struct MHD_Connection *connection, const
 
 /// Refuses the request (the connection is closed).
 static inline enum MHD_Result sy_mhd_refuse(void) { return MHD_NO; }
-
-/// Queues a response whose body is the first `size` bytes of the open file `fd` (sent with
-/// sendfile where possible); the daemon closes `fd` when done.
-static inline enum MHD_Result sy_mhd_respond_file(struct MHD_Connection *connection, unsigned int status,
-                                                  const char *const *names, const char *const *values, size_t count,
-                                                  int fd, size_t size) {
-    struct MHD_Response *response = MHD_create_response_from_fd(size, fd);
-    if (!response) {
-        close(fd);
-        return MHD_NO;
-    }
-    for (size_t i = 0; i < count; i++) MHD_add_response_header(response, names[i], values[i]);
-    enum MHD_Result result = MHD_queue_response(connection, status, response);
-    MHD_destroy_response(response);
-    return result;
-}

@@ -73,30 +73,6 @@ public struct PlatformClient: Sendable {
         }
     }
 
-    /// Like ``forward(_:_:headers:body:timeout:)`` for a GET whose 2xx body is written to `fd`
-    /// (truncated first) instead of memory; error bodies come back in the response as usual.
-    public func forwardDownload(_ pathAndQuery: String, headers: [(name: String, value: String)], into fd: Int32,
-                                maxBytes: Int64, timeout: Duration = .seconds(3600)) async throws(PlatformError) -> HTTPResponse {
-        var attempt = 0
-        while true {
-            attempt += 1
-            let authorization = try await credentials.authorization()
-            let request = HTTPRequest(method: "GET", url: baseURL + pathAndQuery,
-                                      headers: headers + [("Authorization", authorization)], timeout: timeout)
-            let response: HTTPResponse
-            do {
-                response = try await transport.download(request, into: fd, resumeFrom: 0, maxBytes: maxBytes)
-            } catch {
-                throw PlatformError.transport("GET", pathAndQuery, error)
-            }
-            if response.status == 401 && attempt == 1 {
-                await credentials.invalidate(authorization)
-                continue
-            }
-            return response
-        }
-    }
-
     // MARK: Identity
 
     /// The managed object id registered for an external id, or `nil` when the platform answers 404.

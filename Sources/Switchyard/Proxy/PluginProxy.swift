@@ -16,9 +16,8 @@ import Musl
 /// Every request must carry the per-run secret in `X-Switchyard-Secret` (plugins get it in
 /// `SWITCHYARD_PROXY_SECRET`): a port on loopback is open to every local user, the secret is not.
 /// `GET /token` answers the current device access token (certificate mode), for `switchyard token`.
-/// Served by libmicrohttpd, a thread per connection. Request bodies are held in memory (up to 16 MiB);
-/// a GET's answer is spooled to an unlinked file in the state directory and sent from there, so large
-/// downloads (binaries) cost no memory.
+/// Served by libmicrohttpd, a thread per connection. Bodies are held in memory, up to 16 MiB each way
+/// (not streamed: see the closing note of issue 5).
 final class PluginProxy: @unchecked Sendable {
     static let secretHeader = "X-Switchyard-Secret"
     /// In the state directory while the agent runs: `{"url", "secret"}`, mode 0600.
@@ -28,8 +27,6 @@ final class PluginProxy: @unchecked Sendable {
     let client: PlatformClient
     let secret: String
     let logger: Logger
-    /// Where GET answers are spooled (the state directory).
-    let spoolDirectory: String
     private let server: UnsafeMutablePointer<sy_mhd_server>
     private var daemon: OpaquePointer?
     private(set) var port: UInt16 = 0
@@ -40,9 +37,8 @@ final class PluginProxy: @unchecked Sendable {
     /// The variables a plugin gets to reach the proxy.
     var environment: [String: String] { ["SWITCHYARD_PROXY_URL": url, "SWITCHYARD_PROXY_SECRET": secret] }
 
-    init(client: PlatformClient, spoolDirectory: String, logger: Logger) {
+    init(client: PlatformClient, logger: Logger) {
         self.client = client
-        self.spoolDirectory = spoolDirectory
         self.logger = logger
         self.secret = Self.randomSecret()
         server = .allocate(capacity: 1)
@@ -84,19 +80,8 @@ final class PluginProxy: @unchecked Sendable {
             .compactMap { name in header(connection, name).map { (name: name, value: $0) } }
         let completion = Completion()
         let request: @Sendable () async -> Result<HTTPResponse, PlatformError>
-        var spooled: Int32?
         if uri == "/token" && method == "GET" {
             request = { [client] in await Self.token(client) }
-        } else if uri.hasPrefix("/c8y/") && method == "GET", let spool = makeSpool() {
-            let path = String(uri.dropFirst(4))
-            spooled = spool
-            request = { [client] in
-                do throws(PlatformError) {
-                    return .success(try await client.forwardDownload(path, headers: headers, into: spool, maxBytes: 64 << 30))
-                } catch {
-                    return .failure(error)
-                }
-            }
         } else if uri.hasPrefix("/c8y/") {
             let path = String(uri.dropFirst(4))
             request = { [client] in
@@ -112,12 +97,7 @@ final class PluginProxy: @unchecked Sendable {
         }
         // This is libmicrohttpd's thread for the connection, not one of Swift's: it may wait.
         Task { completion.finish(await request()) }
-        let result = completion.wait()
-        if case .success(let response)? = result, let spooled, (200..<300).contains(response.status) {
-            return respond(connection, response.status, headers: Self.kept(response), file: spooled, size: Int(lseek(spooled, 0, SEEK_END)))
-        }
-        if let spooled { close(spooled) }
-        switch result {
+        switch completion.wait() {
         case .success(let response)?:
             return respond(connection, response.status, headers: Self.kept(response), body: response.body)
         case .failure(let error)?:
@@ -132,16 +112,6 @@ final class PluginProxy: @unchecked Sendable {
     private static func kept(_ response: HTTPResponse) -> [(String, String)] {
         ["content-type", "location", "etag", "last-modified", "content-range", "accept-ranges", "content-disposition"]
             .compactMap { name in response.headers[name].map { (name, $0) } }
-    }
-
-    /// An unlinked temporary file in the spool directory, or `nil` (the answer is then kept in memory).
-    private func makeSpool() -> Int32? {
-        var template = Array((spoolDirectory + "/.proxy-XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
-        guard fd >= 0 else { return nil }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        _ = template.withUnsafeBufferPointer { buffer in buffer.baseAddress.map { unlink($0) } }
-        return fd
     }
 
     private static func token(_ client: PlatformClient) async -> Result<HTTPResponse, PlatformError> {
@@ -170,13 +140,6 @@ final class PluginProxy: @unchecked Sendable {
             body.withUnsafeBufferPointer { bytes in
                 sy_mhd_respond(connection, UInt32(status), names, values, headers.count, bytes.baseAddress, bytes.count)
             }
-        }
-    }
-
-    /// Sends the file's first `size` bytes; the daemon closes `file`.
-    private func respond(_ connection: OpaquePointer, _ status: Int, headers: [(String, String)], file: Int32, size: Int) -> MHD_Result {
-        withHeaderArrays(headers) { names, values in
-            sy_mhd_respond_file(connection, UInt32(status), names, values, headers.count, file, size)
         }
     }
 
