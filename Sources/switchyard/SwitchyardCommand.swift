@@ -37,17 +37,32 @@ struct LoggingOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-struct Run: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Connect to the tenant and handle operations until stopped (SIGTERM/SIGINT).")
-
+/// The configuration file and log level, as every command that talks to the tenant takes them.
+struct AgentOptions: ParsableArguments {
     @Option(name: .long, help: "The configuration file (YAML). Every key can also be set as SWITCHYARD_<KEY>.")
     var config: String?
 
     @OptionGroup var logging: LoggingOptions
 
-    func run() async throws {
+    /// Sets up logging and loads the configuration; every problem is printed and the exit code is 2.
+    func load() throws -> (AgentConfiguration, Logger) {
         let logger = logging.bootstrap()
-        let configuration = try loadConfiguration(config)
+        do {
+            return (try AgentConfiguration.load(file: config, environment: environment()), logger)
+        } catch {
+            printError("switchyard: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Connect to the tenant and handle operations until stopped (SIGTERM/SIGINT).")
+
+    @OptionGroup var options: AgentOptions
+
+    func run() async throws {
+        let (configuration, logger) = try options.load()
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -60,14 +75,10 @@ struct Token: AsyncParsableCommand {
         abstract: "Print a currently valid device access token (auth.mode certificate), for scripts.",
         discussion: "Asks the running agent; without one, obtains a token with the device certificate. Prefer the plugin proxy where possible.")
 
-    @Option(name: .long, help: "The configuration file (YAML). Every key can also be set as SWITCHYARD_<KEY>.")
-    var config: String?
-
-    @OptionGroup var logging: LoggingOptions
+    @OptionGroup var options: AgentOptions
 
     func run() async throws {
-        let logger = logging.bootstrap()
-        let configuration = try loadConfiguration(config)
+        let (configuration, logger) = try options.load()
         do {
             print(try await currentToken(configuration: configuration, logger: logger))
         } catch {
@@ -108,16 +119,6 @@ struct Handlers: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-    }
-}
-
-/// The configuration from the file and the environment; every problem is printed and the exit code is 2.
-func loadConfiguration(_ file: String?) throws -> AgentConfiguration {
-    do {
-        return try AgentConfiguration.load(file: file, environment: environment())
-    } catch {
-        printError("switchyard: \(error)")
-        throw ExitCode(2)
     }
 }
 

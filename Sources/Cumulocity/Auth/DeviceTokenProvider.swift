@@ -22,16 +22,10 @@ public actor DeviceTokenProvider: CredentialProvider {
         public var timeout: Duration = .seconds(30)
 
         public init(mtlsURL: String, tenantURL: String, certificate: ClientCertificate, chainFile: String? = nil) {
-            self.mtlsURL = Self.trimmed(mtlsURL)
-            self.tenantURL = Self.trimmed(tenantURL)
+            self.mtlsURL = withoutTrailingSlashes(mtlsURL)
+            self.tenantURL = withoutTrailingSlashes(tenantURL)
             self.certificate = certificate
             self.chainFile = chainFile
-        }
-
-        static func trimmed(_ url: String) -> String {
-            var url = url
-            while url.hasSuffix("/") { url.removeLast() }
-            return url
         }
     }
 
@@ -46,10 +40,6 @@ public actor DeviceTokenProvider: CredentialProvider {
     private let logger: Logger
     private var token: Token?
     private var fetching: Task<Result<Token, PlatformError>, Never>?
-    /// How many tokens were obtained (tests and logs).
-    public private(set) var fetchCount = 0
-    /// How many times the server answered a request with 401 and the token was dropped.
-    public private(set) var rejections = 0
 
     public init(settings: Settings, transport: CurlTransport, logger: Logger) {
         self.settings = settings
@@ -75,7 +65,6 @@ public actor DeviceTokenProvider: CredentialProvider {
 
     public func invalidate(_ authorization: String) async {
         guard let token, authorization == "Bearer " + token.value else { return }
-        rejections += 1
         logger.notice("the tenant refused the device access token (401); fetching a new one")
         self.token = nil
     }
@@ -137,7 +126,6 @@ public actor DeviceTokenProvider: CredentialProvider {
         fetching = nil
         if case .success(let fresh) = result {
             token = fresh
-            fetchCount += 1
             logger.info("device access token obtained", metadata: [
                 "validFor": "\(fresh.expiresAt - .now)", "renewIn": "\(fresh.refreshAt - .now)",
             ])

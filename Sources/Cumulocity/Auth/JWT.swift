@@ -1,5 +1,5 @@
 import FoundationEssentials
-public import JSONSupport
+import JSONSupport
 
 /// The claims of a JSON Web Token, read without checking its signature: the device only needs to
 /// know when its own token expires (the platform checks signatures).
@@ -8,7 +8,6 @@ public struct JWTClaims: Sendable, Equatable {
     public let expiresAt: Double
     /// `iat`, seconds since 1970, when present.
     public let issuedAt: Double?
-    public let all: JSONValue
 
     /// - Returns: `nil` when the token is not three base64url parts with a JSON payload holding a numeric `exp`.
     public init?(token: String) {
@@ -17,7 +16,6 @@ public struct JWTClaims: Sendable, Equatable {
               let json = try? JSONValue.parse(payload), let exp = json["exp"]?.doubleValue else { return nil }
         self.expiresAt = exp
         self.issuedAt = json["iat"]?.doubleValue
-        self.all = json
     }
 
     /// How long the token was valid when issued: `exp − iat`, or `exp − now` without `iat`.

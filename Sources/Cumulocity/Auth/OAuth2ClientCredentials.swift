@@ -16,9 +16,7 @@ public actor OAuth2ClientCredentials: CredentialProvider {
         public var timeout: Duration = .seconds(30)
 
         public init(issuer: String, clientID: String, certificate: ClientCertificate) {
-            var issuer = issuer
-            while issuer.hasSuffix("/") { issuer.removeLast() }
-            self.issuer = issuer
+            self.issuer = withoutTrailingSlashes(issuer)
             self.clientID = clientID
             self.certificate = certificate
         }

@@ -12,7 +12,6 @@ import Musl
 public struct X509Certificate: Sendable, Equatable {
     public let der: [UInt8]
     public let commonName: String?
-    public let issuerCommonName: String?
     public let notBefore: Date
     public let notAfter: Date
 
@@ -45,16 +44,8 @@ public struct X509Certificate: Sendable, Equatable {
 
     /// Reads every certificate of a PEM file.
     public static func read(file path: String) throws(CertificateError) -> [X509Certificate] {
-        let text: String
-        do {
-            guard let bytes = try readFileBytes(path) else { throw CertificateError(path: path, "the file does not exist") }
-            text = String(decoding: bytes, as: UTF8.self)
-        } catch let error as CertificateError {
-            throw error
-        } catch {
-            throw CertificateError(path: path, "cannot read: \(error)")
-        }
-        return try parsePEM(text, source: path)
+        guard let bytes = try readFileBytes(path) else { throw CertificateError(path: path, "the file does not exist") }
+        return try parsePEM(String(decoding: bytes, as: UTF8.self), source: path)
     }
 
     public init(der: [UInt8], source: String = "certificate") throws(CertificateError) {
@@ -64,31 +55,17 @@ public struct X509Certificate: Sendable, Equatable {
             defer { X509_free(x509) }
             guard let notBefore = Self.date(X509_get0_notBefore(x509)), let notAfter = Self.date(X509_get0_notAfter(x509)) else { return nil }
             return X509Certificate(der: der, commonName: Self.commonName(X509_get_subject_name(x509)),
-                                   issuerCommonName: Self.commonName(X509_get_issuer_name(x509)),
                                    notBefore: notBefore, notAfter: notAfter)
         }
         guard let parsed else { throw CertificateError(path: source, "not a valid X.509 certificate") }
         self = parsed
     }
 
-    private init(der: [UInt8], commonName: String?, issuerCommonName: String?, notBefore: Date, notAfter: Date) {
+    private init(der: [UInt8], commonName: String?, notBefore: Date, notAfter: Date) {
         self.der = der
         self.commonName = commonName
-        self.issuerCommonName = issuerCommonName
         self.notBefore = notBefore
         self.notAfter = notAfter
-    }
-
-    /// The certificate as one PEM block.
-    public var pem: String {
-        let base64 = Data(der).base64EncodedString()
-        var lines: [Substring] = []
-        var rest = Substring(base64)
-        while !rest.isEmpty {
-            lines.append(rest.prefix(64))
-            rest = rest.dropFirst(64)
-        }
-        return "-----BEGIN CERTIFICATE-----\n" + lines.joined(separator: "\n") + "\n-----END CERTIFICATE-----\n"
     }
 
     private static func commonName(_ name: OpaquePointer?) -> String? {

@@ -16,9 +16,7 @@ public struct PlatformClient: Sendable {
 
     public init(baseURL: String, transport: CurlTransport, credentials: any CredentialProvider,
                 requestTimeout: Duration = .seconds(30)) {
-        var url = baseURL
-        while url.hasSuffix("/") { url.removeLast() }
-        self.baseURL = url
+        self.baseURL = withoutTrailingSlashes(baseURL)
         self.transport = transport
         self.credentials = credentials
         self.requestTimeout = requestTimeout
@@ -197,4 +195,11 @@ public struct PlatformClient: Sendable {
     public func updateAlarm(id: String, _ update: JSONValue) async throws(PlatformError) {
         _ = try await send("PUT", "/alarm/alarms/\(percentEncoded(id))", body: update, accept: MediaType.alarm)
     }
+}
+
+/// A base URL without trailing slashes, so paths starting with `/` can be appended.
+package func withoutTrailingSlashes(_ url: String) -> String {
+    var url = url
+    while url.hasSuffix("/") { url.removeLast() }
+    return url
 }

@@ -109,14 +109,8 @@ extension AgentConfiguration {
                     problems.append("\(where_("auth.certificate.cert")): \(error)")
                 }
             }
-            if let key {
-                if let mode = FileSystem.mode(key) {
-                    if mode & 0o077 != 0 {
-                        problems.append("\(where_("auth.certificate.key")): \(key) has mode 0\(String(mode, radix: 8)); a private key must not be readable by group or others (chmod 600)")
-                    }
-                } else {
-                    problems.append("\(where_("auth.certificate.key")): cannot read \(key)")
-                }
+            if let key, let problem = privateFileProblem(key, holding: "a private key") {
+                problems.append("\(where_("auth.certificate.key")): \(problem)")
             }
             let chain = path("auth.certificate.chain")
             if let chain {
@@ -277,15 +271,19 @@ extension AgentConfiguration {
         return settings
     }
 
+    /// Why a file holding a secret (password, private key, stored credentials) must not be used:
+    /// it cannot be examined, or group or others may read it. `nil` when it is private.
+    static func privateFileProblem(_ path: String, holding secret: String = "a secret") -> String? {
+        guard let mode = FileSystem.mode(path) else { return "cannot read \(path)" }
+        guard mode & 0o077 == 0 else {
+            return "\(path) has mode 0\(String(mode, radix: 8)); it holds \(secret), so it must not be readable by group or others (chmod 600)"
+        }
+        return nil
+    }
+
     /// Reads a secret from a file that only its owner may read.
     static func readSecret(_ path: String, key: String) throws(ConfigurationError) -> String {
-        guard let mode = FileSystem.mode(path) else {
-            throw ConfigurationError(problems: ["\(key): cannot read \(path)"])
-        }
-        guard mode & 0o077 == 0 else {
-            let octal = String(mode, radix: 8)
-            throw ConfigurationError(problems: ["\(key): \(path) has mode 0\(octal); it holds a secret, so it must not be readable by group or others (chmod 600)"])
-        }
+        if let problem = privateFileProblem(path) { throw ConfigurationError(problems: ["\(key): \(problem)"]) }
         do {
             let text = try FileSystem.readText(path) ?? ""
             return text.trimmingCharacters(in: "\r\n")
@@ -324,8 +322,8 @@ enum OAuth2Host {
         guard let certificate else {
             return fail("oauth2 entry for \(origin) needs cert and key (or auth.mode certificate, whose certificate it then uses)")
         }
-        if let mode = FileSystem.mode(certificate.keyFile), mode & 0o077 != 0 {
-            return fail("oauth2 entry for \(origin): \(certificate.keyFile) has mode 0\(String(mode, radix: 8)); a private key must not be readable by group or others (chmod 600)")
+        if let problem = AgentConfiguration.privateFileProblem(certificate.keyFile, holding: "a private key") {
+            return fail("oauth2 entry for \(origin): \(problem)")
         }
         return .success((origin, OAuth2ClientCredentials.Settings(issuer: issuer, clientID: clientID, certificate: certificate)))
     }

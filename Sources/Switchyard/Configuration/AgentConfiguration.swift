@@ -96,6 +96,11 @@ public struct AgentConfiguration: Sendable {
             self.chainFile = chainFile
             self.mtlsURL = mtlsURL
         }
+
+        /// What the token provider needs, for a tenant at `tenantURL`.
+        func tokenSettings(tenantURL: String) -> DeviceTokenProvider.Settings {
+            .init(mtlsURL: mtlsURL ?? tenantURL, tenantURL: tenantURL, certificate: certificate, chainFile: chainFile)
+        }
     }
 
     public var url: String

@@ -37,15 +37,16 @@ struct Downloader {
         while true {
             attempt += 1
             var headers: [(name: String, value: String)] = [("Accept", "*/*")]
-            if let credentials { headers.append(("Authorization", try await credentials.authorization())) }
+            let authorization = try await credentials?.authorization()
+            if let authorization { headers.append(("Authorization", authorization)) }
             let offset = lseek(fd, 0, SEEK_END)
             do {
                 let response = try await client.transport.download(
                     HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
                     into: fd, resumeFrom: Int64(max(0, offset)), maxBytes: maxBytes)
-                if response.status == 401, let credentials, !refusedOnce, let sent = headers.last?.value {
+                if response.status == 401, let credentials, let authorization, !refusedOnce {
                     refusedOnce = true  // the token was refused: get a new one, once
-                    await credentials.invalidate(sent)
+                    await credentials.invalidate(authorization)
                     continue
                 }
                 if response.status == 416 && offset > 0 {

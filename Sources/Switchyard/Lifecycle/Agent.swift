@@ -86,9 +86,8 @@ public struct Agent: Service {
             ).obtain() else { return }
             credentials = obtained
         case .certificate(let settings):
-            let provider = DeviceTokenProvider(settings: .init(
-                mtlsURL: settings.mtlsURL ?? configuration.url, tenantURL: configuration.url,
-                certificate: settings.certificate, chainFile: settings.chainFile), transport: transport, logger: logger)
+            let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.url),
+                                               transport: transport, logger: logger)
             credentials = provider
             tokens = provider
         }
@@ -97,14 +96,16 @@ public struct Agent: Service {
         for (origin, settings) in configuration.oauth2Hosts {
             client.hostCredentials[origin] = OAuth2ClientCredentials(settings: settings, transport: transport, logger: logger)
         }
+        var failure: (any Error)?
         do {
             try await runCycle(parts, client: client, tokens: tokens)
         } catch {
-            if let tokens { await Task.detached { await tokens.logout() }.value }
-            throw error
+            failure = error
         }
-        // The session ends with the agent: revoke the token so it cannot be misused (seed 000).
+        // The session ends with the agent, however it ends: revoke the token so it cannot be misused
+        // (seed 000). Detached, as this task is cancelled by then.
         if let tokens { await Task.detached { await tokens.logout() }.value }
+        if let failure { throw failure }
     }
 
     func runCycle(_ parts: RunningParts, client: PlatformClient, tokens: DeviceTokenProvider?) async throws {

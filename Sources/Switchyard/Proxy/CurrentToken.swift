@@ -28,8 +28,7 @@ public func currentToken(configuration: AgentConfiguration, logger: Logger) asyn
     guard case .certificate(let settings) = configuration.authentication else {
         throw TokenError(detail: "auth.mode is not certificate: the agent authenticates with a password and has no token; plugins use the proxy")
     }
-    let provider = DeviceTokenProvider(settings: .init(mtlsURL: settings.mtlsURL ?? configuration.url, tenantURL: configuration.url,
-                                                       certificate: settings.certificate, chainFile: settings.chainFile),
+    let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.url),
                                        transport: transport, logger: logger)
     return String(try await provider.authorization().dropFirst(7))
 }
