@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,11 +13,24 @@
 typedef enum MHD_Result (*sy_mhd_handler)(void *cls, struct MHD_Connection *connection, const char *method,
                                           const char *uri, const unsigned char *body, size_t length, int too_large);
 
+/// Called with each error libmicrohttpd reports (a refused connection, a socket problem), formatted.
+typedef void (*sy_mhd_error_sink)(void *cls, const char *message);
+
 struct sy_mhd_server {
     sy_mhd_handler handler;
+    sy_mhd_error_sink error;
     void *cls;
     size_t max_body;
 };
+
+static inline void sy_mhd_log(void *cls, const char *format, va_list arguments) {
+    struct sy_mhd_server *server = cls;
+    char message[512];
+    vsnprintf(message, sizeof message, format, arguments);
+    size_t length = strlen(message);
+    while (length > 0 && (message[length - 1] == '\n' || message[length - 1] == '\r')) message[--length] = 0;
+    server->error(server->cls, message);
+}
 
 struct sy_mhd_request {
     char *uri;
@@ -77,15 +92,17 @@ static inline enum MHD_Result sy_mhd_access(void *cls, struct MHD_Connection *co
     return server->handler(server->cls, connection, method, request->uri, request->body, request->length, request->too_large);
 }
 
-/// A daemon on 127.0.0.1:`port` (0: any free port), a thread per connection.
+/// A daemon on 127.0.0.1:`port` (0: any free port), a thread per connection, waiting with poll():
+/// select() refuses every socket numbered 1024 or more, which a busy process reaches.
 static inline struct MHD_Daemon *sy_mhd_start(uint16_t port, struct sy_mhd_server *server) {
     struct sockaddr_in address;
     memset(&address, 0, sizeof address);
     address.sin_family = AF_INET;
     address.sin_port = htons(port);
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, port, NULL, NULL,
-                            sy_mhd_access, server,
+    return MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
+                            port, NULL, NULL, sy_mhd_access, server,
+                            MHD_OPTION_EXTERNAL_LOGGER, sy_mhd_log, server,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
                             MHD_OPTION_URI_LOG_CALLBACK, sy_mhd_uri_log, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, sy_mhd_completed, NULL,

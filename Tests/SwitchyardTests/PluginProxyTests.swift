@@ -95,6 +95,39 @@ struct PluginProxyTests {
         await harness.close()
     }
 
+    /// select() cannot watch a descriptor at or above FD_SETSIZE (1024): a proxy built on it resets
+    /// such connections, and a busy agent (or this test process) can hold that many.
+    @Test func connectionsOnDescriptorsAbove1024AreServed() async throws {
+        let harness = try await Harness()
+        try await harness.startAgent()
+        let (url, secret) = try proxyRecord(harness)
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < 1400 {
+            limit.rlim_cur = min(1400, limit.rlim_max)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        try #require(limit.rlim_cur >= 1400, "this machine allows only \(limit.rlim_cur) open files")
+        // Fill every free descriptor below 1200, so the proxy's next accepted sockets land above it.
+        var held: [Int32] = []
+        defer { held.forEach { close($0) } }
+        while (held.last ?? 0) < 1200 {
+            let fd = open("/dev/null", O_RDONLY)
+            try #require(fd >= 0)
+            held.append(fd)
+        }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let path = "/inventory/managedObjects/" + (try #require(await harness.deviceID()))
+        for _ in 0..<5 {
+            let response = try await transport.send(HTTPRequest(method: "GET", url: url + path,
+                                                                headers: [("X-Switchyard-Secret", secret), ("Accept", "application/json")]))
+            #expect(response.status == 200)
+        }
+        #expect(!harness.logs.contains("plugin proxy: "), "libmicrohttpd reported a problem")
+        await harness.close()
+    }
+
     @Test func inCertificateModeTheProxyRenewsARevokedTokenAndTokenPrintsTheCurrentOne() async throws {
         let harness = try await Harness(tls: true)
         var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))

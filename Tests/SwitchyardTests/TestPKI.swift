@@ -42,7 +42,10 @@ final class TestPKI: Sendable {
         try extensions.write(toFile: directory + "/\(name).ext", atomically: true, encoding: .utf8)
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                      "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(commonName)"])
-        try openssl(["x509", "-req", "-in", "\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial",
+        try openssl(["x509", "-req", "-in", "\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key",
+                     // A random serial rather than -CAcreateserial: tests issue in parallel, and a shared
+                     // ca.srl is read half-written now and then.
+                     "-set_serial", "0x" + (0..<16).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined(),
                      "-out", "\(name).pem", "-days", String(days), "-extfile", "\(name).ext"])
         chmod(directory + "/\(name).key", 0o600)
     }

@@ -52,6 +52,10 @@ final class PluginProxy: @unchecked Sendable {
             let bytes = body.map { Array(UnsafeBufferPointer(start: $0, count: length)) } ?? []
             return proxy.handle(connection, method: String(cString: method), uri: String(cString: uri), body: bytes,
                                 tooLarge: tooLarge != 0)
+        }, error: { cls, message in
+            guard let cls, let message else { return }
+            let proxy = Unmanaged<PluginProxy>.fromOpaque(cls).takeUnretainedValue()
+            proxy.logger.warning("plugin proxy: \(String(cString: message))")
         }, cls: Unmanaged.passUnretained(self).toOpaque(), max_body: Self.maxBody))
         guard let daemon = sy_mhd_start(port, server) else {
             throw ProxyError(detail: "cannot listen on 127.0.0.1:\(port) (is the port in use?)")
