@@ -104,17 +104,38 @@ struct Routes: Sendable {
             }
             let body = bytes[start...]
             headers[.contentLength] = String(body.count)
+            let pace = await tenant.binaryPace
             return Response(status: status, headers: headers, body: ResponseBody { writer in
+                await tenant.binaryDownload(started: true)
+                defer { Task { await tenant.binaryDownload(started: false) } }
                 var offset = body.startIndex
                 let end = cut.map { min(body.endIndex, body.startIndex + $0) } ?? body.endIndex
                 while offset < end {
                     let next = min(end, offset + 64 * 1024)
                     try await writer.write(ByteBuffer(bytes: body[offset..<next]))
                     offset = next
+                    if let pace, offset < end { try await Task.sleep(for: pace) }
                 }
                 if cut != nil { throw SandboxError(detail: "download cut by fault injection") }
                 try await writer.finish(nil)
             })
+        }
+        // Replace a file: the raw body, counted as it arrives (tests watch a body stream in).
+        router.put("/inventory/binaries/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard await tenant.binaryContent(id) != nil else {
+                return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
+            }
+            var bytes: [UInt8] = []
+            for try await buffer in request.body {
+                bytes.append(contentsOf: buffer.readableBytesView)
+                await tenant.uploadReceived(id, bytes: buffer.readableBytes)
+            }
+            _ = await tenant.replaceBinary(id, with: bytes)
+            return Self.json(["id": .string(id), "length": .int(Int64(bytes.count)),
+                              "contentType": .string(request.headers[.contentType] ?? "application/octet-stream"),
+                              "self": .string("/inventory/binaries/\(id)")],
+                             status: 201, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
         }
         router.put("/sandbox/binaries") { request, _ -> Response in
             var request = request

@@ -240,6 +240,29 @@ public actor Tenant {
         return (bytes, cutNextDownloadAfter)
     }
 
+    /// A pause between the 64 KiB pieces of every binary download (a slow link); `nil`: none.
+    public private(set) var binaryPace: Duration?
+    /// Binary downloads whose body is being sent now.
+    public private(set) var binaryDownloadsSending = 0
+    /// Bytes received so far by each `PUT /inventory/binaries/<id>` (while it arrives, and after).
+    public private(set) var uploadProgress: [String: Int] = [:]
+
+    public func setBinaryPace(_ pace: Duration?) { binaryPace = pace }
+
+    func binaryDownload(started: Bool) { binaryDownloadsSending += started ? 1 : -1 }
+
+    func uploadReceived(_ id: String, bytes: Int) { uploadProgress[id, default: 0] += bytes }
+
+    /// Replaces a binary's content; `false` when there is no such binary.
+    func replaceBinary(_ id: String, with bytes: [UInt8]) -> Bool {
+        guard binaries[id] != nil else { return false }
+        binaries[id] = bytes
+        return true
+    }
+
+    /// The content of a binary.
+    public func binaryContent(_ id: String) -> [UInt8]? { binaries[id] }
+
     // MARK: Operations
 
     /// Creates a PENDING operation (the platform side) and notifies subscribed agents.

@@ -50,16 +50,37 @@ public struct PlatformClient: Sendable {
     /// is added, a 401 renews it once, and the answer comes back whatever its status.
     public func forward(_ method: String, _ pathAndQuery: String, headers: [(name: String, value: String)],
                         body: [UInt8]?, timeout: Duration? = nil) async throws(PlatformError) -> HTTPResponse {
+        try await withRenewal(method, pathAndQuery) { authorization throws(TransportError) in
+            try await transport.send(HTTPRequest(method: method, url: baseURL + pathAndQuery,
+                                                 headers: headers + [("Authorization", authorization)], body: body,
+                                                 timeout: timeout ?? requestTimeout))
+        }
+    }
+
+    /// As ``forward(_:_:headers:body:timeout:)``, with the request body read from `body` as it arrives
+    /// and a 2xx answer's body handed to `sink` as it arrives (see ``CurlTransport/stream(_:body:into:)``).
+    /// A 401 is retried once with the body read again from its start.
+    public func forward(_ method: String, _ pathAndQuery: String, headers: [(name: String, value: String)],
+                        streaming body: (any RequestBodySource)?, into sink: any ResponseBodySink,
+                        timeout: Duration) async throws(PlatformError) -> HTTPResponse {
+        try await withRenewal(method, pathAndQuery) { authorization throws(TransportError) in
+            try await transport.stream(HTTPRequest(method: method, url: baseURL + pathAndQuery,
+                                                   headers: headers + [("Authorization", authorization)], timeout: timeout),
+                                       body: body, into: sink)
+        }
+    }
+
+    /// Runs `exchange` with the current authorization; after a 401 the authorization is renewed and
+    /// the exchange run once more.
+    private func withRenewal(_ method: String, _ pathAndQuery: String,
+                             _ exchange: (String) async throws(TransportError) -> HTTPResponse) async throws(PlatformError) -> HTTPResponse {
         var attempt = 0
         while true {
             attempt += 1
             let authorization = try await credentials.authorization()
-            let request = HTTPRequest(method: method, url: baseURL + pathAndQuery,
-                                      headers: headers + [("Authorization", authorization)], body: body,
-                                      timeout: timeout ?? requestTimeout)
             let response: HTTPResponse
             do {
-                response = try await transport.send(request)
+                response = try await exchange(authorization)
             } catch {
                 throw PlatformError.transport(method, pathAndQuery, error)
             }

@@ -19,6 +19,7 @@ public final class CurlTransport: Sendable {
         var pending: [Transfer] = []
         var live: [UInt64: Transfer] = [:]
         var cancelRequests: [UInt64] = []
+        var wakeRequests: [UInt64] = []
         var cancelledEarly: Set<UInt64> = []
         var stopping = false
     }
@@ -60,14 +61,24 @@ public final class CurlTransport: Sendable {
         return try await perform(request, sink: FileSink(fd: sink, offset: offset, maxBytes: maxBytes))
     }
 
-    private func perform(_ request: HTTPRequest, sink: FileSink?) async throws(TransportError) -> HTTPResponse {
+    /// Sends a request whose body is read from `body` as it arrives (its `body` property is ignored)
+    /// and hands a 2xx response body to `sink` as it arrives; neither is held in memory. Returns when
+    /// the exchange is over; the response's body is empty unless the status was not 2xx. The request's
+    /// `timeout` bounds the whole exchange; besides, a transfer that moves under a byte a second for two
+    /// minutes fails as stalled.
+    public func stream(_ request: HTTPRequest, body: (any RequestBodySource)?, into sink: any ResponseBodySink) async throws(TransportError) -> HTTPResponse {
+        try await perform(request, sink: nil, streams: Streams(source: body, sink: sink))
+    }
+
+    private func perform(_ request: HTTPRequest, sink: FileSink?, streams: Streams? = nil) async throws(TransportError) -> HTTPResponse {
         let id = state.withLock { s -> UInt64 in s.nextID += 1; return s.nextID }
         do {
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPResponse, any Error>) in
                     do throws(TransportError) {
-                        let transfer = try Transfer(id: id, request: request, tls: tls,
-                                                    maxBody: maxResponseBytes, sink: sink, continuation: continuation)
+                        let wake: @Sendable () -> Void = { [weak self] in self?.wake(id) }
+                        let transfer = try Transfer(id: id, request: request, tls: tls, maxBody: maxResponseBytes, sink: sink,
+                                                    streams: streams, wake: wake, continuation: continuation)
                         submit(transfer)
                     } catch {
                         continuation.resume(throwing: error)
@@ -110,6 +121,12 @@ public final class CurlTransport: Sendable {
         curl_multi_wakeup(multi.raw)
     }
 
+    /// Resumes a transfer paused on its body source or sink.
+    private func wake(_ id: UInt64) {
+        state.withLock { $0.wakeRequests.append(id) }
+        curl_multi_wakeup(multi.raw)
+    }
+
     private func startLoop() throws(TransportError) {
         var thread = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
@@ -129,9 +146,9 @@ public final class CurlTransport: Sendable {
     private func runLoop() {
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         while true {
-            let (adds, cancels, stopping) = state.withLock { s in
-                defer { s.pending.removeAll(); s.cancelRequests.removeAll() }
-                return (s.pending, s.cancelRequests, s.stopping)
+            let (adds, cancels, wakes, stopping) = state.withLock { s in
+                defer { s.pending.removeAll(); s.cancelRequests.removeAll(); s.wakeRequests.removeAll() }
+                return (s.pending, s.cancelRequests, s.wakeRequests, s.stopping)
             }
             for transfer in adds {
                 curl_multi_add_handle(multi.raw, transfer.easy)
@@ -140,6 +157,11 @@ public final class CurlTransport: Sendable {
             for id in cancels {
                 guard let (easy, transfer) = active.first(where: { $0.value.id == id }) else { continue }
                 complete(transfer, easy: easy, active: &active, .failure(transfer.error(.cancelled, "cancelled")))
+            }
+            for id in Set(wakes) {
+                // A transfer that ended since is simply not there any more.
+                guard let easy = active.first(where: { $0.value.id == id })?.key else { continue }
+                curl_easy_pause(easy, CURLPAUSE_CONT)
             }
             if stopping {
                 for (easy, transfer) in active {
@@ -179,6 +201,12 @@ struct FileSink: Sendable {
     var started = false
 }
 
+/// The two ends of a streamed exchange.
+struct Streams: Sendable {
+    let source: (any RequestBodySource)?
+    let sink: any ResponseBodySink
+}
+
 /// The multi handle; used only from the transport thread (and `curl_multi_wakeup`, which is thread-safe).
 private struct MultiHandle: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
@@ -203,9 +231,15 @@ private final class Transfer: @unchecked Sendable {
     var overflowed = false
     var sink: FileSink?
     var sinkFailure: Int32 = 0
+    let streams: Streams?
+    let wake: @Sendable () -> Void
+    /// The next byte of the streamed request body to send.
+    var readOffset: Int64 = 0
+    var streamBegun = false
+    var streamProblem: String?
 
-    init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int, sink: FileSink?,
-         continuation: CheckedContinuation<HTTPResponse, any Error>) throws(TransportError) {
+    init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int, sink: FileSink?, streams: Streams?,
+         wake: @escaping @Sendable () -> Void, continuation: CheckedContinuation<HTTPResponse, any Error>) throws(TransportError) {
         guard let easy = curl_easy_init() else {
             throw TransportError(kind: .network, method: request.method, url: request.url, detail: "curl_easy_init failed")
         }
@@ -215,6 +249,8 @@ private final class Transfer: @unchecked Sendable {
         self.url = request.url
         self.maxBody = maxBody
         self.sink = sink
+        self.streams = streams
+        self.wake = wake
         self.continuation = continuation
         configure(request, tls: tls)
     }
@@ -247,7 +283,16 @@ private final class Transfer: @unchecked Sendable {
         _ = sy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         _ = sy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer)
 
-        if let body = request.body {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        if streams != nil {
+            // A stall is noticed: under a byte a second for two minutes fails the transfer (time
+            // paused on the sink does not count; time waiting on the source does).
+            _ = sy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
+            _ = sy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, 120)
+        }
+        if let source = streams?.source {
+            configureUpload(source, context: me)
+        } else if let body = request.body {
             _ = sy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
             if body.isEmpty {
                 _ = sy_setopt_string(easy, CURLOPT_COPYPOSTFIELDS, "")
@@ -256,6 +301,8 @@ private final class Transfer: @unchecked Sendable {
             }
         } else if request.method == "GET" {
             _ = sy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        } else if request.method == "HEAD" {
+            _ = sy_setopt_long(easy, CURLOPT_NOBODY, 1)
         }
 
         for header in request.headers + [("Expect", "")] {
@@ -263,11 +310,27 @@ private final class Transfer: @unchecked Sendable {
         }
         _ = sy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList)
 
-        let me = Unmanaged.passUnretained(self).toOpaque()
         _ = sy_setopt_callback(easy, CURLOPT_WRITEFUNCTION) { pointer, size, count, context in
             guard let pointer, let context else { return 0 }
             let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
             let length = size * count
+            if let stream = transfer.streams?.sink {
+                var status = 0
+                _ = sy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
+                if (200..<300).contains(status) {
+                    if !transfer.streamBegun {
+                        transfer.streamBegun = true
+                        stream.begin(status: status, headers: transfer.headers)
+                    }
+                    switch stream.offer(UnsafeRawBufferPointer(start: pointer, count: length), wake: transfer.wake) {
+                    case .taken: return length
+                    case .full: return Int(CURL_WRITEFUNC_PAUSE)
+                    case .gone:
+                        transfer.streamProblem = "the reader of the response went away"
+                        return 0
+                    }
+                }
+            }
             if transfer.sink != nil {
                 var status = 0
                 _ = sy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
@@ -296,6 +359,36 @@ private final class Transfer: @unchecked Sendable {
             return length
         }
         _ = sy_setopt_pointer(easy, CURLOPT_HEADERDATA, me)
+    }
+
+    /// The request body comes from `source` as it arrives: read without blocking, paused while it has
+    /// nothing, and read again from the start when libcurl must resend it on a new connection.
+    private func configureUpload(_ source: any RequestBodySource, context: UnsafeMutableRawPointer) {
+        _ = sy_setopt_long(easy, CURLOPT_POST, 1)
+        _ = sy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(source.length ?? -1))
+        _ = sy_setopt_callback(easy, CURLOPT_READFUNCTION) { pointer, size, count, context in
+            guard let pointer, let context else { return Int(CURL_READFUNC_ABORT) }
+            let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
+            guard let source = transfer.streams?.source else { return Int(CURL_READFUNC_ABORT) }
+            switch source.read(at: transfer.readOffset, into: UnsafeMutableRawBufferPointer(start: pointer, count: size * count),
+                               wake: transfer.wake) {
+            case .bytes(let length):
+                transfer.readOffset += Int64(length)
+                return length
+            case .end: return 0
+            case .wait: return Int(CURL_READFUNC_PAUSE)
+            case .failed(let reason):
+                transfer.streamProblem = reason
+                return Int(CURL_READFUNC_ABORT)
+            }
+        }
+        _ = sy_setopt_pointer(easy, CURLOPT_READDATA, context)
+        _ = sy_setopt_seek_callback(easy) { context, offset, origin in
+            guard let context, origin == SEEK_SET, offset >= 0 else { return CURL_SEEKFUNC_CANTSEEK }
+            Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().readOffset = Int64(offset)
+            return CURL_SEEKFUNC_OK
+        }
+        _ = sy_setopt_pointer(easy, CURLOPT_SEEKDATA, context)
     }
 
     /// Writes body bytes to the download's file; `false` stops the transfer (cap reached, write error).
@@ -356,6 +449,7 @@ private final class Transfer: @unchecked Sendable {
             let limit = sink.map { "\($0.maxBytes)" } ?? "\(maxBody)"
             return .failure(error(.tooLarge, "response body larger than \(limit) bytes"))
         }
+        if let streamProblem { return .failure(error(.cancelled, streamProblem)) }
         if sinkFailure != 0 { return .failure(error(.network, "cannot write the download: \(String(cString: strerror(sinkFailure)))")) }
         let detail = String(cString: errorBuffer)
         let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
