@@ -200,6 +200,13 @@ extension AgentConfiguration {
                 problems.append("\(where_("proxy.port")): proxy.port must be a port number, 0 or off, found '\(text)'")
             }
         }
+        if let text = value("proxy.maxUpload") {
+            if let bytes = parseByteSize(text), bytes > 0 {
+                configuration.proxyMaxUpload = bytes
+            } else {
+                problems.append("\(where_("proxy.maxUpload")): proxy.maxUpload must be a size such as 512MiB or 4GiB, found '\(text)'")
+            }
+        }
         if let text = value("oauth2") {
             let base = settings["oauth2"]?.base ?? "."
             var fallback: ClientCertificate?

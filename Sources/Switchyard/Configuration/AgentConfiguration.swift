@@ -120,6 +120,8 @@ public struct AgentConfiguration: Sendable {
     public var childDiscovery: [String]?
     /// The plugin proxy's port on 127.0.0.1 (0: any free port); `nil`: no proxy.
     public var proxyPort: UInt16? = 8001
+    /// The largest request body a plugin may send through the proxy (kept on disk while it is sent).
+    public var proxyMaxUpload: Int64 = 4 << 30
     /// Artifact hosts whose downloads carry an OAuth2 token obtained over mTLS, by origin.
     public var oauth2Hosts: [String: OAuth2ClientCredentials.Settings] = [:]
 
@@ -159,6 +161,7 @@ public struct AgentConfiguration: Sendable {
         ("auth.insecure", "true or false"),
         ("oauth2", "a list of artifact hosts, each with host, issuer, clientId and optional cert and key"),
         ("proxy.port", "a port number, 0 for any free port, or off"),
+        ("proxy.maxUpload", "a size such as 512MiB or 4GiB"),
         ("handlers", "a directory of handler declarations"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),

@@ -215,7 +215,7 @@ public struct Agent: Service {
     /// without it (port taken, or `proxy.port: off`) plugins simply get no proxy variables.
     func startProxy(client: PlatformClient, state: String) -> PluginProxy? {
         guard let port = configuration.proxyPort else { return nil }
-        let proxy = PluginProxy(client: client, spoolDirectory: state, logger: logger)
+        let proxy = PluginProxy(client: client, spoolDirectory: state, maxUpload: configuration.proxyMaxUpload, logger: logger)
         do {
             try proxy.start(port: port)
             let record: JSONValue = ["url": .string(proxy.url), "secret": .string(proxy.secret)]

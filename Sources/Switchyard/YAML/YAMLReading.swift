@@ -129,6 +129,18 @@ public func parseDuration(_ text: String) -> Duration? {
     return .milliseconds(Int64((seconds * 1000).rounded()))
 }
 
+/// Parses a size: `512`, `64KiB`, `16MiB`, `4GiB` (powers of 1024) or `10kB`, `20MB`, `1GB` (of 1000), in bytes.
+public func parseByteSize(_ text: String) -> Int64? {
+    let trimmed = text.trimmingCharacters(in: " ")
+    let units: [(String, Double)] = [("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824), ("kB", 1e3), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("B", 1)]
+    for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+        guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: " ")), value >= 0 else { return nil }
+        let bytes = value * factor
+        return bytes < 9e18 ? Int64(bytes.rounded()) : nil
+    }
+    return Int64(trimmed).flatMap { $0 >= 0 ? $0 : nil }
+}
+
 extension YAMLNode {
     /// The node as JSON: plain `true`/`false`/`null` and numbers are typed, quoted scalars stay text.
     public var json: JSONValue {
