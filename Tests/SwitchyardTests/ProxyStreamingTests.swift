@@ -125,6 +125,31 @@ struct ProxyStreamingTests {
         await harness.close()
     }
 
+    @Test func stoppingTheAgentEndsADownloadInFlightAtOnce() async throws {
+        let harness = try await Harness()
+        try await harness.startAgent()
+        let proxy = try proxy(harness)
+        let id = await harness.tenant.addBinary(Self.payload(4 << 20))
+        await harness.tenant.setBinaryPace(.milliseconds(100))
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let sink = RecordingSink()
+        async let answer = transport.stream(HTTPRequest(method: "GET", url: proxy.url + "/inventory/binaries/\(id)",
+                                                        headers: proxy.headers, timeout: .seconds(30)),
+                                            body: nil, into: sink)
+        try await eventually("the download is under way", within: 10) { sink.count > 0 }
+        let stopping = ContinuousClock.now
+        await harness.stopAgent()
+        #expect(ContinuousClock.now - stopping < .seconds(3), "the agent waited for the download to end")
+        do {
+            _ = try await answer
+            Issue.record("the download was not cut")
+        } catch {
+            #expect(sink.count < 4 << 20)
+        }
+        await harness.close()
+    }
+
     @Test func anUploadAboveTheLimitIsRefusedAndNothingIsSent() async throws {
         let harness = try await Harness()
         var configuration = harness.configuration
@@ -224,7 +249,7 @@ struct ProxyStreamingTests {
         answer.finish(.success(HTTPResponse(status: 200, headers: [:], body: [])))
         while case .bytes = buffer.withUnsafeMutableBytes({ answer.read(into: $0) }) {}
         #expect(buffer.withUnsafeMutableBytes { answer.read(into: $0) } == .end)
-        answer.abandon()
+        answer.abandon("the test is done")
         #expect(piece.withUnsafeBytes { answer.offer($0, wake: {}) } == .gone)
     }
 

@@ -42,6 +42,13 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
     public let url: String
     public let detail: String
 
+    public init(kind: Kind, method: String, url: String, detail: String) {
+        self.kind = kind
+        self.method = method
+        self.url = url
+        self.detail = detail
+    }
+
     public var description: String { "\(method) \(url): \(detail)" }
 }
 

@@ -113,6 +113,7 @@ final class PluginProxy: @unchecked Sendable {
         context.pointee = nil
         let proxy = Unmanaged<PluginProxy>.fromOpaque(cls).takeUnretainedValue()
         let exchange = Unmanaged<ProxyExchange>.fromOpaque(pointer).takeRetainedValue()
+        exchange.spool?.fail("the plugin closed the connection")
         exchange.cancel("the plugin closed the connection")
         _ = proxy.live.withLock { $0.removeValue(forKey: ObjectIdentifier(exchange)) }
     }
@@ -176,12 +177,12 @@ final class PluginProxy: @unchecked Sendable {
                     case .bytes(let count): return count
                     case .end: return sy_mhd_end_of_stream
                     case .failed(let reason):
-                        exchange.logger.warning("plugin proxy: the answer broke off", metadata: ["path": "\(exchange.uri)", "error": "\(reason)"])
+                        exchange.logger.warning("plugin proxy: the answer broke off", metadata: ["path": "\(exchange.uri)", "reason": "\(reason)"])
                         return sy_mhd_end_with_error
                     }
                 }, Unmanaged.passRetained(exchange).toOpaque(), { cls in
                     guard let cls else { return }
-                    Unmanaged<ProxyExchange>.fromOpaque(cls).takeRetainedValue().answer.abandon()
+                    Unmanaged<ProxyExchange>.fromOpaque(cls).takeRetainedValue().answer.abandon("the plugin stopped reading")
                 })
             }
         case .complete(.success(let response)):
@@ -251,8 +252,8 @@ final class PluginProxy: @unchecked Sendable {
     }
 }
 
-/// One request through the proxy, from its URI to its end. Its fields are set on the connection's
-/// thread; ``cancel(_:)`` may come from any thread.
+/// One request through the proxy, from its URI to its end. Its fields are used on the connection's
+/// thread only; ``cancel(_:)`` may come from any thread.
 private final class ProxyExchange: @unchecked Sendable {
     let uri: String
     let logger: Logger
@@ -286,10 +287,9 @@ private final class ProxyExchange: @unchecked Sendable {
         }
     }
 
-    /// Stops the tenant's side: an unfinished body fails, the answer is no longer read.
+    /// Stops the tenant's side: its transfer is cancelled, the answer no longer read.
     func cancel(_ reason: String) {
-        spool?.fail(reason)
-        answer.abandon()
+        answer.abandon(reason)
         task.withLock { $0?.cancel() }
     }
 }

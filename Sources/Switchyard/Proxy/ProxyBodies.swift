@@ -230,7 +230,7 @@ final class ProxyAnswer: ResponseBodySink, @unchecked Sendable {
 
     /// The exchange is over (on the task that ran it).
     func finish(_ outcome: Result<HTTPResponse, PlatformError>) {
-        state.withLock { $0.outcome = outcome }
+        state.withLock { s in if s.outcome == nil { s.outcome = outcome } }
     }
 
     /// Blocks until the answer's head is known.
@@ -257,7 +257,7 @@ final class ProxyAnswer: ResponseBodySink, @unchecked Sendable {
             }
             switch s.outcome {
             case .success?: return (.end, nil)
-            case .failure(let error)?: return (.failed("\(error)"), nil)
+            case .failure(let error)?: return (.failed(error.detail), nil)
             case nil: return nil
             }
         }
@@ -265,10 +265,15 @@ final class ProxyAnswer: ResponseBodySink, @unchecked Sendable {
         return result
     }
 
-    /// The plugin is gone: the transfer stops at its next bytes (woken if it waits for room).
-    func abandon() {
+    /// The plugin is gone, or the proxy stops: the transfer stops at its next bytes (woken if it
+    /// waits for room), and a thread waiting here is answered now rather than when the transfer ends
+    /// (which may need a Swift task to run: not something to wait for while the proxy shuts down).
+    func abandon(_ reason: String) {
         let wake = state.withLock { s -> (@Sendable () -> Void)? in
             s.gone = true
+            if s.outcome == nil {
+                s.outcome = .failure(.transport("proxy", "-", TransportError(kind: .cancelled, method: "proxy", url: "-", detail: reason)))
+            }
             defer { s.wake = nil }
             return s.wake
         }
