@@ -22,23 +22,34 @@ struct ProxyStreamingTests {
         return Proxy(url: try #require(json["url"]?.stringValue), secret: try #require(json["secret"]?.stringValue))
     }
 
+    /// Starts the agent and stores a binary of `size` bytes that the sandbox sends in 64 KiB pieces,
+    /// one every 100 ms (a slow link).
+    func agentWithPacedBinary(_ harness: Harness, size: Int) async throws -> (proxy: Proxy, id: String, payload: [UInt8]) {
+        try await harness.startAgent()
+        let payload = Self.payload(size)
+        let id = await harness.tenant.addBinary(payload)
+        await harness.tenant.setBinaryPace(.milliseconds(100))
+        return (try proxy(harness), id, payload)
+    }
+
+    /// Downloads a binary through the proxy into `sink`, as a plugin would.
+    func download(_ id: String, through proxy: Proxy, with transport: CurlTransport, into sink: RecordingSink) async throws -> HTTPResponse {
+        try await transport.stream(HTTPRequest(method: "GET", url: proxy.url + "/inventory/binaries/\(id)",
+                                               headers: proxy.headers, timeout: .seconds(30)),
+                                   body: nil, into: sink)
+    }
+
     static func payload(_ count: Int, seed: UInt32 = 2_654_435_761) -> [UInt8] {
         (0..<count).map { UInt8(truncatingIfNeeded: UInt32(truncatingIfNeeded: $0) &* seed >> 11) }
     }
 
     @Test func aSlowDownloadReachesThePluginWhileTheTenantIsStillSendingIt() async throws {
         let harness = try await Harness()
-        try await harness.startAgent()
-        let proxy = try proxy(harness)
-        let payload = Self.payload(1 << 20)
-        let id = await harness.tenant.addBinary(payload)
-        await harness.tenant.setBinaryPace(.milliseconds(100))  // 16 pieces of 64 KiB: about 1.5 s
+        let (proxy, id, payload) = try await agentWithPacedBinary(harness, size: 1 << 20)  // 16 pieces: about 1.5 s
         let transport = try CurlTransport()
         defer { transport.shutdown() }
         let sink = RecordingSink()
-        async let answer = transport.stream(HTTPRequest(method: "GET", url: proxy.url + "/inventory/binaries/\(id)",
-                                                        headers: proxy.headers, timeout: .seconds(30)),
-                                            body: nil, into: sink)
+        async let answer = download(id, through: proxy, with: transport, into: sink)
         try await eventually("the first bytes reach the plugin", within: 10) { sink.count > 0 }
         #expect(await harness.tenant.binaryDownloadsSending == 1, "the tenant had already sent everything")
         #expect(sink.count < payload.count)
@@ -103,18 +114,12 @@ struct ProxyStreamingTests {
 
     @Test func aPluginThatLeavesMidDownloadStopsTheTransfer() async throws {
         let harness = try await Harness()
-        try await harness.startAgent()
-        let proxy = try proxy(harness)
-        let id = await harness.tenant.addBinary(Self.payload(4 << 20))
-        await harness.tenant.setBinaryPace(.milliseconds(100))  // 64 pieces: over 6 s in all
+        let (proxy, id, _) = try await agentWithPacedBinary(harness, size: 4 << 20)  // 64 pieces: over 6 s in all
         let transport = try CurlTransport()
         defer { transport.shutdown() }
         let started = ContinuousClock.now
-        let sink = RecordingSink(leaveAfter: 100 << 10)
         await #expect(throws: TransportError.self) {
-            _ = try await transport.stream(HTTPRequest(method: "GET", url: proxy.url + "/inventory/binaries/\(id)",
-                                                       headers: proxy.headers, timeout: .seconds(30)),
-                                           body: nil, into: sink)
+            _ = try await download(id, through: proxy, with: transport, into: RecordingSink(leaveAfter: 100 << 10))
         }
         try await eventually("the tenant stops sending", within: 10) { await harness.tenant.binaryDownloadsSending == 0 }
         #expect(ContinuousClock.now - started < .seconds(5), "the transfer ran on after the plugin left")
@@ -127,16 +132,11 @@ struct ProxyStreamingTests {
 
     @Test func stoppingTheAgentEndsADownloadInFlightAtOnce() async throws {
         let harness = try await Harness()
-        try await harness.startAgent()
-        let proxy = try proxy(harness)
-        let id = await harness.tenant.addBinary(Self.payload(4 << 20))
-        await harness.tenant.setBinaryPace(.milliseconds(100))
+        let (proxy, id, _) = try await agentWithPacedBinary(harness, size: 4 << 20)
         let transport = try CurlTransport()
         defer { transport.shutdown() }
         let sink = RecordingSink()
-        async let answer = transport.stream(HTTPRequest(method: "GET", url: proxy.url + "/inventory/binaries/\(id)",
-                                                        headers: proxy.headers, timeout: .seconds(30)),
-                                            body: nil, into: sink)
+        async let answer = download(id, through: proxy, with: transport, into: sink)
         try await eventually("the download is under way", within: 10) { sink.count > 0 }
         let stopping = ContinuousClock.now
         await harness.stopAgent()
