@@ -314,29 +314,12 @@ private final class Transfer: @unchecked Sendable {
             guard let pointer, let context else { return 0 }
             let transfer = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue()
             let length = size * count
-            if let stream = transfer.streams?.sink {
-                var status = 0
-                _ = sy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
-                if (200..<300).contains(status) {
-                    if !transfer.streamBegun {
-                        transfer.streamBegun = true
-                        stream.begin(status: status, headers: transfer.headers)
-                    }
-                    switch stream.offer(UnsafeRawBufferPointer(start: pointer, count: length), wake: transfer.wake) {
-                    case .taken: return length
-                    case .full: return Int(CURL_WRITEFUNC_PAUSE)
-                    case .gone:
-                        transfer.streamProblem = "the reader of the response went away"
-                        return 0
-                    }
+            // A 2xx body goes to the stream or the download's file when there is one; the rest to memory.
+            if transfer.streams != nil || transfer.sink != nil, let status = transfer.successStatus {
+                if let stream = transfer.streams?.sink {
+                    return transfer.offer(UnsafeRawBufferPointer(start: pointer, count: length), to: stream, status: status)
                 }
-            }
-            if transfer.sink != nil {
-                var status = 0
-                _ = sy_getinfo_long(transfer.easy, CURLINFO_RESPONSE_CODE, &status)
-                if (200..<300).contains(status) {
-                    return transfer.writeToSink(UnsafeRawPointer(pointer), length, status: status) ? length : 0
-                }
+                return transfer.writeToSink(UnsafeRawPointer(pointer), length, status: status) ? length : 0
             }
             if transfer.body.count + length > transfer.maxBody {
                 transfer.overflowed = true
@@ -389,6 +372,28 @@ private final class Transfer: @unchecked Sendable {
             return CURL_SEEKFUNC_OK
         }
         _ = sy_setopt_pointer(easy, CURLOPT_SEEKDATA, context)
+    }
+
+    /// The response's status when it is a 2xx one.
+    var successStatus: Int? {
+        var status = 0
+        _ = sy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        return (200..<300).contains(status) ? status : nil
+    }
+
+    /// Hands body bytes to the stream's sink, telling it the head first; the write callback's answer.
+    func offer(_ bytes: UnsafeRawBufferPointer, to stream: any ResponseBodySink, status: Int) -> Int {
+        if !streamBegun {
+            streamBegun = true
+            stream.begin(status: status, headers: headers)
+        }
+        switch stream.offer(bytes, wake: wake) {
+        case .taken: return bytes.count
+        case .full: return Int(CURL_WRITEFUNC_PAUSE)
+        case .gone:
+            streamProblem = "the reader of the response went away"
+            return 0
+        }
     }
 
     /// Writes body bytes to the download's file; `false` stops the transfer (cap reached, write error).

@@ -44,6 +44,23 @@ extension AgentConfiguration {
             return FileSystem.resolve(setting.value, relativeTo: setting.base)
         }
         func where_(_ key: String) -> String { settings[key]?.origin ?? key }
+        /// The key's duration, `nil` when it is not set; a value that is no duration (or, with
+        /// `positive`, is zero) is a problem.
+        func duration(_ key: String, example: String, positive: Bool = false) -> Duration? {
+            guard let text = value(key) else { return nil }
+            if let parsed = parseDuration(text), !positive || parsed > .zero { return parsed }
+            problems.append("\(where_(key)): \(key) must be a duration such as \(example), found '\(text)'")
+            return nil
+        }
+        /// A problem when the key's PEM file holds no readable certificate.
+        func checkCertificates(_ key: String, in file: String?) {
+            guard let file else { return }
+            do throws(CertificateError) {
+                _ = try X509Certificate.read(file: file)
+            } catch {
+                problems.append("\(where_(key)): \(error)")
+            }
+        }
 
         let url = required("c8y.url")
         if !url.isEmpty && !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
@@ -89,12 +106,7 @@ extension AgentConfiguration {
             if password == nil {
                 problems.append("missing auth.bootstrap.password or auth.bootstrap.passwordFile: the bootstrap password is needed for auth.mode bootstrap")
             }
-            var interval: Duration = .seconds(5)
-            if let text = value("auth.bootstrap.interval") {
-                if let parsed = parseDuration(text), parsed > .zero { interval = parsed } else {
-                    problems.append("\(where_("auth.bootstrap.interval")): auth.bootstrap.interval must be a duration such as 5s, found '\(text)'")
-                }
-            }
+            let interval = duration("auth.bootstrap.interval", example: "5s", positive: true) ?? .seconds(5)
             authentication = .bootstrap(BasicCredentials(tenant: value("auth.bootstrap.tenant"), username: username, password: password ?? ""),
                                         interval: interval)
         case "certificate":
@@ -102,31 +114,15 @@ extension AgentConfiguration {
             let key = path("auth.certificate.key")
             if cert == nil { _ = required("auth.certificate.cert") }
             if key == nil { _ = required("auth.certificate.key") }
-            if let cert {
-                do throws(CertificateError) {
-                    _ = try X509Certificate.read(file: cert)
-                } catch {
-                    problems.append("\(where_("auth.certificate.cert")): \(error)")
-                }
-            }
+            checkCertificates("auth.certificate.cert", in: cert)
             if let key, let problem = privateFileProblem(key, holding: "a private key") {
                 problems.append("\(where_("auth.certificate.key")): \(problem)")
             }
             let chain = path("auth.certificate.chain")
-            if let chain {
-                do throws(CertificateError) {
-                    _ = try X509Certificate.read(file: chain)
-                } catch {
-                    problems.append("\(where_("auth.certificate.chain")): \(error)")
-                }
-            }
+            checkCertificates("auth.certificate.chain", in: chain)
             var settings = CertificateAuthentication(certificate: ClientCertificate(certificateFile: cert ?? "", keyFile: key ?? ""),
                                                      chainFile: chain, mtlsURL: value("c8y.mtlsUrl"))
-            if let text = value("auth.certificate.expiryWarning") {
-                if let parsed = parseDuration(text) { settings.expiryWarning = parsed } else {
-                    problems.append("\(where_("auth.certificate.expiryWarning")): auth.certificate.expiryWarning must be a duration such as 30d, found '\(text)'")
-                }
-            }
+            settings.expiryWarning = duration("auth.certificate.expiryWarning", example: "30d") ?? settings.expiryWarning
             if let mtls = settings.mtlsURL, !(mtls.hasPrefix("https://")) {
                 problems.append("\(where_("c8y.mtlsUrl")): c8y.mtlsUrl must start with https://, found '\(mtls)'")
             }
@@ -136,13 +132,7 @@ extension AgentConfiguration {
         }
 
         var configuration = AgentConfiguration(url: url, device: device, authentication: authentication)
-        if let text = value("c8y.timeout") {
-            if let timeout = parseDuration(text), timeout > .zero {
-                configuration.requestTimeout = timeout
-            } else {
-                problems.append("\(where_("c8y.timeout")): c8y.timeout must be a duration such as 30s, found '\(text)'")
-            }
-        }
+        configuration.requestTimeout = duration("c8y.timeout", example: "30s", positive: true) ?? configuration.requestTimeout
         configuration.tls = TLSConfiguration(caFile: path("auth.ca"))
         switch value("auth.insecure") {
         case nil, "false": break
@@ -158,13 +148,7 @@ extension AgentConfiguration {
                 problems.append("\(where_("operations.concurrency")): operations.concurrency must be a whole number from 1 to 64, found '\(text)'")
             }
         }
-        if let text = value("operations.shutdownGrace") {
-            if let grace = parseDuration(text) {
-                configuration.shutdownGrace = grace
-            } else {
-                problems.append("\(where_("operations.shutdownGrace")): operations.shutdownGrace must be a duration such as 20s, found '\(text)'")
-            }
-        }
+        configuration.shutdownGrace = duration("operations.shutdownGrace", example: "20s") ?? configuration.shutdownGrace
         if let text = value("children") {
             switch (try? JSONValue.parse(text))?.arrayValue {
             case nil:

@@ -25,6 +25,7 @@ import JSONSupport
 /// | `auth.insecure` | `true` skips TLS verification (a warning is logged at every start) | `false` |
 /// | `oauth2` | artifact hosts that take OAuth2 tokens: a list of `{host, issuer, clientId, cert, key}` (cert and key default to `auth.certificate.*`) | none |
 /// | `proxy.port` | port of the plugin proxy on 127.0.0.1 (`0`: any free port; `off`: no proxy) | `8001` |
+/// | `proxy.maxUpload` | largest request body a plugin may send through the proxy | `4GiB` |
 /// | `handlers` | directory of handler declarations | `handlers.d` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
