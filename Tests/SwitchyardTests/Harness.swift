@@ -135,6 +135,12 @@ final class Harness: @unchecked Sendable {
         agentTask = nil
     }
 
+    /// The running agent's plugin proxy: its URL and secret, from its record in the state directory.
+    func proxyRecord() throws -> (url: String, secret: String) {
+        let json = try JSONValue.parse(String(contentsOfFile: state + "/" + PluginProxy.file, encoding: .utf8))
+        return (try #require(json["url"]?.stringValue), try #require(json["secret"]?.stringValue))
+    }
+
     func deviceID() async -> String? {
         await tenant.device(externalId: externalId)?["id"]?.idValue
     }

@@ -8,11 +8,6 @@ import Testing
 /// Token access for plugins (seed 003): the loopback proxy with its per-run secret.
 @Suite(.timeLimit(.minutes(1)))
 struct PluginProxyTests {
-    func proxyRecord(_ harness: Harness) throws -> (url: String, secret: String) {
-        let json = try JSONValue.parse(String(contentsOfFile: harness.state + "/proxy.json", encoding: .utf8))
-        return (try #require(json["url"]?.stringValue), try #require(json["secret"]?.stringValue))
-    }
-
     @Test func aPluginReadsAndWritesTheTenantThroughTheProxy() async throws {
         let harness = try await Harness()
         let script = harness.root + "/bin/through-proxy.py"
@@ -37,15 +32,15 @@ struct PluginProxyTests {
         #expect(operation["status"] == "SUCCESSFUL", "\(harness.log(id))")
         let deviceID = try #require(await harness.deviceID())
         #expect(await harness.tenant.managedObject(deviceID)?["acme_SeenByPlugin"]?["name"] == "Test device")
-        #expect(!harness.log(id).contains(try proxyRecord(harness).secret))
+        #expect(!harness.log(id).contains(try harness.proxyRecord().secret))
         await harness.close()
     }
 
     @Test func withoutTheSecretTheProxyRefusesAndItListensOnLoopbackOnly() async throws {
         let harness = try await Harness()
         try await harness.startAgent()
-        let (url, secret) = try proxyRecord(harness)
-        let mode = try FileManager.default.attributesOfItem(atPath: harness.state + "/proxy.json")[.posixPermissions] as? Int
+        let (url, secret) = try harness.proxyRecord()
+        let mode = try FileManager.default.attributesOfItem(atPath: harness.state + "/" + PluginProxy.file)[.posixPermissions] as? Int
         #expect(mode == 0o600)
         let transport = try CurlTransport()
         defer { transport.shutdown() }
@@ -78,7 +73,7 @@ struct PluginProxyTests {
         try await harness.startAgent()
         let payload = [UInt8]((0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) })
         let id = await harness.tenant.addBinary(payload)
-        let (url, secret) = try proxyRecord(harness)
+        let (url, secret) = try harness.proxyRecord()
         let transport = try CurlTransport()
         defer { transport.shutdown() }
         let target = harness.root + "/binary"
@@ -100,7 +95,7 @@ struct PluginProxyTests {
     @Test func connectionsOnDescriptorsAbove1024AreServed() async throws {
         let harness = try await Harness()
         try await harness.startAgent()
-        let (url, secret) = try proxyRecord(harness)
+        let (url, secret) = try harness.proxyRecord()
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         if limit.rlim_cur < 1400 {
@@ -131,12 +126,11 @@ struct PluginProxyTests {
     @Test func inCertificateModeTheProxyRenewsARevokedTokenAndTokenPrintsTheCurrentOne() async throws {
         let harness = try await Harness(tls: true)
         var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
-        configuration.proxyPort = 0
         try await harness.startAgent(configuration, waitForRegistration: true)
         let printed = try await currentToken(configuration: configuration, logger: harness.logs.logger("token"))
         #expect(await harness.tenant.issuedTokens.contains(printed))
 
-        let (url, secret) = try proxyRecord(harness)
+        let (url, secret) = try harness.proxyRecord()
         let before = await harness.tenant.deviceTokenCount
         await harness.tenant.revokeDeviceTokens()
         let transport = try CurlTransport()

@@ -18,8 +18,8 @@ struct ProxyStreamingTests {
     }
 
     func proxy(_ harness: Harness) throws -> Proxy {
-        let json = try JSONValue.parse(String(contentsOfFile: harness.state + "/proxy.json", encoding: .utf8))
-        return Proxy(url: try #require(json["url"]?.stringValue), secret: try #require(json["secret"]?.stringValue))
+        let (url, secret) = try harness.proxyRecord()
+        return Proxy(url: url, secret: secret)
     }
 
     /// Starts the agent and stores a binary of `size` bytes that the sandbox sends in 64 KiB pieces,
@@ -94,7 +94,6 @@ struct ProxyStreamingTests {
     @Test func aStreamedUploadIsSentAgainAfterARevokedToken() async throws {
         let harness = try await Harness(tls: true)
         var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
-        configuration.proxyPort = 0
         try await harness.startAgent(configuration, waitForRegistration: true)
         let proxy = try proxy(harness)
         let id = await harness.tenant.addBinary([0])
