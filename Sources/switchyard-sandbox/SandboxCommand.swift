@@ -185,7 +185,12 @@ struct OperationCommand: AsyncParsableCommand {
         @Option(help: "PENDING, EXECUTING, SUCCESSFUL or FAILED.") var status = "PENDING"
 
         func run() async throws {
-            for operation in try await connection.client().operations(agentID: device, status: status) { print(operation) }
+            for item in try await connection.client().operations(agentID: device, status: status) {
+                switch item {
+                case .operation(let operation): print(operation)
+                case .undecodable(let id, let problem, _): print("undecodable operation \(id ?? "(no id)"): \(problem)")
+                }
+            }
         }
     }
 }

@@ -38,9 +38,14 @@ public struct BayeuxListener: Sendable {
     /// Listens until the task is cancelled.
     /// - Parameters:
     ///   - onSubscribed: called (in a child task) after every successful subscription.
-    ///   - onMessage: called with the `data` of every message on the channel, in order.
+    ///   - onInterrupted: called (in a child task) when a long-poll ends in an error or a timeout: its
+    ///     answer may have been lost in transit with operations in it, which the server will not send
+    ///     again, so the caller should ask the platform what is pending.
+    ///   - onMessage: called with the `data` of every message on the channel, in order, each decoded
+    ///     on its own (one the decoder refuses comes as ``OperationItem/undecodable(id:problem:excerpt:)``).
     public func run(onSubscribed: @escaping @Sendable () async -> Void,
-                    onMessage: @escaping @Sendable (JSONValue) async -> Void) async {
+                    onInterrupted: @escaping @Sendable () async -> Void = {},
+                    onMessage: @escaping @Sendable (OperationItem) async -> Void) async {
         await withDiscardingTaskGroup { group in
             var session: String?
             var holdTime = configuration.defaultHoldTime
@@ -84,6 +89,8 @@ public struct BayeuxListener: Sendable {
                     logger.warning("notification request failed; retrying",
                                    metadata: ["error": "\(error)", "retryIn": "\(delay)"])
                     if error is BayeuxError { session = nil }
+                    // Only the first failure of a streak: the platform is asked once it answers again.
+                    if failures == 1 && session != nil { group.addTask { await onInterrupted() } }
                     do { try await Task.sleep(for: delay) } catch { break }
                 }
             }
@@ -114,23 +121,45 @@ public struct BayeuxListener: Sendable {
     }
 
     struct ConnectReply {
-        var data: [JSONValue] = []
+        var data: [OperationItem] = []
         var advice = Advice(nil)
         var error: String?
     }
 
-    private func post(_ message: JSONValue, timeout: Duration? = nil) async throws(PlatformError) -> [JSONValue] {
-        let (status, json) = try await client.send("POST", configuration.path, body: [message],
-                                                   contentType: MediaType.json, accept: MediaType.json, timeout: timeout)
-        guard let replies = json?.arrayValue else {
-            throw PlatformError.malformed("POST", configuration.path, status: status, body: json?.encoded() ?? [],
-                                          "Bayeux reply is not an array")
-        }
-        return replies
+    /// One message of a Bayeux reply: decoded, or (when the decoder refuses it) its channel and the
+    /// operation it carried, judged on its own.
+    enum ReplyMessage {
+        case message(JSONValue)
+        case undecodable(channel: String?, data: OperationItem?)
     }
 
-    private func meta(_ replies: [JSONValue], _ channel: String) throws(BayeuxError) -> JSONValue {
-        guard let reply = replies.first(where: { $0["channel"]?.stringValue == channel }) else {
+    /// Posts one message; the reply's messages are split before they are decoded, so one message
+    /// the decoder refuses (say, an operation with a lone surrogate) does not lose the others.
+    private func post(_ message: JSONValue, timeout: Duration? = nil) async throws(PlatformError) -> [ReplyMessage] {
+        let path = configuration.path
+        let response = try await client.forward("POST", path, headers: [("Accept", MediaType.json), ("Content-Type", MediaType.json)],
+                                                body: JSONValue.array([message]).encoded(), timeout: timeout)
+        guard (200..<300).contains(response.status) else { throw PlatformError.status("POST", path, response) }
+        let body = response.body
+        guard let elements = JSONScan.arrayElements(body) else {
+            throw PlatformError.malformed("POST", path, status: response.status, body: body, "Bayeux reply is not an array")
+        }
+        return elements.map { range in
+            if let message = try? JSONValue.parse(body[range]) { return .message(message) }
+            let channel = JSONScan.member("channel", of: body, in: range)?.stringValue
+            let data = JSONScan.objectMembers(body, in: range)?.first { member in
+                (try? JSONValue.parse(body[member.key]))?.stringValue == "data"
+            }.map { OperationItem.decode(body, $0.value) }
+            return .undecodable(channel: channel, data: data)
+        }
+    }
+
+    private func messages(_ replies: [ReplyMessage]) -> [JSONValue] {
+        replies.compactMap { if case .message(let message) = $0 { message } else { nil } }
+    }
+
+    private func meta(_ replies: [ReplyMessage], _ channel: String) throws(BayeuxError) -> JSONValue {
+        guard let reply = messages(replies).first(where: { $0["channel"]?.stringValue == channel }) else {
             throw BayeuxError(channel: channel, error: "no \(channel) reply")
         }
         guard reply["successful"]?.boolValue == true else {
@@ -160,10 +189,22 @@ public struct BayeuxListener: Sendable {
         let replies = try await post(["channel": "/meta/connect", "clientId": .string(clientID), "connectionType": "long-polling"],
                                      timeout: holdTime + .seconds(20))
         var reply = ConnectReply()
-        for message in replies {
+        for element in replies {
+            let message: JSONValue
+            switch element {
+            case .message(let decoded):
+                message = decoded
+            case .undecodable(let name, let data):
+                if name == channel || name == nil, let data {
+                    reply.data.append(data)
+                } else {
+                    logger.error("Bayeux reply holds a message that cannot be decoded; skipped", metadata: ["channel": "\(name ?? "-")"])
+                }
+                continue
+            }
             let name = message["channel"]?.stringValue
             if name == channel, let data = message["data"] {
-                reply.data.append(data)
+                reply.data.append(.operation(data))
             } else if name == "/meta/connect" {
                 reply.advice = Advice(message["advice"])
                 if message["successful"]?.boolValue != true {

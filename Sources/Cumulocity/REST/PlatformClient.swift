@@ -1,5 +1,22 @@
 public import JSONSupport
 
+/// One element of a list of operations (a collection page, a Bayeux reply), decoded on its own.
+public enum OperationItem: Sendable {
+    case operation(JSONValue)
+    /// An element that could not be decoded: its `id` when that can still be read, why, and its start.
+    case undecodable(id: String?, problem: String, excerpt: String)
+
+    /// Decodes the element at `range` of `bytes`.
+    public static func decode(_ bytes: [UInt8], _ range: Range<Int>) -> OperationItem {
+        do {
+            return .operation(try JSONValue.parse(bytes[range]))
+        } catch {
+            return .undecodable(id: JSONScan.member("id", of: bytes, in: range)?.idValue, problem: error.detail,
+                                excerpt: JSONValue.excerpt(bytes[range]))
+        }
+    }
+}
+
 /// The Cumulocity REST API as the agent uses it.
 ///
 /// Every request names its media types: the platform answers POST and PUT with an empty body
@@ -39,6 +56,10 @@ public struct PlatformClient: Sendable {
             throw PlatformError.status(method, path, response)
         }
         if response.body.isEmpty || response.status == 204 { return (response.status, nil) }
+        if let type = response.headers["content-type"], !type.lowercased().contains("json") {
+            throw PlatformError.malformed(method, path, status: response.status, body: response.body,
+                                          "the answer is \(type), not JSON: not the platform's (a captive portal or proxy?)")
+        }
         do {
             return (response.status, try JSONValue.parse(response.body))
         } catch {
@@ -149,24 +170,63 @@ public struct PlatformClient: Sendable {
 
     // MARK: Device control
 
-    /// Every operation of an agent in a status, all pages, oldest first.
-    public func operations(agentID: String, status: String, pageSize: Int = 100) async throws(PlatformError) -> [JSONValue] {
-        var all: [JSONValue] = []
-        var page = 1
+    /// Every operation of an agent in a status, all pages, oldest first; each element decoded on its
+    /// own, so one the decoder refuses comes back as ``OperationItem/undecodable(id:problem:excerpt:)``
+    /// and does not hide the others.
+    ///
+    /// A page whose answer is larger than the transport accepts is asked for again in halves, down
+    /// to one operation a page; an operation that alone is too large is returned as undecodable
+    /// (its id unknown) and the query goes on past it.
+    public func operations(agentID: String, status: String, pageSize: Int = 100) async throws(PlatformError) -> [OperationItem] {
+        let path = "/devicecontrol/operations"
+        var all: [OperationItem] = []
+        var size = max(1, pageSize)
+        var offset = 0  // operations read so far: pages are numbered in units of `size`
+        var fullPages = 0  // pages read at `size` without shrinking, to grow back
         while true {
-            let path = "/devicecontrol/operations"
-            let (code, json) = try await send("GET", path, query: [
-                ("agentId", agentID), ("status", status), ("pageSize", String(pageSize)),
-                ("currentPage", String(page)), ("revert", "false"),
-            ], accept: MediaType.operationCollection)
-            guard let items = json?["operations"]?.arrayValue else {
-                throw PlatformError.malformed("GET", path, status: code, body: json?.encoded() ?? [], "no operations array")
+            let page = offset / size + 1
+            let query = [("agentId", agentID), ("status", status), ("pageSize", String(size)),
+                         ("currentPage", String(page)), ("revert", "false")]
+            let target = path + "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
+            let response: HTTPResponse
+            do {
+                response = try await forward("GET", target, headers: [("Accept", MediaType.operationCollection)], body: nil)
+            } catch where error.transport?.kind == .tooLarge {
+                if size > 1 {
+                    size = max(1, size / 2)  // `offset` is a multiple of the old size, so also of the new one
+                    fullPages = 0
+                    continue
+                }
+                all.append(.undecodable(id: nil, problem: "operation number \(offset + 1) of the \(status) list is larger than "
+                                        + "the answer limit; it cannot be read", excerpt: ""))
+                offset += 1
+                continue
             }
-            all += items
-            if items.count < pageSize { return all }
-            page += 1
+            guard (200..<300).contains(response.status) else { throw PlatformError.status("GET", path, response) }
+            guard let elements = Self.operationElements(response.body) else {
+                throw PlatformError.malformed("GET", path, status: response.status, body: response.body, "no operations array")
+            }
+            all += elements.map { OperationItem.decode(response.body, $0) }
+            if elements.count < size { return all }
+            offset += elements.count
+            fullPages += 1
+            // Grow back after a shrink once a few pages went through, keeping `offset` a multiple of the size.
+            if size < pageSize, fullPages >= 4, offset % (size * 2) == 0 {
+                size *= 2
+                fullPages = 0
+            }
         }
     }
+
+    /// The element ranges of a collection answer's `operations` array.
+    static func operationElements(_ body: [UInt8]) -> [Range<Int>]? {
+        guard let members = JSONScan.objectMembers(body) else { return nil }
+        for (key, value) in members where (try? JSONValue.parse(body[key]))?.stringValue == "operations" {
+            return JSONScan.arrayElements(body, in: value)
+        }
+        return nil
+    }
+
 
     /// Updates an operation: its status, `failureReason` and result fragments.
     public func updateOperation(id: String, _ update: JSONValue) async throws(PlatformError) {

@@ -47,7 +47,9 @@ public struct PlatformError: Error, CustomStringConvertible, Sendable {
         switch kind {
         case .transport: return transport?.kind != .cancelled && transport?.kind != .shutdown
         case .credentials: return true
-        case .malformedResponse: return false
+        // A success status with a body that is not the platform's JSON: a captive portal, a proxy
+        // or a load balancer answered, not the platform. Nothing was decided; ask again later.
+        case .malformedResponse: return true
         case .status:
             guard let status else { return false }
             return status >= 500 || status == 408 || status == 429 || status == 401

@@ -149,6 +149,8 @@ extension AgentConfiguration {
             }
         }
         configuration.shutdownGrace = duration("operations.shutdownGrace", example: "20s") ?? configuration.shutdownGrace
+        configuration.reconcileInterval = duration("operations.reconcileInterval", example: "10m", positive: true)
+            ?? configuration.reconcileInterval
         if let text = value("children") {
             switch (try? JSONValue.parse(text))?.arrayValue {
             case nil:

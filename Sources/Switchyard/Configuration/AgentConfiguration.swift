@@ -30,6 +30,7 @@ import JSONSupport
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
 /// | `operations.shutdownGrace` | time running operations get to finish on SIGTERM | `20s` |
+/// | `operations.reconcileInterval` | how often PENDING and EXECUTING operations are compared with the journal (±10 % jitter) | `10m` |
 ///
 /// An environment variable's name is `SWITCHYARD_` and the key in upper case, dots and
 /// camel-case humps turned into `_`: `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
@@ -115,6 +116,9 @@ public struct AgentConfiguration: Sendable {
     /// On SIGTERM/SIGINT: how long running operations may take to finish, and queued updates to go
     /// out, before the rest is stopped (and settled at the next start).
     public var shutdownGrace: Duration = .seconds(20)
+    /// How often the platform's PENDING and EXECUTING operations are reconciled with the journal,
+    /// besides after every (re)subscription and every interrupted long-poll.
+    public var reconcileInterval: Duration = .seconds(600)
     /// Child devices declared in the configuration (seed step 5).
     public var children: [ChildDevice] = []
     /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
@@ -167,6 +171,7 @@ public struct AgentConfiguration: Sendable {
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),
         ("operations.shutdownGrace", "a duration such as 20s"),
+        ("operations.reconcileInterval", "a duration such as 10m"),
         ("children", "a list of child devices, each with externalId and optional name and type"),
         ("childDiscovery", "a command (a list: program, then arguments) that prints child devices as a JSON array"),
     ]

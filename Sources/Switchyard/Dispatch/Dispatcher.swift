@@ -19,7 +19,7 @@ import Musl
 public actor Dispatcher {
     /// Where an operation came from (for logs).
     public enum Source: String, Sendable {
-        case startup, notification, recovery
+        case startup, notification, recovery, reconciliation
     }
 
     struct Job: Sendable {
@@ -92,6 +92,34 @@ public actor Dispatcher {
         }
     }
 
+    /// Takes an element of a list of operations: a decoded one is submitted; one the decoder refused
+    /// is FAILED with the decoder's reason when its id can be read (logged with its start otherwise),
+    /// and nothing else is held up by it.
+    public func submit(_ item: OperationItem, source: Source) async {
+        switch item {
+        case .operation(let json):
+            await submit(json, source: source)
+        case .undecodable(let id?, let problem, let excerpt):
+            guard !draining else { return }
+            do {
+                guard try await journal.accept(id, operation: .null, fragment: nil) else { return }
+            } catch {
+                logger.error("cannot record operation in the journal; not settled now, it stays PENDING",
+                             metadata: ["operation": "\(id)", "error": "\(error)"])
+                return
+            }
+            logger.error("operation cannot be decoded; FAILED", metadata: [
+                "operation": "\(id)", "source": "\(source)", "problem": "\(problem)", "excerpt": "\(excerpt)",
+            ])
+            let operation = Operation(id: id, deviceId: device.id, externalId: nil, fragment: "", json: .null)
+            jobSink.yield(Job(operation: operation, declaration: nil, phase: .execute,
+                              refusal: "the agent cannot decode this operation: \(problem)", reportExecuting: true))
+        case .undecodable(nil, let problem, let excerpt):
+            logger.error("an operation cannot be decoded, nor its id read; skipped (it stays PENDING on the platform)",
+                         metadata: ["source": "\(source)", "problem": "\(problem)", "excerpt": "\(excerpt)"])
+        }
+    }
+
     /// Takes an operation from any source. Returns quickly: the handler runs in the background.
     public func submit(_ json: JSONValue, source: Source) async {
         guard !draining else {
@@ -149,7 +177,7 @@ public actor Dispatcher {
 
     /// Settles what the previous run left unfinished (from the journal), then operations the platform
     /// says are EXECUTING that this agent has no record of. Call before listening for new operations.
-    public func recover(executingOnPlatform: [JSONValue]) async {
+    public func recover(executingOnPlatform: [OperationItem]) async {
         for entry in await journal.unfinished() {
             let platformStatus: String
             do {
@@ -175,18 +203,71 @@ public actor Dispatcher {
                           metadata: ["operation": "\(entry.id)", "stage": "\(entry.stage.rawValue)", "platformStatus": "\(platformStatus)"])
             jobSink.yield(makeJob(id: entry.id, json: entry.operation, phase: phase, reportExecuting: reportExecuting))
         }
-        for json in executingOnPlatform {
-            guard let id = json["id"]?.idValue else { continue }
-            do {
-                guard try await journal.accept(id, operation: json, fragment: match(json)) else { continue }
-                try await journal.started(id)
-            } catch {
-                logger.error("cannot record operation in the journal", metadata: ["operation": "\(id)", "error": "\(error)"])
+        for item in executingOnPlatform {
+            guard case .operation(let json) = item, let id = json["id"]?.idValue else {
+                await submit(item, source: .recovery)
                 continue
             }
-            logger.notice("operation EXECUTING on the platform with no local record", metadata: ["operation": "\(id)"])
-            jobSink.yield(makeJob(id: id, json: json, phase: .resume, reportExecuting: false))
+            await adopt(executing: json, id: id)
         }
+    }
+
+    /// Squares the platform's view with the journal's: `open` is every operation the platform lists
+    /// as PENDING or EXECUTING for this agent (and its children), queried after the journal was read.
+    ///
+    /// - Unknown to the journal: taken on now (PENDING), or settled as one left by a previous run
+    ///   (EXECUTING with no local record).
+    /// - Finished here, not final there, nothing queued: the final status is sent again from the journal.
+    /// - Running or queued here: left alone.
+    /// Finished operations whose final status is neither queued nor open on the platform are
+    /// acknowledged: the platform has it.
+    public func reconcile(open: [OperationItem]) async {
+        guard !draining else { return }
+        let unacknowledged = await journal.unacknowledged()
+        var openIDs = Set<String>()
+        for item in open {
+            guard case .operation(let json) = item, let id = json["id"]?.idValue else {
+                await submit(item, source: .reconciliation)
+                continue
+            }
+            openIDs.insert(id)
+            let status = json["status"]?.stringValue ?? "PENDING"
+            guard let entry = await journal.entry(id) else {
+                if status == "EXECUTING" {
+                    await adopt(executing: json, id: id)
+                } else {
+                    await submit(json, source: .reconciliation)
+                }
+                continue
+            }
+            guard entry.stage == .finished, !(await outbox.hasUpdate(for: id)) else { continue }
+            let final = entry.final ?? ["status": .string(entry.status ?? "FAILED")]
+            guard final["status"]?.stringValue == "SUCCESSFUL" || final["status"]?.stringValue == "FAILED" else { continue }
+            logger.notice("operation finished here but still open on the platform; its final status is sent again",
+                          metadata: ["operation": "\(id)", "platformStatus": "\(status)", "status": "\(entry.status ?? "-")"])
+            do {
+                try await outbox.enqueue(operationID: id, final)
+            } catch {
+                logger.error("cannot queue the final status again", metadata: ["operation": "\(id)", "error": "\(error)"])
+            }
+        }
+        for entry in unacknowledged where !openIDs.contains(entry.id) {
+            if await !outbox.hasUpdate(for: entry.id) { await journal.acknowledged(entry.id) }
+        }
+    }
+
+    /// An operation the platform says is EXECUTING that this agent has no record of: left by a run
+    /// whose journal is gone, so it is resumed (or FAILED, if its handler is not resumable).
+    private func adopt(executing json: JSONValue, id: String) async {
+        do {
+            guard try await journal.accept(id, operation: json, fragment: match(json)) else { return }
+            try await journal.started(id)
+        } catch {
+            logger.error("cannot record operation in the journal", metadata: ["operation": "\(id)", "error": "\(error)"])
+            return
+        }
+        logger.notice("operation EXECUTING on the platform with no local record", metadata: ["operation": "\(id)"])
+        jobSink.yield(makeJob(id: id, json: json, phase: .resume, reportExecuting: false))
     }
 
     /// The handled fragment of an operation: the first key, in sorted order, that a declaration handles.
@@ -253,6 +334,14 @@ public actor Dispatcher {
         }
         let started = ContinuousClock.now
         await report(operation.id, executing: job.reportExecuting)
+        // The workspace exists before `started` is recorded: an operation the journal says was
+        // started did get as far as its handler (a full disk fails it here, with that reason).
+        if let problem = prepareWorkspace(operation) {
+            await slot.release()
+            await global.release()
+            await finish(operation.id, .failed(problem), metadata: metadata)
+            return
+        }
         do {
             try await journal.started(operation.id)
         } catch {
@@ -287,16 +376,22 @@ public actor Dispatcher {
         await finish(operation.id, outcome, metadata: metadata)
     }
 
-    /// Runs the handler; `nil` when the operation stays open across a device restart the plugin asked for.
-    private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome? {
+    /// Creates the operation's directory with `operation.json`; the reason when that fails.
+    private func prepareWorkspace(_ operation: Operation) -> String? {
         let directory = stateDirectory + "/operations/" + operation.id
         do {
             // Traversable (not listable) by others, so a plugin declared with `user:` reaches its own directory.
             try FileSystem.makeDirectories(directory, mode: 0o711)
             try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600)
+            return nil
         } catch {
-            return .failed("cannot prepare the operation's directory: \(error)")
+            return "cannot prepare the operation's directory: \(error)"
         }
+    }
+
+    /// Runs the handler; `nil` when the operation stays open across a device restart the plugin asked for.
+    private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome? {
+        let directory = stateDirectory + "/operations/" + operation.id
         let logFile = directory + "/\(phase.rawValue).log"
         if phase == .resume && !declaration.resumable {
             return .failed("the agent restarted while this operation was executing; its handler (\(declaration.handlerName)) is not resumable")
@@ -483,7 +578,7 @@ public actor Dispatcher {
         }
         do {
             try await outbox.enqueue(operationID: id, .object(update))
-            try await journal.finished(id, status: update["status"]?.stringValue ?? "")
+            try await journal.finished(id, status: update["status"]?.stringValue ?? "", final: .object(update))
         } catch {
             logger.error("cannot record the operation's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }

@@ -13,7 +13,27 @@ public struct FileSystemError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let path: String
     public let code: Int32
-    public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+    /// Why, when it is not a system error (`code` is then 0).
+    public let detail: String?
+
+    public init(operation: String, path: String, code: Int32) {
+        self.operation = operation
+        self.path = path
+        self.code = code
+        self.detail = nil
+    }
+
+    public init(operation: String, path: String, detail: String) {
+        self.operation = operation
+        self.path = path
+        self.code = 0
+        self.detail = detail
+    }
+
+    /// The disk (or the quota) is full: the write may succeed once space returns.
+    public var isDiskFull: Bool { code == ENOSPC || code == EDQUOT }
+
+    public var description: String { "\(operation) \(path): \(detail ?? String(cString: strerror(code)))" }
 }
 
 /// Makes temporary names unique among concurrent writers in this process.
@@ -40,6 +60,56 @@ public enum FileSystem {
             }
             if count == 0 { return bytes }
             bytes += chunk[0..<count]
+        }
+    }
+
+    /// Reads a file that may be hostile (a handler declaration anyone with write access to the
+    /// directory dropped there): it must be a regular file (a symbolic link is followed and its target
+    /// checked), is opened without blocking (a FIFO cannot stall the caller), and may hold at most
+    /// `limit` bytes. `nil` when it does not exist.
+    public static func readRegularFile(_ path: String, limit: Int) throws(FileSystemError) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw FileSystemError(operation: "open", path: path, code: errno)
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw FileSystemError(operation: "stat", path: path, code: errno) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw FileSystemError(operation: "read", path: path, detail: "not a regular file (\(kindName(info.st_mode)))")
+        }
+        guard info.st_size <= limit else {
+            throw FileSystemError(operation: "read", path: path, detail: "\(info.st_size) bytes, more than the limit of \(limit)")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
+        var count = 0
+        while count < bytes.count {
+            let got = bytes[count...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw FileSystemError(operation: "read", path: path, code: errno)
+            }
+            if got == 0 { break }
+            count += got
+        }
+        // The file grew while being read: its size at open counts, anything more is over the limit.
+        guard count <= limit else {
+            throw FileSystemError(operation: "read", path: path, detail: "more than the limit of \(limit) bytes")
+        }
+        return Array(bytes[0..<count])
+    }
+
+    /// What kind of file a mode describes, for messages.
+    static func kindName(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: return "a directory"
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        case S_IFLNK: return "a symbolic link"
+        default: return "a regular file"
         }
     }
 

@@ -7,12 +7,22 @@ import Glibc
 import Musl
 #endif
 
-/// The durable record of which operations this agent has taken on, and how far each got.
+/// The durable record of which operations this agent has taken on, how far each got, and the final
+/// status of each until the platform has acknowledged it.
 ///
-/// An append-only file of JSON lines (`journal.jsonl` in the state directory), fsynced after every
-/// record. It is what makes execution at-most-once: an operation id found here is never started
-/// again, however often it is delivered, across restarts. At open, the file is compacted to the
-/// unfinished entries and the most recent finished ones.
+/// An append-only file of JSON lines (`journal.jsonl` in the state directory). It is what makes
+/// execution at-most-once: an operation id found here is never started again, however often it is
+/// delivered, across restarts. And it is what lets the agent reconcile with the platform: a
+/// finished operation the platform still shows as PENDING or EXECUTING gets its final status again
+/// from here (``unacknowledged()``).
+///
+/// Durability: `accepted`, `started` and `finished` records are fsynced (three syncs per operation);
+/// `acknowledged` is not (losing it only means the final status may be sent once more, which the
+/// platform takes as it is). A record is written whole or not at all: a failed write (a full disk)
+/// is cut off again, and when even that fails the next record starts on a new line, so a torn
+/// record never swallows the one after it; a torn last line (a crash mid-write) is skipped when the
+/// file is read. The file is compacted at open and whenever enough records have piled up while
+/// running, to the unfinished and unacknowledged entries and the most recent finished ones.
 public actor Journal {
     /// How far an operation got.
     public enum Stage: String, Sendable, Codable {
@@ -30,30 +40,43 @@ public actor Journal {
         public var operation: JSONValue
         public var fragment: String?
         public var status: String?
+        /// The final status update as queued (`status`, `failureReason`, result fragments), kept until acknowledged.
+        public var final: JSONValue?
+        /// Whether the platform has acknowledged the final status.
+        public var acknowledged = false
     }
 
     private let path: String
     private let logger: Logger
+    private let keepFinished: Int
     private var entries: [String: Entry]
     private var order: [String]
-    private let fd: Int32
-    /// How many finished entries are kept for duplicate detection.
+    private var fd: Int32
+    /// The file's length up to the end of its last whole record.
+    private var length: Int
+    /// A write failed and could not be cut off: the next record starts with a newline.
+    private var torn = false
+    /// Records appended since the file was last compacted.
+    private var appendedSinceCompaction = 0
 
+    /// - Parameter keepFinished: how many acknowledged finished entries are kept for duplicate detection.
     public init(directory: String, keepFinished: Int = 2000, logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory, mode: 0o700)
         let path = directory + "/journal.jsonl"
         self.path = path
         self.logger = logger
+        self.keepFinished = keepFinished
         let (entries, order, damaged) = try Self.readRecords(path)
         if damaged > 0 {
             logger.warning("journal had unreadable lines (a crash mid-write); they were skipped",
                            metadata: ["file": "\(path)", "lines": "\(damaged)"])
         }
         let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
-        let fd = try Self.rewrite(path, kept, keptOrder)
+        let (fd, length) = try Self.rewrite(path, kept, keptOrder)
         self.entries = kept
         self.order = keptOrder
         self.fd = fd
+        self.length = length
     }
 
     deinit {
@@ -68,11 +91,19 @@ public actor Journal {
         order.compactMap { entries[$0] }.filter { $0.stage != .finished }
     }
 
+    /// Finished entries whose final status the platform has not acknowledged, oldest first.
+    public func unacknowledged() -> [Entry] {
+        order.compactMap { entries[$0] }.filter { $0.stage == .finished && !$0.acknowledged }
+    }
+
     /// Ids of unfinished operations and of the `recentFinished` most recently finished ones.
     public func idsToKeep(recentFinished: Int) -> Set<String> {
         let finished = order.filter { entries[$0]?.stage == .finished }.suffix(recentFinished)
         return Set(order.filter { entries[$0]?.stage != .finished }).union(finished)
     }
+
+    /// The size of the file, for housekeeping figures.
+    public var fileSize: Int { length }
 
     /// Records that an operation was taken on. Returns `false` if it was already known (a duplicate).
     public func accept(_ id: String, operation: JSONValue, fragment: String?) throws(FileSystemError) -> Bool {
@@ -89,24 +120,73 @@ public actor Journal {
         entries[id]?.stage = .started
     }
 
-    public func finished(_ id: String, status: String) throws(FileSystemError) {
-        try append(["id": .string(id), "stage": "finished", "status": .string(status)])
+    /// Records the operation's end; `final` is the status update queued for the platform, kept until
+    /// ``acknowledged(_:)`` so that it can be sent again if the platform never got it.
+    public func finished(_ id: String, status: String, final: JSONValue? = nil) throws(FileSystemError) {
+        try append(["id": .string(id), "stage": "finished", "status": .string(status), "final": final ?? .null])
         entries[id]?.stage = .finished
         entries[id]?.status = status
+        entries[id]?.final = final
+        entries[id]?.acknowledged = final == nil
         entries[id]?.operation = .null  // the body is no longer needed
     }
 
-    private func append(_ record: JSONValue) throws(FileSystemError) {
-        let bytes = record.encoded() + [UInt8(ascii: "\n")]
-        try FileSystem.writeAll(fd, bytes, path: path)
-        guard fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: path, code: errno) }
+    /// Records that the platform has the operation's final status (not fsynced: see the type's notes).
+    public func acknowledged(_ id: String) {
+        guard let entry = entries[id], entry.stage == .finished, !entry.acknowledged else { return }
+        do {
+            try append(["id": .string(id), "stage": "acknowledged"], sync: false)
+        } catch {
+            logger.debug("cannot record an acknowledgement; the final status may be sent again",
+                         metadata: ["operation": "\(id)", "error": "\(error)"])
+        }
+        entries[id]?.acknowledged = true
+        entries[id]?.final = nil
+        compactIfDue()
     }
 
-    /// The unfinished entries and the newest `keepFinished` finished ones.
+    private func append(_ record: JSONValue, sync: Bool = true) throws(FileSystemError) {
+        var bytes = record.encoded() + [UInt8(ascii: "\n")]
+        if torn { bytes.insert(UInt8(ascii: "\n"), at: 0) }
+        do throws(FileSystemError) {
+            try FileSystem.writeAll(fd, bytes, path: path)
+            if sync, fsync(fd) != 0 { throw FileSystemError(operation: "fsync", path: path, code: errno) }
+        } catch {
+            // Cut the partial record off, so the next one does not glue to it.
+            torn = ftruncate(fd, off_t(length)) != 0
+            throw error
+        }
+        length += bytes.count
+        torn = false
+        appendedSinceCompaction += 1
+    }
+
+    /// Compacts the file while running once it holds many more records than live entries
+    /// (amortised: one rewrite, two syncs, per thousands of operations).
+    private func compactIfDue() {
+        guard appendedSinceCompaction > max(1000, 2 * entries.count) else { return }
+        let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
+        do {
+            let (newFD, newLength) = try Self.rewrite(path, kept, keptOrder)
+            close(fd)
+            fd = newFD
+            length = newLength
+            entries = kept
+            order = keptOrder
+            appendedSinceCompaction = 0
+            torn = false
+        } catch {
+            // Retried at the next acknowledgement: appends to the old file go on meanwhile.
+            logger.warning("cannot compact the journal", metadata: ["file": "\(path)", "error": "\(error)"])
+            appendedSinceCompaction = 0
+        }
+    }
+
+    /// The unfinished and unacknowledged entries and the newest `keepFinished` finished ones.
     private static func compacted(_ entries: [String: Entry], _ order: [String], keepFinished: Int) -> ([String: Entry], [String]) {
         var entries = entries
         var order = order
-        let finished = order.filter { entries[$0]?.stage == .finished }
+        let finished = order.filter { entries[$0]?.stage == .finished && entries[$0]?.acknowledged == true }
         let dropped = Set(finished.dropLast(keepFinished))
         order.removeAll { dropped.contains($0) }
         for id in dropped { entries[id] = nil }
@@ -114,20 +194,21 @@ public actor Journal {
     }
 
     /// Rewrites the file with the given entries, then opens it for appending.
-    private static func rewrite(_ path: String, _ entries: [String: Entry], _ order: [String]) throws(FileSystemError) -> Int32 {
+    private static func rewrite(_ path: String, _ entries: [String: Entry], _ order: [String]) throws(FileSystemError) -> (Int32, Int) {
         var bytes: [UInt8] = []
         for id in order {
             guard let entry = entries[id] else { continue }
             let record: JSONValue = [
                 "id": .string(id), "stage": .string(entry.stage.rawValue), "operation": entry.operation,
                 "fragment": entry.fragment.map(JSONValue.string) ?? .null, "status": entry.status.map(JSONValue.string) ?? .null,
+                "final": entry.final ?? .null, "acknowledged": .bool(entry.acknowledged),
             ]
             bytes += record.encoded() + [UInt8(ascii: "\n")]
         }
         try FileSystem.writeAtomically(path, bytes, mode: 0o600)
         let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, code: errno) }
-        return fd
+        return (fd, bytes.count)
     }
 
     private static func readRecords(_ path: String) throws(FileSystemError) -> ([String: Entry], [String], Int) {
@@ -137,18 +218,35 @@ public actor Journal {
         guard let bytes = try FileSystem.read(path) else { return ([:], [], 0) }
         for line in bytes.split(separator: UInt8(ascii: "\n")) where !line.isEmpty {
             guard let record = try? JSONValue.parse(line), let id = record["id"]?.stringValue,
-                  let stage = record["stage"]?.stringValue.flatMap(Stage.init(rawValue:)) else {
+                  let stageName = record["stage"]?.stringValue else {
                 damaged += 1
                 continue
             }
+            if stageName == "acknowledged" {
+                entries[id]?.acknowledged = true
+                entries[id]?.final = nil
+                continue
+            }
+            guard let stage = Stage(rawValue: stageName) else {
+                damaged += 1
+                continue
+            }
+            let final = record["final"].flatMap { $0 == .null ? nil : $0 }
             if entries[id] == nil {
                 order.append(id)
-                entries[id] = Entry(id: id, stage: stage, operation: record["operation"] ?? .null,
-                                    fragment: record["fragment"]?.stringValue, status: record["status"]?.stringValue)
+                // A compacted entry carries its acknowledgement; a record from before finals were kept counts as acknowledged.
+                let acknowledged = record["acknowledged"]?.boolValue ?? (stage == .finished && final == nil)
+                entries[id] = Entry(id: id, stage: stage, operation: stage == .finished ? .null : record["operation"] ?? .null,
+                                    fragment: record["fragment"]?.stringValue, status: record["status"]?.stringValue,
+                                    final: acknowledged ? nil : final, acknowledged: acknowledged)
             } else {
                 entries[id]?.stage = stage
                 if let status = record["status"]?.stringValue { entries[id]?.status = status }
-                if stage == .finished { entries[id]?.operation = .null }
+                if stage == .finished {
+                    entries[id]?.operation = .null
+                    entries[id]?.final = final
+                    entries[id]?.acknowledged = final == nil
+                }
             }
         }
         return (entries, order, damaged)

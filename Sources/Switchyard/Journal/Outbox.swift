@@ -11,7 +11,9 @@ import ServiceLifecycle
 /// order they were queued, so an operation's updates never overtake each other; a retryable
 /// failure (network, 5xx, 429, 401) is retried with backoff, holding back the ones behind it.
 /// An update the platform refuses outright (another 4xx) is logged with the answer and set aside
-/// in `outbox/rejected/` for inspection, so one bad update cannot block all the others.
+/// in `outbox/rejected/` for inspection, so one bad update cannot block all the others. A 2xx whose
+/// body is not the platform's JSON (a captive portal, a proxy) is not an answer at all: it is
+/// retried like a network failure. A delivered final status is acknowledged in the ``Journal``.
 public actor Outbox: Service {
     /// One queued request. Status updates are `PUT /devicecontrol/operations/<id>`.
     struct Item {
@@ -51,14 +53,18 @@ public actor Outbox: Service {
     private let client: PlatformClient
     private let backoff: Backoff
     private let logger: Logger
+    private let journal: Journal?
     private var queue: [Item]
     private var nextSequence: UInt64
     private var wakeup: CheckedContinuation<Void, Never>?
     private var idleWaiters = Waiters()
 
-    public init(directory: String, client: PlatformClient, backoff: Backoff = Backoff(), logger: Logger) throws(FileSystemError) {
+    /// - Parameter journal: told when an operation's final status has been delivered.
+    public init(directory: String, client: PlatformClient, backoff: Backoff = Backoff(), journal: Journal? = nil,
+                logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory + "/rejected", mode: 0o700)
         self.directory = directory
+        self.journal = journal
         self.client = client
         self.backoff = backoff
         self.logger = logger
@@ -104,6 +110,11 @@ public actor Outbox: Service {
         queue.contains { $0.operationID == operationID && $0.method == "PUT" && $0.body["status"]?.stringValue == status }
     }
 
+    /// Whether any status update is queued for the operation.
+    public func hasUpdate(for operationID: String) -> Bool {
+        queue.contains { $0.operationID == operationID && $0.method == "PUT" }
+    }
+
     /// Updates not yet acknowledged.
     public var pendingCount: Int { queue.count }
 
@@ -137,15 +148,22 @@ public actor Outbox: Service {
             }
             do {
                 _ = try await client.send(item.method, item.path, body: item.body, accept: item.accept)
+                if failures > 0 {
+                    logger.notice("delivering again", metadata: ["after": "\(failures) failed attempts", "queued": "\(queue.count)"])
+                }
                 failures = 0
                 remove(item)
                 logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
+                if let id = item.operationID, let status = item.body["status"]?.stringValue, status == "SUCCESSFUL" || status == "FAILED" {
+                    await journal?.acknowledged(id)
+                }
             } catch where error.isCancellation {
                 return
             } catch where error.isRetryable {
                 failures += 1
                 let delay = backoff.delay(attempt: failures)
-                logger.warning("not delivered; will retry", metadata: [
+                // Once per streak: an outage of hours must not fill the log.
+                logger.log(level: failures == 1 ? .warning : .debug, "not delivered; will retry", metadata: [
                     "operation": "\(item.operationID ?? "-")", "error": "\(error)", "retryIn": "\(delay)", "queued": "\(queue.count)",
                 ])
                 do { try await Task.sleep(for: delay) } catch { return }

@@ -122,7 +122,8 @@ public struct Agent: Service {
         let state = configuration.stateDirectory
         try FileSystem.makeDirectories(state, mode: 0o711)
         let journal = try Journal(directory: state, logger: logger)
-        let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, logger: logger)
+        let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, journal: journal,
+                                logger: logger)
         await parts.set(outbox: outbox)
 
         let proxy = startProxy(client: client, state: state)
@@ -196,16 +197,20 @@ public struct Agent: Service {
                 }
             }
 
-            // Subscribe first; each (re)subscription then queries PENDING, so nothing falls between the two.
+            // Subscribe first; each (re)subscription then queries PENDING (and EXECUTING), so nothing
+            // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
+            // or a lost final status is found there.
+            let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
+                                        backoff: tuning.startupBackoff, logger: logger)
+            group.addTask { await reconciler.runPeriodically(every: configuration.reconcileInterval) }
             let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux, logger: logger)
             group.addTask {
                 await listener.run(onSubscribed: {
-                    guard let pending = await retrying("query PENDING operations", { () async throws(PlatformError) in
-                        try await client.operations(agentID: device.id, status: "PENDING")
-                    }) else { return }
-                    for operation in pending { await dispatcher.submit(operation, source: .startup) }
-                }, onMessage: { data in
-                    await dispatcher.submit(data, source: .notification)
+                    await reconciler.request("subscribed")
+                }, onInterrupted: {
+                    await reconciler.request("long-poll interrupted")
+                }, onMessage: { item in
+                    await dispatcher.submit(item, source: .notification)
                 })
             }
         }

@@ -12,22 +12,34 @@ import Musl
 /// `operation` (required), `fragments`, `description`, exactly one of `swift` (with `options`)
 /// or `exec` (`command`, `timeout`, `env`, `gracePeriod`), `timeout`, `concurrency`, `resumable`, `example`.
 /// The whole file is rejected at its first problem, so a half-valid file never half-applies.
-enum DeclarationReader {
+public enum DeclarationReader {
     static let keys = ["operation", "fragments", "description", "swift", "options", "exec", "timeout",
                        "concurrency", "resumable", "example"]
     static let execKeys = ["command", "timeout", "env", "gracePeriod", "user"]
     static let defaultTimeout: Duration = .seconds(600)
 
-    static func read(file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblem) -> [HandlerDeclaration] {
-        let text: String
+    /// Bounds on one handler file (sizes, nesting, alias expansion): anyone who can write to
+    /// `handlers.d` can put any file there, and none may stop the agent.
+    public struct Limits: Sendable {
+        public var maximumFileSize = 1 << 20
+        public var yaml = YAMLLimits()
+        public init() {}
+    }
+
+    static func read(file: String, catalog: [String: any OperationHandler.Type],
+                     limits: Limits = .init()) throws(FileProblem) -> [HandlerDeclaration] {
+        let read: [UInt8]?
         do {
-            text = try FileSystem.readText(file) ?? ""
+            read = try FileSystem.readRegularFile(file, limit: limits.maximumFileSize)
         } catch {
-            throw FileProblem(file: file, line: nil, error.description)
+            throw FileProblem(file: file, line: nil, error.detail ?? String(cString: strerror(error.code)))
+        }
+        guard let bytes = read else {
+            throw FileProblem(file: file, line: nil, "cannot be read: it vanished, or is a symbolic link to nothing")
         }
         let documents: [YAMLNode]
         do {
-            documents = try YAMLNode.parseDocuments(text)
+            documents = try YAMLNode.parseDocuments(bytes: bytes, limits: limits.yaml)
         } catch {
             throw FileProblem(file: file, line: error.line, "invalid YAML: \(error.detail)")
         }

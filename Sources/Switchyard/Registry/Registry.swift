@@ -47,14 +47,17 @@ public struct Registry: Sendable {
     public var supportedOperations: [String] { Set(declarations.map(\.operation)).sorted() }
 
     /// Like ``load(directory:catalog:)``, but a missing directory is an empty registry, not a problem.
-    public static func loadOptional(directory: String, catalog: [String: any OperationHandler.Type]) -> Registry {
-        FileSystem.isDirectory(directory) ? load(directory: directory, catalog: catalog)
+    public static func loadOptional(directory: String, catalog: [String: any OperationHandler.Type],
+                                    limits: DeclarationReader.Limits = .init()) -> Registry {
+        FileSystem.isDirectory(directory) ? load(directory: directory, catalog: catalog, limits: limits)
             : Registry(directory: directory, declarations: [], problems: [])
     }
 
     /// Reads every `*.yaml` / `*.yml` file directly in `directory`, in name order.
     /// - Parameter catalog: the compiled handlers `swift:` declarations may name.
-    public static func load(directory: String, catalog: [String: any OperationHandler.Type]) -> Registry {
+    /// Entries that are not regular files (directories, FIFOs, devices, dangling links) are reported, not read.
+    public static func load(directory: String, catalog: [String: any OperationHandler.Type],
+                            limits: DeclarationReader.Limits = .init()) -> Registry {
         let names: [String]
         do {
             guard let listed = try FileSystem.list(directory) else {
@@ -69,9 +72,8 @@ public struct Registry: Sendable {
         var problems: [FileProblem] = []
         for name in names where name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
             let path = directory + "/" + name
-            guard !FileSystem.isDirectory(path) else { continue }
             do throws(FileProblem) {
-                declarations += try DeclarationReader.read(file: path, catalog: catalog)
+                declarations += try DeclarationReader.read(file: path, catalog: catalog, limits: limits)
             } catch {
                 problems.append(error)
             }

@@ -55,19 +55,34 @@ public struct YAMLSyntaxError: Error, CustomStringConvertible, Sendable {
     public var description: String { "line \(line), column \(column): \(detail)" }
 }
 
+/// Bounds on what one YAML text may build: handler files come from whoever can write to the
+/// directory, so a small file must not be able to exhaust memory or the stack.
+public struct YAMLLimits: Sendable {
+    /// Deepest nesting of lists and mappings.
+    public var maximumDepth = 64
+    /// Most nodes the documents may hold once aliases are expanded (a "billion laughs" file stops here).
+    public var maximumNodes = 100_000
+    public init() {}
+}
+
 extension YAMLNode {
     /// Parses every document of a YAML stream (`---` separates documents).
-    /// - Throws: ``YAMLSyntaxError`` with the line and column libyaml reports.
-    public static func parseDocuments(_ text: String) throws(YAMLSyntaxError) -> [YAMLNode] {
+    /// - Throws: ``YAMLSyntaxError`` with the line and column libyaml reports, or where a limit was passed.
+    public static func parseDocuments(_ text: String, limits: YAMLLimits = .init()) throws(YAMLSyntaxError) -> [YAMLNode] {
+        try parseDocuments(bytes: Array(text.utf8), limits: limits)
+    }
+
+    /// Parses YAML bytes as they are: text that is not UTF-8 is reported by libyaml, not replaced.
+    public static func parseDocuments(bytes: [UInt8], limits: YAMLLimits = .init()) throws(YAMLSyntaxError) -> [YAMLNode] {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else {
             throw YAMLSyntaxError(line: 0, column: 0, detail: "cannot initialise the YAML parser")
         }
         defer { yaml_parser_delete(&parser) }
-        let bytes = Array(text.utf8)
         return try bytes.withUnsafeBufferPointer { buffer throws(YAMLSyntaxError) -> [YAMLNode] in
             yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
-            var builder = Builder()
+            yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
+            var builder = Builder(limits: limits)
             while true {
                 var event = yaml_event_t()
                 guard yaml_parser_parse(&parser, &event) == 1 else {
@@ -91,10 +106,27 @@ private struct Builder {
         case mapping([(key: YAMLNode, value: YAMLNode)], pendingKey: YAMLNode?, line: Int, anchor: String?)
     }
 
+    let limits: YAMLLimits
     var stack: [Frame] = []
-    var anchors: [String: YAMLNode] = [:]
+    /// Each anchored node with the number of nodes it holds, so an alias is counted at its full size.
+    var anchors: [String: (node: YAMLNode, size: Int)] = [:]
+    /// The node counts of the open collections (parallel to `stack`).
+    var sizes: [Int] = []
     var documents: [YAMLNode] = []
     var documentHasRoot = false
+    /// Nodes built so far, aliases counted as the nodes they stand for.
+    var nodes = 0
+
+    init(limits: YAMLLimits) { self.limits = limits }
+
+    /// Counts `count` more nodes, and fails once the budget is spent.
+    private mutating func count(_ count: Int, event: yaml_event_t) throws(YAMLSyntaxError) {
+        nodes += count
+        guard nodes <= limits.maximumNodes else {
+            throw YAMLSyntaxError(line: event.start_mark.line + 1, column: event.start_mark.column + 1,
+                                  detail: "more than \(limits.maximumNodes) nodes once aliases are expanded (an alias bomb?)")
+        }
+    }
 
     mutating func take(_ event: yaml_event_t) throws(YAMLSyntaxError) {
         let line = event.start_mark.line + 1
@@ -108,36 +140,47 @@ private struct Builder {
             let scalar = event.data.scalar
             let text = String(decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length), as: UTF8.self)
             let node = YAMLNode.scalar(text, plain: scalar.style == YAML_PLAIN_SCALAR_STYLE, line: line)
-            if let anchor = scalar.anchor { anchors[String(cString: anchor)] = node }
-            add(node)
+            try count(1, event: event)
+            if let anchor = scalar.anchor { anchors[String(cString: anchor)] = (node, 1) }
+            add(node, size: 1)
         case YAML_ALIAS_EVENT:
             let name = event.data.alias.anchor.map { String(cString: $0) } ?? ""
-            guard let node = anchors[name] else {
+            guard let (node, size) = anchors[name] else {
                 throw YAMLSyntaxError(line: line, column: event.start_mark.column + 1, detail: "unknown alias *\(name)")
             }
-            add(node)
-        case YAML_SEQUENCE_START_EVENT:
-            stack.append(.sequence([], line: line, anchor: event.data.sequence_start.anchor.map { String(cString: $0) }))
-        case YAML_MAPPING_START_EVENT:
-            stack.append(.mapping([], pendingKey: nil, line: line, anchor: event.data.mapping_start.anchor.map { String(cString: $0) }))
+            try count(size, event: event)
+            add(node, size: size)
+        case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+            guard stack.count < limits.maximumDepth else {
+                throw YAMLSyntaxError(line: line, column: event.start_mark.column + 1,
+                                      detail: "nested more than \(limits.maximumDepth) levels deep")
+            }
+            try count(1, event: event)
+            sizes.append(1)
+            if event.type == YAML_SEQUENCE_START_EVENT {
+                stack.append(.sequence([], line: line, anchor: event.data.sequence_start.anchor.map { String(cString: $0) }))
+            } else {
+                stack.append(.mapping([], pendingKey: nil, line: line, anchor: event.data.mapping_start.anchor.map { String(cString: $0) }))
+            }
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
-            guard let frame = stack.popLast() else { return }
+            guard let frame = stack.popLast(), let size = sizes.popLast() else { return }
             switch frame {
             case .sequence(let items, let start, let anchor):
                 let node = YAMLNode.sequence(items, line: start)
-                if let anchor { anchors[anchor] = node }
-                add(node)
+                if let anchor { anchors[anchor] = (node, size) }
+                add(node, size: size)
             case .mapping(let pairs, _, let start, let anchor):
                 let node = YAMLNode.mapping(pairs, line: start)
-                if let anchor { anchors[anchor] = node }
-                add(node)
+                if let anchor { anchors[anchor] = (node, size) }
+                add(node, size: size)
             }
         default:
             break
         }
     }
 
-    private mutating func add(_ node: YAMLNode) {
+    private mutating func add(_ node: YAMLNode, size: Int) {
+        if !sizes.isEmpty { sizes[sizes.count - 1] += size }
         guard let top = stack.popLast() else {
             documents.append(node)
             documentHasRoot = true
