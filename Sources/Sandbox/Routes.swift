@@ -8,7 +8,27 @@ struct Routes: Sendable {
     let tenant: Tenant
 
     static func json(_ value: JSONValue, status: Int = 200, type: String = "application/json") -> Response {
-        Response(status: .init(code: status), headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(bytes: value.encoded())))
+        Response(status: .init(code: status), headers: [.contentType: type],
+                 body: .init(byteBuffer: ByteBuffer(bytes: withLoneSurrogates(value.encoded()))))
+    }
+
+    static func withLoneSurrogates(_ bytes: [UInt8]) -> [UInt8] {
+        let marker = Array(Tenant.loneSurrogateMarker.utf8)
+        guard bytes.count >= marker.count else { return bytes }
+        var out: [UInt8] = []
+        var index = 0
+        var found = false
+        while index < bytes.count {
+            if bytes[index] == marker[0], index + marker.count <= bytes.count, bytes[index..<(index + marker.count)].elementsEqual(marker) {
+                out += Array("\\ud800".utf8)
+                index += marker.count
+                found = true
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        return found ? out : bytes
     }
 
     static func error(_ status: Int, _ kind: String, _ message: String) -> Response {
@@ -217,13 +237,21 @@ struct Routes: Sendable {
             }
             var replies: [JSONValue] = []
             for message in messages { replies += await Self.bayeux(message, tenant: tenant) }
-            return Self.json(.array(replies))
+            guard await tenant.takeAnswerDrop() else { return Self.json(.array(replies)) }
+            // The answer is lost in transit: processed (its messages are gone from the queue), then cut.
+            let bytes = Self.withLoneSurrogates(JSONValue.array(replies).encoded())
+            return Response(status: .ok, headers: [.contentType: "application/json", .contentLength: String(bytes.count)],
+                            body: ResponseBody { writer in
+                                try await writer.write(ByteBuffer(bytes: bytes.prefix(bytes.count / 2)))
+                                throw SandboxError(detail: "answer dropped by fault injection")
+                            })
         }
         // Sandbox controls (no authentication; loopback only)
         router.post("/sandbox/faults") { request, _ -> Response in
             let body = try await Self.body(request) ?? [:]
             await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503),
                                 method: body["method"]?.stringValue, pathPrefix: body["pathPrefix"]?.stringValue)
+            if let drops = body["dropNotificationAnswers"]?.intValue { await tenant.dropNotificationAnswers(next: Int(drops)) }
             return Self.json(["ok": true])
         }
         router.post("/sandbox/bayeux/drop") { _, _ -> Response in

@@ -41,6 +41,7 @@ public actor Tenant {
     private var alarms: [String: JSONValue] = [:]
     private var alarmOrder: [String] = []
     private var refusals = 0
+    private var answerDrops = 0
     private var refusalStatus = 503
     private var refusalFilter: (method: String?, pathPrefix: String?) = (nil, nil)
     private var originals: [String: JSONValue] = [:]
@@ -93,6 +94,10 @@ public actor Tenant {
 
     // MARK: Faults
 
+    /// The text a test puts in an operation to have it served as the lone surrogate `\ud800`: valid
+    /// JSON syntax that JSON decoders refuse (a poison operation, as a broken integration may create).
+    public static let loneSurrogateMarker = "@@lone-surrogate@@"
+
     /// Makes the next `count` platform requests fail with `status` (the sandbox's own routes are exempt),
     /// optionally only those with a method and a path prefix. Status 200 answers with an HTML body
     /// instead of JSON (a broken answer, as from a misbehaving proxy).
@@ -100,6 +105,16 @@ public actor Tenant {
         refusals = count
         refusalStatus = status
         refusalFilter = (method, pathPrefix)
+    }
+
+    /// Makes the next `count` answers to Bayeux requests get lost in transit: each is processed (the
+    /// messages it carries leave the client's queue) and then cut off halfway, connection closed.
+    public func dropNotificationAnswers(next count: Int) { answerDrops = count }
+
+    func takeAnswerDrop() -> Bool {
+        guard answerDrops > 0 else { return false }
+        answerDrops -= 1
+        return true
     }
 
     /// Refusals not yet used up.

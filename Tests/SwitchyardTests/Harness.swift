@@ -93,6 +93,7 @@ final class Harness: @unchecked Sendable {
         tuning.bayeux.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(400))
         tuning.reloadInterval = .milliseconds(250)
         tuning.certificateCheckInterval = .milliseconds(200)
+        tuning.diskProbeInterval = .milliseconds(200)
         return tuning
     }
 

@@ -51,8 +51,21 @@ public actor Dispatcher {
     /// Running operations of resumable declarations: a shutdown stops them at once (they resume at the next start).
     private var resumableRuns: [String: Task<Outcome?, Never>] = [:]
     private var interrupted: Set<String> = []
+    /// Operations whose end could not be written (a full state directory): retried until it is.
+    private var unsettled: [String: Unsettled] = [:]
+    /// Operations whose EXECUTING could not be queued: it goes out before their end.
+    private var executingMissing: Set<String> = []
+    private var diskWatch: StateDiskWatch?
+    /// Operations that could not get a workspace for lack of space: started again once there is.
+    private var deferred: [Job] = []
     private let jobs: AsyncStream<Job>
     private let jobSink: AsyncStream<Job>.Continuation
+
+    struct Unsettled {
+        let update: JSONValue
+        /// Whether the update is in the outbox already (only the journal record is missing).
+        var queued = false
+    }
 
     /// Operation keys that are not fragments.
     static let standardKeys: Set<String> = [
@@ -83,6 +96,9 @@ public actor Dispatcher {
 
     private func registry(for deviceID: String) -> Registry? { devices[deviceID]?.registry }
 
+    /// Where failed writes for lack of space are reported.
+    public func setDiskWatch(_ watch: StateDiskWatch) { diskWatch = watch }
+
     /// Runs queued jobs until cancelled; cancelling stops running handlers (executables get SIGTERM, then SIGKILL).
     public func run() async {
         await withDiscardingTaskGroup { group in
@@ -106,6 +122,7 @@ public actor Dispatcher {
             } catch {
                 logger.error("cannot record operation in the journal; not settled now, it stays PENDING",
                              metadata: ["operation": "\(id)", "error": "\(error)"])
+                await diskWatch?.failed(error)
                 return
             }
             logger.error("operation cannot be decoded; FAILED", metadata: [
@@ -146,8 +163,9 @@ public actor Dispatcher {
                 return
             }
         } catch {
-            logger.error("cannot record operation in the journal; not run now, it stays PENDING for the next start",
+            logger.error("cannot record operation in the journal; not run now, it stays PENDING until the journal can be written",
                          metadata: ["operation": "\(id)", "error": "\(error)"])
+            await diskWatch?.failed(error)
             return
         }
         logger.info("operation received", metadata: ["operation": "\(id)", "fragment": "\(fragment ?? "-")", "source": "\(source)"])
@@ -240,12 +258,14 @@ public actor Dispatcher {
                 }
                 continue
             }
-            guard entry.stage == .finished, !(await outbox.hasUpdate(for: id)) else { continue }
+            guard entry.stage == .finished, !entry.acknowledged, !(await outbox.hasUpdate(for: id)) else { continue }
             let final = entry.final ?? ["status": .string(entry.status ?? "FAILED")]
             guard final["status"]?.stringValue == "SUCCESSFUL" || final["status"]?.stringValue == "FAILED" else { continue }
             logger.notice("operation finished here but still open on the platform; its final status is sent again",
                           metadata: ["operation": "\(id)", "platformStatus": "\(status)", "status": "\(entry.status ?? "-")"])
             do {
+                // The platform moves an operation to a final status from EXECUTING only.
+                if status == "PENDING" { try await outbox.enqueue(operationID: id, ["status": "EXECUTING"]) }
                 try await outbox.enqueue(operationID: id, final)
             } catch {
                 logger.error("cannot queue the final status again", metadata: ["operation": "\(id)", "error": "\(error)"])
@@ -337,15 +357,24 @@ public actor Dispatcher {
         // The workspace exists before `started` is recorded: an operation the journal says was
         // started did get as far as its handler (a full disk fails it here, with that reason).
         if let problem = prepareWorkspace(operation) {
+            await diskWatch?.failed(problem)
             await slot.release()
             await global.release()
-            await finish(operation.id, .failed(problem), metadata: metadata)
+            if problem.isDiskFull, diskWatch != nil {
+                // Not the operation's fault: it runs once the state directory takes writes.
+                logger.warning("operation waits for space in the state directory", metadata: metadata)
+                deferred.append(Job(operation: operation, declaration: declaration, phase: job.phase, refusal: nil,
+                                    reportExecuting: false))
+                return
+            }
+            await finish(operation.id, .failed("cannot prepare the operation's directory: \(problem)"), metadata: metadata)
             return
         }
         do {
             try await journal.started(operation.id)
         } catch {
             logger.error("cannot record operation start in the journal", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            await diskWatch?.failed(error)
         }
         let ran: Outcome?
         if declaration.resumable {
@@ -376,8 +405,8 @@ public actor Dispatcher {
         await finish(operation.id, outcome, metadata: metadata)
     }
 
-    /// Creates the operation's directory with `operation.json`; the reason when that fails.
-    private func prepareWorkspace(_ operation: Operation) -> String? {
+    /// Creates the operation's directory with `operation.json`; the error when that fails.
+    private func prepareWorkspace(_ operation: Operation) -> FileSystemError? {
         let directory = stateDirectory + "/operations/" + operation.id
         do {
             // Traversable (not listable) by others, so a plugin declared with `user:` reaches its own directory.
@@ -385,7 +414,7 @@ public actor Dispatcher {
             try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600)
             return nil
         } catch {
-            return "cannot prepare the operation's directory: \(error)"
+            return error
         }
     }
 
@@ -555,7 +584,9 @@ public actor Dispatcher {
         do {
             try await outbox.enqueue(operationID: id, ["status": "EXECUTING"])
         } catch {
-            logger.error("cannot queue EXECUTING", metadata: ["operation": "\(id)", "error": "\(error)"])
+            logger.error("cannot queue EXECUTING; it goes out before the operation's end", metadata: ["operation": "\(id)", "error": "\(error)"])
+            executingMissing.insert(id)
+            await diskWatch?.failed(error)
         }
     }
 
@@ -576,11 +607,37 @@ public actor Dispatcher {
             update = ["status": "FAILED", "failureReason": "the handler asked for a restart while restarting"]
             logger.warning("operation FAILED: restart requested during a restart", metadata: metadata)
         }
+        unsettled[id] = Unsettled(update: .object(update))
+        await settle(id, metadata: metadata)
+    }
+
+    /// Queues an operation's end and records it in the journal; on failure (a full disk) it stays
+    /// in `unsettled` and is tried again by ``settleAll()`` once the state directory takes writes.
+    private func settle(_ id: String, metadata: Logger.Metadata) async {
+        guard let pending = unsettled[id] else { return }
         do {
-            try await outbox.enqueue(operationID: id, .object(update))
-            try await journal.finished(id, status: update["status"]?.stringValue ?? "", final: .object(update))
+            if executingMissing.contains(id) {
+                try await outbox.enqueue(operationID: id, ["status": "EXECUTING"])
+                executingMissing.remove(id)
+            }
+            if !pending.queued {
+                try await outbox.enqueue(operationID: id, pending.update)
+                unsettled[id]?.queued = true
+            }
+            try await journal.finished(id, status: pending.update["status"]?.stringValue ?? "", final: pending.update)
+            unsettled[id] = nil
         } catch {
-            logger.error("cannot record the operation's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            logger.error("cannot record the operation's end; kept in memory and retried once the state directory takes writes",
+                         metadata: metadata.merging(["operation": "\(id)", "error": "\(error)"]) { $1 })
+            await diskWatch?.failed(error)
         }
+    }
+
+    /// Retries recording the ends that could not be written, and starts the operations that waited for space.
+    public func settleAll() async {
+        for id in unsettled.keys.sorted() { await settle(id, metadata: ["operation": "\(id)"]) }
+        let waiting = deferred
+        deferred = []
+        for job in waiting { jobSink.yield(job) }
     }
 }

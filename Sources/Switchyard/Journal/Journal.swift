@@ -127,7 +127,7 @@ public actor Journal {
         entries[id]?.stage = .finished
         entries[id]?.status = status
         entries[id]?.final = final
-        entries[id]?.acknowledged = final == nil
+        entries[id]?.acknowledged = final.isNone
         entries[id]?.operation = .null  // the body is no longer needed
     }
 
@@ -201,7 +201,7 @@ public actor Journal {
             let record: JSONValue = [
                 "id": .string(id), "stage": .string(entry.stage.rawValue), "operation": entry.operation,
                 "fragment": entry.fragment.map(JSONValue.string) ?? .null, "status": entry.status.map(JSONValue.string) ?? .null,
-                "final": entry.final ?? .null, "acknowledged": .bool(entry.acknowledged),
+                "final": entry.final ?? JSONValue.null, "acknowledged": .bool(entry.acknowledged),
             ]
             bytes += record.encoded() + [UInt8(ascii: "\n")]
         }
@@ -209,6 +209,14 @@ public actor Journal {
         let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, code: errno) }
         return (fd, bytes.count)
+    }
+
+    /// A value that is present and not JSON `null` (JSONValue takes `nil` literals, so this is spelled out).
+    private static func nonNull(_ value: JSONValue?) -> JSONValue? {
+        switch value {
+        case .none, .some(.null): return Optional<JSONValue>.none
+        case .some(let value): return value
+        }
     }
 
     private static func readRecords(_ path: String) throws(FileSystemError) -> ([String: Entry], [String], Int) {
@@ -231,11 +239,11 @@ public actor Journal {
                 damaged += 1
                 continue
             }
-            let final = record["final"].flatMap { $0 == .null ? nil : $0 }
+            let final = Self.nonNull(record["final"])
             if entries[id] == nil {
                 order.append(id)
                 // A compacted entry carries its acknowledgement; a record from before finals were kept counts as acknowledged.
-                let acknowledged = record["acknowledged"]?.boolValue ?? (stage == .finished && final == nil)
+                let acknowledged = record["acknowledged"]?.boolValue ?? (stage == .finished && final.isNone)
                 entries[id] = Entry(id: id, stage: stage, operation: stage == .finished ? .null : record["operation"] ?? .null,
                                     fragment: record["fragment"]?.stringValue, status: record["status"]?.stringValue,
                                     final: acknowledged ? nil : final, acknowledged: acknowledged)
@@ -245,10 +253,18 @@ public actor Journal {
                 if stage == .finished {
                     entries[id]?.operation = .null
                     entries[id]?.final = final
-                    entries[id]?.acknowledged = final == nil
+                    entries[id]?.acknowledged = final.isNone
                 }
             }
         }
         return (entries, order, damaged)
+    }
+}
+
+extension Optional where Wrapped == JSONValue {
+    /// Absent (not JSON `null`, which `== nil` would also match through `ExpressibleByNilLiteral`).
+    var isNone: Bool {
+        if case .none = self { return true }
+        return false
     }
 }

@@ -26,6 +26,8 @@ public struct Agent: Service {
         public var reloadInterval: Duration = .seconds(1)
         /// How often the device certificate is checked for rotation and expiry (`auth.mode: certificate`).
         public var certificateCheckInterval: Duration = .seconds(60)
+        /// How often a full state directory is probed for space.
+        public var diskProbeInterval: Duration = .seconds(5)
         public init() {}
     }
 
@@ -151,6 +153,15 @@ public struct Agent: Service {
                                         pluginVariables: proxy?.environment ?? [:], logger: logger)
             group.addTask { await dispatcher.run() }
             await parts.set(dispatcher: dispatcher)
+            let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
+                                        backoff: tuning.startupBackoff, logger: logger)
+            let diskWatch = StateDiskWatch(directory: state, client: client, deviceID: device.id,
+                                           interval: tuning.diskProbeInterval, logger: logger)
+            await diskWatch.setOnWritable {
+                await dispatcher.settleAll()
+                await reconciler.request("state directory writable again")
+            }
+            await dispatcher.setDiskWatch(diskWatch)
 
             // Step 5: child devices, each with its own handlers.d/<external id>/.
             var keepers: [(RegistryKeeper, String)] = []
@@ -200,8 +211,6 @@ public struct Agent: Service {
             // Subscribe first; each (re)subscription then queries PENDING (and EXECUTING), so nothing
             // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
             // or a lost final status is found there.
-            let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
-                                        backoff: tuning.startupBackoff, logger: logger)
             group.addTask { await reconciler.runPeriodically(every: configuration.reconcileInterval) }
             let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux, logger: logger)
             group.addTask {
