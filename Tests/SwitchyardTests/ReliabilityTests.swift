@@ -140,6 +140,21 @@ struct ReliabilityTests {
         await harness.close()
     }
 
+    /// A NUL in a templated argument would silently cut the argument short: the operation FAILS instead.
+    @Test func aNulInATemplatedArgumentFailsTheOperation() async throws {
+        let harness = try await Harness()
+        let marker = harness.root + "/ran"
+        let plugin = harness.script("echo.sh", "touch \(marker)")
+        harness.declare("echo.yaml", "operation: acme_Echo\nexec:\n  command: [\(plugin), '${acme_Echo.text}']\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Echo": ["text": "cut\u{0}here"]])
+        let ended = try await harness.waitForEnd(id)
+        #expect(ended["status"] == "FAILED")
+        #expect(ended["failureReason"]?.stringValue?.contains("NUL") == true)
+        #expect(!FileManager.default.fileExists(atPath: marker))
+        await harness.close()
+    }
+
     /// Fills the file system holding `path` until a write fails.
     func fill(_ path: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

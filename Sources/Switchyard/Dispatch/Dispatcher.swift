@@ -197,6 +197,10 @@ public actor Dispatcher {
     /// says are EXECUTING that this agent has no record of. Call before listening for new operations.
     public func recover(executingOnPlatform: [OperationItem]) async {
         for entry in await journal.unfinished() {
+            // A plugin the killed agent left running is stopped before its operation is settled.
+            if await ExecRunner.terminateLeftover(in: stateDirectory + "/operations/" + entry.id, grace: .seconds(5)) {
+                logger.notice("stopped the plugin the previous run left running", metadata: ["operation": "\(entry.id)"])
+            }
             let platformStatus: String
             do {
                 platformStatus = try await client.operation(id: entry.id)["status"]?.stringValue ?? "PENDING"

@@ -118,13 +118,16 @@ public enum FileSystem {
     }
 
     /// Replaces a file atomically and durably: write a temporary file beside it, fsync, rename, fsync the directory.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(FileSystemError) {
+    /// With `durable: false` nothing is synced: the file is whole or absent after a crash of the
+    /// process, but may be lost in a power cut.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644,
+                                       durable: Bool = true) throws(FileSystemError) {
         let temporary = path + ".tmp-\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw FileSystemError(operation: "create", path: temporary, code: errno) }
         do throws(FileSystemError) {
             try writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: temporary, code: errno) }
+            if durable, fsync(fd) != 0 { throw FileSystemError(operation: "fsync", path: temporary, code: errno) }
             fchmod(fd, mode)
             close(fd)
         } catch {
@@ -137,7 +140,7 @@ public enum FileSystem {
             unlink(temporary)
             throw FileSystemError(operation: "rename", path: path, code: code)
         }
-        syncDirectory(of: path)
+        if durable { syncDirectory(of: path) }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileSystemError) {

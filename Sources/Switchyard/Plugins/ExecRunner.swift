@@ -58,6 +58,12 @@ struct ExecRunner: Sendable {
         var argv = spec.command.enumerated().map { index, argument in
             index == 0 || !templated ? argument : Template.render(argument, with: operation)
         }
+        if let index = argv.firstIndex(where: { $0.utf8.contains(0) }) {
+            // A C string ends at NUL: the program would get a different, shorter argument.
+            return ExecResult(ending: .couldNotStart("argument \(index) (\(spec.command[index])) holds a NUL character "
+                                                     + "from the operation; no program argument can carry one"),
+                              stderrTail: "", logTruncated: false)
+        }
         if let user {
             // Change user through util-linux's setpriv rather than set*id() in the forked child: the
             // child of a multithreaded process must not call glibc's setxid machinery.
@@ -83,7 +89,9 @@ struct ExecRunner: Sendable {
             group.addTask {
                 do {
                     let result = try await Subprocess.run(configuration, input: .inputWriter, output: .sequence, error: .sequence) { execution in
-                        processGroup.set(execution.processIdentifier.value)
+                        let pid = execution.processIdentifier.value
+                        processGroup.set(pid)
+                        Self.recordGroup(pid, in: workingDirectory)
                         let writer = execution.standardInputWriter
                         await withTaskGroup(of: Void.self) { streams in
                             streams.addTask {
@@ -133,11 +141,51 @@ struct ExecRunner: Sendable {
             await group.waitForAll()
             return ending ?? .couldNotStart("cancelled")
         }
+        unlink(workingDirectory + "/" + Self.groupFile)
         log.finish()
         let collected = log.collected
         return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated,
                           result: collected.result, failureReason: collected.failureReason,
                           restartRequested: collected.restart, output: log.capturedOutput)
+    }
+}
+
+extension ExecRunner {
+    /// The file in an operation's directory that names its running plugin's process group, so that a
+    /// plugin left running by an agent that was killed can be stopped by the next one.
+    static let groupFile = "plugin.pgid"
+
+    /// Writes `<pgid> <start time>`: the start time (from /proc) tells the group from a later process
+    /// that reused the number. Not synced: after a power cut there is no process left to stop.
+    static func recordGroup(_ pgid: pid_t, in directory: String) {
+        guard let started = startTime(of: pgid) else { return }
+        try? FileSystem.writeAtomically(directory + "/" + groupFile, Array("\(pgid) \(started)\n".utf8), mode: 0o600, durable: false)
+    }
+
+    /// The start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat).
+    static func startTime(of pid: pid_t) -> UInt64? {
+        guard let text = try? FileSystem.readText("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may hold spaces), starting with field 3 (state).
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    /// Stops the plugin process group a previous run of the agent left in `directory`, if it still
+    /// runs: SIGTERM to the group, `grace` to end, then SIGKILL. Returns whether one was found.
+    static func terminateLeftover(in directory: String, grace: Duration) async -> Bool {
+        let file = directory + "/" + groupFile
+        defer { unlink(file) }
+        guard let text = try? FileSystem.readText(file) else { return false }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard parts.count == 2, let pgid = pid_t(parts[0]), pgid > 1, let recorded = UInt64(parts[1]),
+              startTime(of: pgid) == recorded else { return false }
+        kill(-pgid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline, kill(-pgid, 0) == 0 {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        kill(-pgid, SIGKILL)
+        return true
     }
 }
 

@@ -1,0 +1,131 @@
+import Foundation
+import JSONSupport
+import Sandbox
+import Testing
+@testable import Switchyard
+
+/// The real `switchyard` binary as a child process against the harness's sandbox, configured
+/// through its environment as an operator would, killed with SIGKILL where a test says so.
+final class AgentProcess: @unchecked Sendable {
+    let process = Process()
+    let logFile: String
+
+    init(_ harness: Harness, name: String = "agent", environment extra: [String: String] = [:]) throws {
+        let settings = harness.tenant.settings
+        logFile = harness.root + "/\(name)-\(UUID().uuidString.prefix(6)).log"
+        FileManager.default.createFile(atPath: logFile, contents: nil)
+        process.executableURL = URL(fileURLWithPath: try switchyardBinary())
+        process.arguments = ["run"]
+        process.environment = [
+            "PATH": "/usr/bin:/bin", "SWITCHYARD_C8Y_URL": harness.server.url,
+            "SWITCHYARD_DEVICE_EXTERNAL_ID": harness.externalId, "SWITCHYARD_AUTH_TENANT": settings.tenantID,
+            "SWITCHYARD_AUTH_USERNAME": settings.username, "SWITCHYARD_AUTH_PASSWORD": settings.password,
+            "SWITCHYARD_HANDLERS": harness.handlers, "SWITCHYARD_STATE_DIR": harness.state, "SWITCHYARD_PROXY_PORT": "0",
+        ].merging(extra) { $1 }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var log: String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye.
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Whether a process runs (and is not a zombie waiting for its parent).
+func isRunning(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    guard let close = stat.lastIndex(of: ")") else { return false }
+    return !stat[stat.index(after: close)...].hasPrefix(" Z")
+}
+
+/// kill -9 of the real binary at the points of an operation's life where a crash loses most.
+@Suite(.timeLimit(.minutes(2)))
+struct ProcessFaultTests {
+    /// Short long-polls: the sandbox stops only when the killed agent's held poll has ended.
+    static var settings: Tenant.Settings {
+        var settings = Tenant.Settings()
+        settings.holdTime = .seconds(2)
+        return settings
+    }
+
+    /// Killed while its plugin runs: the plugin is stopped by the next start before the operation is
+    /// settled (FAILED, naming the restart), rather than running on unsupervised.
+    @Test func aPluginLeftRunningByAKilledAgentIsStoppedAtTheNextStart() async throws {
+        let harness = try await Harness(settings: Self.settings)
+        let pidFile = harness.root + "/plugin.pid"
+        let plugin = harness.script("long.sh", "echo $$ > \(pidFile)\nsleep 300")
+        harness.declare("long.yaml", "operation: acme_Long\nexec:\n  command: [\(plugin)]\n  gracePeriod: 1s\n")
+        var agent = try AgentProcess(harness)
+        try await eventually("registered") { await harness.advertised() != nil }
+        let id = try await harness.createOperation(["acme_Long": [:]])
+        try await eventually("the plugin started") { FileManager.default.fileExists(atPath: pidFile) }
+        let pid = try #require(pid_t((try String(contentsOfFile: pidFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+        agent.kill9()
+        #expect(isRunning(pid), "the plugin outlives the killed agent (as any child would)")
+
+        agent = try AgentProcess(harness, name: "agent-again")
+        defer { agent.stop() }
+        let ended = try await harness.waitForEnd(id)
+        #expect(ended["status"] == "FAILED")
+        #expect(ended["failureReason"]?.stringValue?.contains("restarted") == true)
+        try await eventually("the plugin stopped", within: 10) { !isRunning(pid) }
+        #expect(agent.log.contains("stopped the plugin the previous run left running"))
+        agent.stop()
+        await harness.close()
+    }
+
+    /// Killed after the handler finished but before SUCCESSFUL reached the platform (every status
+    /// update refused meanwhile): the next start sends it, once, and does not run the handler again.
+    @Test func killedBeforeTheFinalStatusIsDeliveredItIsSentOnceByTheNextStart() async throws {
+        let harness = try await Harness(settings: Self.settings)
+        let runs = harness.root + "/runs"
+        let plugin = harness.script("count.sh", "echo run >> \(runs)")
+        harness.declare("count.yaml", "operation: acme_Count\nexec:\n  command: [\(plugin)]\n")
+        var agent = try AgentProcess(harness)
+        try await eventually("registered") { await harness.advertised() != nil }
+        await harness.tenant.refuse(next: 1_000_000, status: 503, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        let id = try await harness.createOperation(["acme_Count": [:]])
+        try await eventually("the handler ran") { FileManager.default.fileExists(atPath: runs) }
+        try await eventually("the final status queued") { agent.log.contains("operation SUCCESSFUL") }
+        agent.kill9()
+        await harness.tenant.refuse(next: 0)
+
+        agent = try AgentProcess(harness, name: "agent-again")
+        defer { agent.stop() }
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(try String(contentsOfFile: runs, encoding: .utf8) == "run\n")
+        #expect(await harness.statuses(id).filter { $0 == "SUCCESSFUL" }.count == 1)
+        agent.stop()
+        await harness.close()
+    }
+
+    /// A hostile handlers.d does not keep the real agent from registering and serving the valid ones.
+    @Test func aHostileHandlersDirectoryDoesNotTakeTheDeviceOffline() async throws {
+        let harness = try await Harness()
+        _ = try writeHostileCorpus(in: harness.handlers)
+        let agent = try AgentProcess(harness)
+        defer { agent.stop() }
+        try await eventually("registered with the valid handler") {
+            await harness.advertised() == ["c8y_Message"]
+        }
+        let id = try await harness.createOperation(["c8y_Message": ["text": "still here"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        #expect(agent.log.contains("bomb-billion-laughs.yaml"))
+        agent.stop()
+        await harness.close()
+    }
+}
