@@ -103,8 +103,9 @@ final class Harness: @unchecked Sendable {
     }
 
     /// Starts an agent with a given configuration; waits for registration unless told not to.
-    func startAgent(_ configuration: AgentConfiguration, waitForRegistration: Bool = false) async throws {
-        let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: Self.tuning,
+    func startAgent(_ configuration: AgentConfiguration, tuning: Agent.Tuning = Harness.tuning,
+                    waitForRegistration: Bool = false) async throws {
+        let agent = Agent(configuration: configuration, catalog: builtinHandlers, tuning: tuning,
                           logger: logs.logger())
         let handshakes = await tenant.handshakeCount
         agentTask = Task { try await agent.run() }

@@ -52,6 +52,42 @@ struct JournalTests {
         #expect(await journal.entry("5")?.stage == .finished)
     }
 
+    /// Acknowledged entries beyond the retention leave the file while the journal is open, so a
+    /// long-running agent's journal stays bounded; unacknowledged finals are never dropped.
+    @Test func theFileIsCompactedWhileOpen() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let journal = try Journal(directory: dir, keepFinished: 10, logger: logger)
+        _ = try await journal.accept("kept", operation: [:], fragment: nil)
+        try await journal.finished("kept", status: "FAILED", final: ["status": "FAILED", "failureReason": "x"])
+        for id in 1...1500 {
+            _ = try await journal.accept("\(id)", operation: ["id": .string("\(id)"), "big": .string(String(repeating: "y", count: 200))], fragment: nil)
+            try await journal.started("\(id)")
+            try await journal.finished("\(id)", status: "SUCCESSFUL", final: ["status": "SUCCESSFUL"])
+            await journal.acknowledged("\(id)")
+        }
+        let lines = (try FileSystem.read(dir + "/journal.jsonl") ?? []).split(separator: UInt8(ascii: "\n")).count
+        #expect(lines < 1100, "\(lines) lines")
+        #expect(await journal.entry("1") == nil)
+        #expect(await journal.entry("1500")?.stage == .finished)
+        #expect(await journal.unacknowledged().map(\.id) == ["kept"])
+        let reopened = try Journal(directory: dir, keepFinished: 10, logger: logger)
+        #expect(await reopened.unacknowledged().first?.final?["failureReason"] == "x")
+    }
+
+    /// A record cut short (a crash or a full disk mid-write) does not swallow the next one.
+    @Test func aTornRecordDoesNotSwallowTheNext() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write("{\"id\":\"7\",\"stage\":\"accepted\",\"operation\":{}}\n{\"id\":\"8\",\"sta", to: dir + "/journal.jsonl")
+        do {
+            let journal = try Journal(directory: dir, logger: logger)
+            _ = try await journal.accept("9", operation: [:], fragment: nil)
+        }
+        let reopened = try Journal(directory: dir, logger: logger)
+        #expect(await reopened.unfinished().map(\.id) == ["7", "9"])
+    }
+
     @Test func outboxKeepsUpdatesInOrderAcrossReopen() async throws {
         let dir = temporaryDirectory()
         defer { FileSystem.removeTree(dir) }

@@ -42,6 +42,22 @@ struct ReliabilityTests {
         await harness.close()
     }
 
+    /// Four 5 MB operations pending at start-up make a page larger than the answer limit (16 MiB):
+    /// pages are asked for again in halves, and every operation, small ones too, runs.
+    @Test func pendingOperationsLargerTogetherThanTheAnswerLimitAllRun() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        await harness.stopAgent()
+        let big = String(repeating: "z", count: 5 << 20)
+        var ids: [String] = []
+        for _ in 0..<4 { ids.append(try await harness.createOperation(["c8y_Message": ["text": .string(big)]])) }
+        ids.append(try await harness.createOperation(["c8y_Message": ["text": "small"]]))
+        try await harness.startAgent()
+        for id in ids { #expect(try await harness.waitForEnd(id, within: 60)["status"] == "SUCCESSFUL") }
+        await harness.close()
+    }
+
     /// The same through a notification: the Bayeux reply holding the poison operation is split and
     /// each message judged on its own.
     @Test func aPoisonOperationByNotificationFailsAloneAndTheOthersRun() async throws {
@@ -152,6 +168,24 @@ struct ReliabilityTests {
         #expect(ended["status"] == "FAILED")
         #expect(ended["failureReason"]?.stringValue?.contains("NUL") == true)
         #expect(!FileManager.default.fileExists(atPath: marker))
+        await harness.close()
+    }
+
+    /// Operation directories are pruned while the agent runs, not only at its next start.
+    @Test func operationDirectoriesArePrunedWhileRunning() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        var tuning = Harness.tuning
+        tuning.retention = Housekeeping.Retention(keep: 10, maximumAge: .seconds(86_400), every: 5)
+        try await harness.startAgent(harness.configuration, tuning: tuning, waitForRegistration: true)
+        var ids: [String] = []
+        for round in 0..<6 {
+            for index in 0..<10 { ids.append(try await harness.createOperation(["c8y_Message": ["text": .string("\(round).\(index)")]])) }
+            for id in ids.suffix(10) { #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL") }
+        }
+        func directories() -> Int { ((try? FileSystem.list(harness.state + "/operations")) ?? []).count }
+        try await eventually("at most keep + every directories") { directories() <= 15 }
+        #expect(ids.count == 60)
         await harness.close()
     }
 

@@ -56,6 +56,7 @@ public actor Dispatcher {
     /// Operations whose EXECUTING could not be queued: it goes out before their end.
     private var executingMissing: Set<String> = []
     private var diskWatch: StateDiskWatch?
+    private var housekeeping: Housekeeping?
     /// Operations that could not get a workspace for lack of space: started again once there is.
     private var deferred: [Job] = []
     private let jobs: AsyncStream<Job>
@@ -98,6 +99,9 @@ public actor Dispatcher {
 
     /// Where failed writes for lack of space are reported.
     public func setDiskWatch(_ watch: StateDiskWatch) { diskWatch = watch }
+
+    /// Told of every finished operation, to prune old operation directories while running.
+    func setHousekeeping(_ housekeeping: Housekeeping) { self.housekeeping = housekeeping }
 
     /// Runs queued jobs until cancelled; cancelling stops running handlers (executables get SIGTERM, then SIGKILL).
     public func run() async {
@@ -630,6 +634,7 @@ public actor Dispatcher {
             }
             try await journal.finished(id, status: pending.update["status"]?.stringValue ?? "", final: pending.update)
             unsettled[id] = nil
+            await housekeeping?.operationFinished()
         } catch {
             logger.error("cannot record the operation's end; kept in memory and retried once the state directory takes writes",
                          metadata: metadata.merging(["operation": "\(id)", "error": "\(error)"]) { $1 })

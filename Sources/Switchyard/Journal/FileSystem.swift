@@ -203,6 +203,12 @@ public enum FileSystem {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// When a file was last modified, in seconds since the epoch.
+    public static func modificationTime(_ path: String) -> Int? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_mtim.tv_sec) : nil
+    }
+
     /// Permission bits of a file, or `nil` when it cannot be examined.
     public static func mode(_ path: String) -> mode_t? {
         var info = stat()

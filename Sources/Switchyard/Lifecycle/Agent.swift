@@ -26,6 +26,8 @@ public struct Agent: Service {
         public var reloadInterval: Duration = .seconds(1)
         /// How often the device certificate is checked for rotation and expiry (`auth.mode: certificate`).
         public var certificateCheckInterval: Duration = .seconds(60)
+        /// How many finished operation directories are kept, and for how long.
+        var retention = Housekeeping.Retention()
         /// How often a full state directory is probed for space.
         public var diskProbeInterval: Duration = .seconds(5)
         public init() {}
@@ -194,7 +196,9 @@ public struct Agent: Service {
             }) else { return }
             await dispatcher.recover(executingOnPlatform: executing)
             await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, state: state)
-            await pruneOperationDirectories(state: state, journal: journal)
+            let housekeeping = Housekeeping(stateDirectory: state, journal: journal, retention: tuning.retention, logger: logger)
+            await housekeeping.prune()
+            await dispatcher.setHousekeeping(housekeeping)
 
             // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
             let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
@@ -313,14 +317,5 @@ public struct Agent: Service {
             }
         }
         return nil
-    }
-
-    /// Keeps the directories of unfinished operations and of the 100 most recent finished ones.
-    func pruneOperationDirectories(state: String, journal: Journal) async {
-        let keep = await journal.idsToKeep(recentFinished: 100)
-        let directory = state + "/operations"
-        for name in (try? FileSystem.list(directory)) ?? [] where !keep.contains(name) {
-            FileSystem.removeTree(directory + "/" + name)
-        }
     }
 }

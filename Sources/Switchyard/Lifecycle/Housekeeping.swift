@@ -1,0 +1,68 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Keeps the state directory from growing while the agent runs: the directories of finished
+/// operations (their logs and state) are kept up to a count and an age, the rest removed.
+///
+/// Runs at start-up and then after every `every` finished operations, in a background task, so
+/// a gateway that runs for a year holds at most `keep + every` finished operation directories.
+/// The journal compacts itself (see ``Journal``).
+actor Housekeeping {
+    struct Retention: Sendable {
+        /// Finished operation directories kept, newest first.
+        var keep = 100
+        /// Finished operation directories older than this are removed even within `keep`.
+        var maximumAge: Duration = .seconds(7 * 86_400)
+        /// Finished operations between two prunings.
+        var every = 25
+    }
+
+    private let directory: String
+    private let journal: Journal
+    private let retention: Retention
+    private let logger: Logger
+    private var finishedSincePrune = 0
+    private var pruning = false
+    /// Directories removed in all, for logs and tests.
+    private(set) var removed = 0
+
+    init(stateDirectory: String, journal: Journal, retention: Retention, logger: Logger) {
+        self.directory = stateDirectory + "/operations"
+        self.journal = journal
+        self.retention = retention
+        self.logger = logger
+    }
+
+    /// Counts a finished operation; every `every` of them, prunes in the background.
+    func operationFinished() {
+        finishedSincePrune += 1
+        guard finishedSincePrune >= retention.every, !pruning else { return }
+        finishedSincePrune = 0
+        pruning = true
+        Task(priority: .background) { await self.prune() }
+    }
+
+    /// Removes the directories of finished operations beyond the retention (never an unfinished one's).
+    func prune() async {
+        defer { pruning = false }
+        let keep = await journal.idsToKeep(recentFinished: retention.keep)
+        let unfinished = Set(await journal.unfinished().map(\.id))
+        let now = time(nil)
+        let maximumAge = Int(retention.maximumAge.components.seconds)
+        var count = 0
+        for name in (try? FileSystem.list(directory)) ?? [] where !unfinished.contains(name) {
+            let path = directory + "/" + name
+            let old = FileSystem.modificationTime(path).map { now - $0 > maximumAge } ?? false
+            guard !keep.contains(name) || old else { continue }
+            FileSystem.removeTree(path)
+            count += 1
+        }
+        removed += count
+        if count > 0 { logger.debug("removed finished operation directories", metadata: ["count": "\(count)"]) }
+    }
+}
