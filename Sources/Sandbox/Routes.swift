@@ -252,6 +252,10 @@ struct Routes: Sendable {
             await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503),
                                 method: body["method"]?.stringValue, pathPrefix: body["pathPrefix"]?.stringValue)
             if let drops = body["dropNotificationAnswers"]?.intValue { await tenant.dropNotificationAnswers(next: Int(drops)) }
+            if let count = body["delay"]?.intValue, let milliseconds = body["delayMilliseconds"]?.intValue {
+                await tenant.delay(next: Int(count), by: .milliseconds(milliseconds), method: body["method"]?.stringValue,
+                                   pathPrefix: body["pathPrefix"]?.stringValue)
+            }
             return Self.json(["ok": true])
         }
         router.post("/sandbox/bayeux/drop") { _, _ -> Response in

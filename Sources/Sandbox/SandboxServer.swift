@@ -66,9 +66,11 @@ public struct SandboxServer: Sendable {
     /// Starts a sandbox on `host:port` (port 0: an ephemeral one) and returns once it accepts connections.
     /// With `tls`, the mTLS listener uses `mtlsPort` (0: ephemeral).
     public static func start(host: String = "127.0.0.1", port: Int = 0, settings: Tenant.Settings = .init(),
-                             tls: SandboxTLS? = nil, mtlsPort: Int = 0,
+                             tls: SandboxTLS? = nil, mtlsPort: Int = 0, tenant existing: Tenant? = nil,
                              logger: Logger = Logger(label: "sandbox")) async throws -> SandboxServer {
-        let tenant = Tenant(settings: settings)
+        // An existing tenant keeps its state across a stop and start (an outage of the platform).
+        let tenant = existing ?? Tenant(settings: settings)
+        await tenant.reopen()
         let router = Router(context: SandboxContext.self)
         router.add(middleware: PlatformGate(tenant: tenant))
         Routes(tenant: tenant).register(on: router)
@@ -113,6 +115,7 @@ public struct SandboxServer: Sendable {
 
     /// Stops serving and waits until the listener is closed.
     public func stop() async {
+        await tenant.releaseWaitingClients()
         await group.triggerGracefulShutdown()
         _ = try? await task.value
     }
@@ -138,6 +141,9 @@ struct PlatformGate: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         if Self.ownAuthentication.contains(where: { path.hasPrefix($0) }) { return try await next(request, context) }
+        if let delay = await tenant.takeDelay(method: request.method.rawValue, path: path) {
+            try await Task.sleep(for: delay)
+        }
         if let status = await tenant.takeRefusal(method: request.method.rawValue, path: path) {
             if status == 200 {  // a broken answer: success status, body that is not what the API promises
                 return Response(status: .ok, headers: [.contentType: "text/html"],

@@ -42,6 +42,8 @@ public actor Tenant {
     private var alarmOrder: [String] = []
     private var refusals = 0
     private var answerDrops = 0
+    private var closing = false
+    private var delays: (count: Int, delay: Duration, method: String?, pathPrefix: String?) = (0, .zero, nil, nil)
     private var refusalStatus = 503
     private var refusalFilter: (method: String?, pathPrefix: String?) = (nil, nil)
     private var originals: [String: JSONValue] = [:]
@@ -135,6 +137,34 @@ public actor Tenant {
     }
 
     public var bayeuxClientCount: Int { bayeux.count }
+
+    /// Answers every held long-poll now (with nothing), as a server going down does, and holds no
+    /// new one until ``reopen()``.
+    public func releaseWaitingClients() {
+        closing = true
+        for (id, client) in bayeux {
+            guard let waiter = client.waiter else { continue }
+            bayeux[id]?.waiter = nil
+            waiter.continuation.resume(returning: .messages([]))
+        }
+    }
+
+    /// Holds long-polls again (after a restart of the server on this tenant).
+    public func reopen() { closing = false }
+
+    /// Holds the next `count` platform requests (matching method and path prefix) for `delay`
+    /// before they are processed: a slow tenant, or a request in flight when the agent dies.
+    public func delay(next count: Int, by delay: Duration, method: String? = nil, pathPrefix: String? = nil) {
+        delays = (count, delay, method, pathPrefix)
+    }
+
+    func takeDelay(method: String, path: String) -> Duration? {
+        guard delays.count > 0 else { return nil }
+        if let wanted = delays.method, wanted != method { return nil }
+        if let prefix = delays.pathPrefix, !path.hasPrefix(prefix) { return nil }
+        delays.count -= 1
+        return delays.delay
+    }
 
     // MARK: Identity and inventory
 
@@ -437,6 +467,7 @@ public actor Tenant {
             bayeux[clientID] = client
             return .messages(messages)
         }
+        if closing { return .messages([]) }
         if let previous = client.waiter {  // a second connect replaces the first
             previous.continuation.resume(returning: .messages([]))
         }

@@ -12,7 +12,7 @@ import Testing
 /// A sandbox tenant on an ephemeral loopback port, a temporary handlers.d and state directory,
 /// and an agent that can be started and stopped against them.
 final class Harness: @unchecked Sendable {
-    let server: SandboxServer
+    private(set) var server: SandboxServer
     let root: String
     let externalId: String
     var agentTask: Task<Void, any Error>?
@@ -40,6 +40,17 @@ final class Harness: @unchecked Sendable {
         externalId = "test-\(UUID().uuidString.prefix(8))"
         handlers = root + "/handlers.d"
         try FileManager.default.createDirectory(atPath: root + "/handlers.d", withIntermediateDirectories: true)
+    }
+
+    /// An outage of the platform: the sandbox stops listening for `duration`, then comes back on the
+    /// same port with its state kept. `during` runs while it is down.
+    func outage(for duration: Duration, during: () async throws -> Void = {}) async throws {
+        let (tenant, port) = (server.tenant, server.port)
+        await server.stop()
+        try await during()
+        try await Task.sleep(for: duration)
+        server = try await SandboxServer.start(port: port, settings: tenant.settings, tenant: tenant,
+                                               logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
     /// Stops the agent and the sandbox and removes the files.

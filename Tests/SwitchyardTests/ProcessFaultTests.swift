@@ -113,6 +113,55 @@ struct ProcessFaultTests {
         await harness.close()
     }
 
+    /// Killed while an operation was accepted (journalled) but waiting for a slot: the next start
+    /// runs it, once; the one that was running is FAILED naming the restart.
+    @Test func killedWithAnAcceptedOperationWaitingItRunsAtTheNextStart() async throws {
+        let harness = try await Harness(settings: Self.settings)
+        let runs = harness.root + "/runs"
+        let plugin = harness.script("one.sh", "echo \"$SWITCHYARD_OPERATION_ID\" >> \(runs)\n[ \"$1\" = long ] && sleep 300\nexit 0")
+        harness.declare("one.yaml", "operation: acme_One\nexec:\n  command: [\(plugin), '${acme_One.kind}']\n  gracePeriod: 1s\n")
+        var agent = try AgentProcess(harness)
+        try await eventually("registered") { await harness.advertised() != nil }
+        let long = try await harness.createOperation(["acme_One": ["kind": "long"]])
+        try await eventually("the long one runs") { FileManager.default.fileExists(atPath: runs) }
+        let waiting = try await harness.createOperation(["acme_One": ["kind": "short"]])
+        try await eventually("the second accepted") { agent.log.contains("operation=\(waiting)") && agent.log.contains("operation received") }
+        agent.kill9()
+
+        agent = try AgentProcess(harness, name: "agent-again")
+        defer { agent.stop() }
+        #expect(try await harness.waitForEnd(waiting)["status"] == "SUCCESSFUL")
+        #expect(try await harness.waitForEnd(long)["status"] == "FAILED")
+        let ran = try String(contentsOfFile: runs, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(ran == [long, waiting])
+        agent.stop()
+        await harness.close()
+    }
+
+    /// Killed while the final PUT is in flight (the tenant holds it, then processes it): the next
+    /// start sends it again; the operation ends SUCCESSFUL and its handler ran once.
+    @Test func killedDuringTheFinalStatusUpdateTheOperationEndsOnce() async throws {
+        let harness = try await Harness(settings: Self.settings)
+        let runs = harness.root + "/runs"
+        let plugin = harness.script("count.sh", "echo run >> \(runs)")
+        harness.declare("count.yaml", "operation: acme_Count\nexec:\n  command: [\(plugin)]\n")
+        var agent = try AgentProcess(harness)
+        try await eventually("registered") { await harness.advertised() != nil }
+        let id = try await harness.createOperation(["acme_Count": [:]])
+        try await eventually("EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
+        await harness.tenant.delay(next: 1, by: .seconds(1), method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        try await eventually("the final status sent") { agent.log.contains("operation SUCCESSFUL") }
+        agent.kill9()
+
+        agent = try AgentProcess(harness, name: "agent-again")
+        defer { agent.stop() }
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        try await eventually("the outbox empty") { ((try? FileSystem.list(harness.state + "/outbox")) ?? []) == ["rejected"] }
+        #expect(try String(contentsOfFile: runs, encoding: .utf8) == "run\n")
+        agent.stop()
+        await harness.close()
+    }
+
     /// A hostile handlers.d does not keep the real agent from registering and serving the valid ones.
     @Test func aHostileHandlersDirectoryDoesNotTakeTheDeviceOffline() async throws {
         let harness = try await Harness()

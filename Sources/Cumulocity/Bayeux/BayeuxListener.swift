@@ -89,8 +89,8 @@ public struct BayeuxListener: Sendable {
                     logger.warning("notification request failed; retrying",
                                    metadata: ["error": "\(error)", "retryIn": "\(delay)"])
                     if error is BayeuxError { session = nil }
-                    // Only the first failure of a streak: the platform is asked once it answers again.
-                    if failures == 1 && session != nil { group.addTask { await onInterrupted() } }
+                    // Every interrupted poll may have lost an answer (the caller coalesces the requests).
+                    if session != nil { group.addTask { await onInterrupted() } }
                     do { try await Task.sleep(for: delay) } catch { break }
                 }
             }
