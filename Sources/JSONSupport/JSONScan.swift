@@ -73,6 +73,64 @@ public enum JSONScan {
         return nil
     }
 
+    /// The `id` of the first element of a top-level object's `name` array when the text is cut
+    /// short (only the first bytes of a huge answer were kept): read from the members before the
+    /// first one that does not end within `bytes`.
+    public static func firstElementID(ofArray name: String, inPrefix bytes: [UInt8]) -> String? {
+        guard let (start, _) = prefixMembers(bytes, from: 0, until: { key in key == name }),
+              let arrayStart = start, arrayStart < bytes.count, bytes[arrayStart] == UInt8(ascii: "[") else { return nil }
+        let element = skipWhitespace(bytes, arrayStart + 1, bytes.count)
+        guard let (_, members) = prefixMembers(bytes, from: element, until: { _ in false }) else { return nil }
+        return members.first { $0.key == "id" }?.value.idValue
+    }
+
+    /// The `"id":"…"` or `"id":123` member found in the last bytes of a cut answer, when exactly one
+    /// stands at the start of a member (after `{` or `,`); `nil` when there is none or several.
+    public static func lonelyID(inSuffix bytes: [UInt8]) -> String? {
+        let needle = Array("\"id\"".utf8)
+        var found: [String] = []
+        var index = 0
+        while index + needle.count < bytes.count {
+            defer { index += 1 }
+            guard bytes[index] == needle[0], bytes[index..<(index + needle.count)].elementsEqual(needle) else { continue }
+            var before = index - 1
+            while before >= 0, isWhitespace(bytes[before]) { before -= 1 }
+            guard before >= 0, bytes[before] == UInt8(ascii: ",") || bytes[before] == UInt8(ascii: "{") else { continue }
+            var colon = skipWhitespace(bytes, index + needle.count, bytes.count)
+            guard colon < bytes.count, bytes[colon] == UInt8(ascii: ":") else { continue }
+            colon = skipWhitespace(bytes, colon + 1, bytes.count)
+            guard let end = valueEnd(bytes, colon, bytes.count), end < bytes.count,
+                  let id = (try? JSONValue.parse(bytes[colon..<end]))?.idValue else { continue }
+            found.append(id)
+        }
+        return found.count == 1 ? found[0] : nil
+    }
+
+    /// Walks the members of the object starting at `start` as far as they are complete. Stops at the
+    /// member whose key satisfies `stop` (returning where its value starts) or at the first value
+    /// that does not end within `bytes`; returns the complete members read before.
+    private static func prefixMembers(_ bytes: [UInt8], from start: Int,
+                                      until stop: (String) -> Bool) -> (Int?, [(key: String, value: JSONValue)])? {
+        var index = skipWhitespace(bytes, start, bytes.count)
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+        index = skipWhitespace(bytes, index + 1, bytes.count)
+        var members: [(key: String, value: JSONValue)] = []
+        while index < bytes.count, bytes[index] == UInt8(ascii: "\"") {
+            guard let keyEnd = stringEnd(bytes, index, bytes.count),
+                  let key = (try? JSONValue.parse(bytes[index..<keyEnd]))?.stringValue else { break }
+            index = skipWhitespace(bytes, keyEnd, bytes.count)
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { break }
+            index = skipWhitespace(bytes, index + 1, bytes.count)
+            if stop(key) { return (index, members) }
+            guard let end = valueEnd(bytes, index, bytes.count), end < bytes.count else { break }
+            if let value = try? JSONValue.parse(bytes[index..<end]) { members.append((key, value)) }
+            index = skipWhitespace(bytes, end, bytes.count)
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ",") else { break }
+            index = skipWhitespace(bytes, index + 1, bytes.count)
+        }
+        return (nil, members)
+    }
+
     // MARK: Scanning
 
     private static func isWhitespace(_ byte: UInt8) -> Bool {

@@ -60,6 +60,25 @@ struct ReliabilityTests {
         }
     }
 
+    /// One operation larger than the answer limit on its own: it is FAILED with that reason (its id
+    /// read from the ends of the answer), and the query goes on past it.
+    @Test func anOperationLargerThanTheAnswerLimitIsFailedAndTheOthersRun() async throws {
+        try await takingTurns {
+            let harness = try await Harness()
+            harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+            try await harness.startAgent()
+            await harness.stopAgent()
+            let huge = try await harness.createOperation(["c8y_Message": ["text": .string(String(repeating: "h", count: 17 << 20))]])
+            let small = try await harness.createOperation(["c8y_Message": ["text": "small"]])
+            try await harness.startAgent()
+            #expect(try await harness.waitForEnd(small, within: 60)["status"] == "SUCCESSFUL")
+            let failed = try await harness.waitForEnd(huge, within: 60)
+            #expect(failed["status"] == "FAILED")
+            #expect(failed["failureReason"]?.stringValue?.contains("larger than the agent's answer limit") == true)
+            await harness.close()
+        }
+    }
+
     /// The same through a notification: the Bayeux reply holding the poison operation is split and
     /// each message judged on its own.
     @Test func aPoisonOperationByNotificationFailsAloneAndTheOthersRun() async throws {

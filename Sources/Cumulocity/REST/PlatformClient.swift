@@ -1,4 +1,5 @@
 public import JSONSupport
+import Synchronization
 
 /// One element of a list of operations (a collection page, a Bayeux reply), decoded on its own.
 public enum OperationItem: Sendable {
@@ -13,6 +14,30 @@ public enum OperationItem: Sendable {
         } catch {
             return .undecodable(id: JSONScan.member("id", of: bytes, in: range)?.idValue, problem: error.detail,
                                 excerpt: JSONValue.excerpt(bytes[range]))
+        }
+    }
+}
+
+/// Keeps the first and last 64 KiB of an answer and counts the rest, for an answer too large to
+/// hold; stops the transfer past 256 MiB.
+final class AnswerEnds: ResponseBodySink, @unchecked Sendable {
+    static let keep = 64 << 10
+    static let maximum = 256 << 20
+    private let lock = Mutex<(head: [UInt8], tail: [UInt8], total: Int)>(([], [], 0))
+
+    var head: [UInt8] { lock.withLock { $0.head } }
+    var tail: [UInt8] { lock.withLock { $0.tail } }
+    var total: Int { lock.withLock { $0.total } }
+
+    func begin(status: Int, headers: [String: String]) {}
+
+    func offer(_ bytes: UnsafeRawBufferPointer, wake: @escaping @Sendable () -> Void) -> BodyOffer {
+        lock.withLock { state in
+            state.total += bytes.count
+            if state.head.count < Self.keep { state.head += bytes.prefix(Self.keep - state.head.count) }
+            state.tail += bytes.suffix(Self.keep)
+            if state.tail.count > Self.keep { state.tail.removeFirst(state.tail.count - Self.keep) }
+            return state.total > Self.maximum ? .gone : .taken
         }
     }
 }
@@ -197,8 +222,16 @@ public struct PlatformClient: Sendable {
                     fullPages = 0
                     continue
                 }
-                all.append(.undecodable(id: nil, problem: "operation number \(offset + 1) of the \(status) list is larger than "
-                                        + "the answer limit; it cannot be read", excerpt: ""))
+                // One operation alone is too large: read just the ends of the answer for its id, so it
+                // can be FAILED with the reason instead of blocking every query after it.
+                let ends = AnswerEnds()
+                _ = try? await forward("GET", target, headers: [("Accept", MediaType.operationCollection)],
+                                       streaming: nil, into: ends, timeout: requestTimeout)
+                let id = JSONScan.firstElementID(ofArray: "operations", inPrefix: ends.head)
+                    ?? JSONScan.lonelyID(inSuffix: ends.tail)
+                all.append(.undecodable(id: id, problem: "the operation is larger than the agent's answer limit "
+                                        + "(\(transport.maxResponseBytes) bytes, \(ends.total) bytes read before giving up)",
+                                        excerpt: JSONValue.excerpt(ends.head)))
                 offset += 1
                 continue
             }
