@@ -51,6 +51,22 @@ struct CertificateAuthTests {
         }
     }
 
+    /// A tenant endpoint that requires a client certificate on every connection (the sandbox's mTLS
+    /// listener as the tenant URL): REST, Bayeux and the logout all present the device certificate.
+    @Test func anEndpointRequiringClientCertificatesEverywhereWorks() async throws {
+        let harness = try await Harness(tls: true)
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        let mtls = try #require(harness.server.mtlsURL)
+        var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
+        configuration.url = mtls
+        try await harness.startAgent(configuration, waitForRegistration: true)
+        let id = try await harness.createOperation(["c8y_Message": ["text": "client certificate on every connection"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.stopAgent()
+        #expect(await harness.tenant.logouts.count == 1, "the logout went through over mTLS")
+        await harness.close()
+    }
+
     @Test func revokedTokenIsReplacedOnceAndTheRequestRetried() async throws {
         let harness = try await Harness(tls: true)
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")

@@ -269,11 +269,15 @@ private final class Transfer: @unchecked Sendable {
         _ = sy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(min(request.timeout, .seconds(15)).milliseconds))
         _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, tls.insecure ? 0 : 1)
         _ = sy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, tls.insecure ? 0 : 2)
-        if let client = request.clientCertificate {
+        if let client = request.clientCertificate ?? tls.clientCertificate {
             _ = sy_setopt_string(easy, CURLOPT_SSLCERT, client.certificateFile)
             _ = sy_setopt_string(easy, CURLOPT_SSLCERTTYPE, "PEM")
             _ = sy_setopt_string(easy, CURLOPT_SSLKEY, client.keyFile)
             _ = sy_setopt_string(easy, CURLOPT_SSLKEYTYPE, "PEM")
+        }
+        if request.clientCertificate != nil {
+            // A request naming its own certificate (a token request) gets a connection of its own,
+            // so a rotated certificate is used at once.
             _ = sy_setopt_long(easy, CURLOPT_FRESH_CONNECT, 1)
             _ = sy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1)
         }

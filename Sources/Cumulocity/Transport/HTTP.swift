@@ -59,10 +59,14 @@ public struct TLSConfiguration: Sendable, Equatable {
     public var caFile: String?
     /// Skips verifying the server's certificate and host name. Never the default.
     public var insecure: Bool
+    /// A client certificate presented on every connection that asks for one (certificate mode): a
+    /// tenant endpoint may require it on all requests, not only when a token is fetched.
+    public var clientCertificate: ClientCertificate?
 
-    public init(caFile: String? = nil, insecure: Bool = false) {
+    public init(caFile: String? = nil, insecure: Bool = false, clientCertificate: ClientCertificate? = nil) {
         self.caFile = caFile
         self.insecure = insecure
+        self.clientCertificate = clientCertificate
     }
 }
 

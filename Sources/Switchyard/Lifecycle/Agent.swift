@@ -75,7 +75,13 @@ public struct Agent: Service {
         if configuration.tls.insecure {
             logger.warning("auth.insecure is set: the tenant's TLS certificate is NOT verified; anyone on the network path can impersonate it")
         }
-        let transport = try CurlTransport(tls: configuration.tls)
+        var tls = configuration.tls
+        if case .certificate(let settings) = configuration.authentication {
+            // Every connection carries the device certificate, as the vendor's mTLS clients do: an
+            // endpoint that asks for one on all requests (REST, Bayeux, logout) gets it.
+            tls.clientCertificate = settings.certificate
+        }
+        let transport = try CurlTransport(tls: tls)
         defer { transport.shutdown() }
         let credentials: any CredentialProvider
         var tokens: DeviceTokenProvider?
