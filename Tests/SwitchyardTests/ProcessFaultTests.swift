@@ -168,8 +168,13 @@ struct ProcessFaultTests {
         _ = try writeHostileCorpus(in: harness.handlers)
         let agent = try AgentProcess(harness)
         defer { agent.stop() }
-        try await eventually("registered with the valid handler") {
-            await harness.advertised() == ["c8y_Message"]
+        do {
+            try await eventually("registered with the valid handler") {
+                await harness.advertised() == ["c8y_Message"]
+            }
+        } catch {
+            Issue.record(Comment(rawValue: "agent log: " + String(agent.log.suffix(2000))))
+            throw error
         }
         let id = try await harness.createOperation(["c8y_Message": ["text": "still here"]])
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
