@@ -126,39 +126,24 @@ public struct BayeuxListener: Sendable {
         var error: String?
     }
 
-    /// One message of a Bayeux reply: decoded, or (when the decoder refuses it) its channel and the
-    /// operation it carried, judged on its own.
-    enum ReplyMessage {
-        case message(JSONValue)
-        case undecodable(channel: String?, data: OperationItem?)
-    }
-
     /// Posts one message; the reply's messages are split before they are decoded, so one message
     /// the decoder refuses (say, an operation with a lone surrogate) does not lose the others.
-    private func post(_ message: JSONValue, timeout: Duration? = nil) async throws(PlatformError) -> [ReplyMessage] {
+    private func post(_ message: JSONValue, timeout: Duration? = nil) async throws(PlatformError) -> [BayeuxReplyMessage] {
         let path = configuration.path
         let response = try await client.forward("POST", path, headers: [("Accept", MediaType.json), ("Content-Type", MediaType.json)],
                                                 body: JSONValue.array([message]).encoded(), timeout: timeout)
         guard (200..<300).contains(response.status) else { throw PlatformError.status("POST", path, response) }
-        let body = response.body
-        guard let elements = JSONScan.arrayElements(body) else {
-            throw PlatformError.malformed("POST", path, status: response.status, body: body, "Bayeux reply is not an array")
+        guard let messages = BayeuxReplyMessage.split(response.body) else {
+            throw PlatformError.malformed("POST", path, status: response.status, body: response.body, "Bayeux reply is not an array")
         }
-        return elements.map { range in
-            if let message = try? JSONValue.parse(body[range]) { return .message(message) }
-            let channel = JSONScan.member("channel", of: body, in: range)?.stringValue
-            let data = JSONScan.objectMembers(body, in: range)?.first { member in
-                (try? JSONValue.parse(body[member.key]))?.stringValue == "data"
-            }.map { OperationItem.decode(body, $0.value) }
-            return .undecodable(channel: channel, data: data)
-        }
+        return messages
     }
 
-    private func messages(_ replies: [ReplyMessage]) -> [JSONValue] {
+    private func messages(_ replies: [BayeuxReplyMessage]) -> [JSONValue] {
         replies.compactMap { if case .message(let message) = $0 { message } else { nil } }
     }
 
-    private func meta(_ replies: [ReplyMessage], _ channel: String) throws(BayeuxError) -> JSONValue {
+    private func meta(_ replies: [BayeuxReplyMessage], _ channel: String) throws(BayeuxError) -> JSONValue {
         guard let reply = messages(replies).first(where: { $0["channel"]?.stringValue == channel }) else {
             throw BayeuxError(channel: channel, error: "no \(channel) reply")
         }

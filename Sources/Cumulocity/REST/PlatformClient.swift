@@ -1,23 +1,6 @@
 public import JSONSupport
 import Synchronization
 
-/// One element of a list of operations (a collection page, a Bayeux reply), decoded on its own.
-public enum OperationItem: Sendable {
-    case operation(JSONValue)
-    /// An element that could not be decoded: its `id` when that can still be read, why, and its start.
-    case undecodable(id: String?, problem: String, excerpt: String)
-
-    /// Decodes the element at `range` of `bytes`.
-    public static func decode(_ bytes: [UInt8], _ range: Range<Int>) -> OperationItem {
-        do {
-            return .operation(try JSONValue.parse(bytes[range]))
-        } catch {
-            return .undecodable(id: JSONScan.member("id", of: bytes, in: range)?.idValue, problem: error.detail,
-                                excerpt: JSONValue.excerpt(bytes[range]))
-        }
-    }
-}
-
 /// Keeps the first and last 64 KiB of an answer and counts the rest, for an answer too large to
 /// hold; stops the transfer past 256 MiB.
 final class AnswerEnds: ResponseBodySink, @unchecked Sendable {
@@ -236,7 +219,7 @@ public struct PlatformClient: Sendable {
                 continue
             }
             guard (200..<300).contains(response.status) else { throw PlatformError.status("GET", path, response) }
-            guard let elements = Self.operationElements(response.body) else {
+            guard let elements = OperationItem.elements(ofPage: response.body) else {
                 throw PlatformError.malformed("GET", path, status: response.status, body: response.body, "no operations array")
             }
             all += elements.map { OperationItem.decode(response.body, $0) }
@@ -251,14 +234,6 @@ public struct PlatformClient: Sendable {
         }
     }
 
-    /// The element ranges of a collection answer's `operations` array.
-    static func operationElements(_ body: [UInt8]) -> [Range<Int>]? {
-        guard let members = JSONScan.objectMembers(body) else { return nil }
-        for (key, value) in members where (try? JSONValue.parse(body[key]))?.stringValue == "operations" {
-            return JSONScan.arrayElements(body, in: value)
-        }
-        return nil
-    }
 
 
     /// Updates an operation: its status, `failureReason` and result fragments.
