@@ -93,6 +93,26 @@ struct ConfigurationTests {
         }
     }
 
+    @Test func reliabilitySettings() throws {
+        let base = ["SWITCHYARD_C8Y_URL": "https://x", "SWITCHYARD_DEVICE_EXTERNAL_ID": "gw",
+                    "SWITCHYARD_AUTH_USERNAME": "u", "SWITCHYARD_AUTH_PASSWORD": "p"]
+        let defaults = try AgentConfiguration.load(file: nil, environment: base)
+        #expect(defaults.reconcileInterval == .seconds(600))
+        #expect(defaults.handlerLimits.maximumFileSize == 1 << 20)
+        let set = try AgentConfiguration.load(file: nil, environment: base.merging([
+            "SWITCHYARD_OPERATIONS_RECONCILE_INTERVAL": "2m", "SWITCHYARD_LIMITS_HANDLER_FILE_SIZE": "64KiB",
+        ]) { $1 })
+        #expect(set.reconcileInterval == .seconds(120))
+        #expect(set.handlerLimits.maximumFileSize == 65_536)
+        #expect {
+            _ = try AgentConfiguration.load(file: nil, environment: base.merging([
+                "SWITCHYARD_OPERATIONS_RECONCILE_INTERVAL": "0s", "SWITCHYARD_LIMITS_HANDLER_FILE_SIZE": "huge",
+            ]) { $1 })
+        } throws: { error in
+            "\(error)".contains("operations.reconcileInterval") && "\(error)".contains("limits.handlerFileSize")
+        }
+    }
+
     @Test func passwordFileMustBePrivate() async throws {
         let dir = temporaryDirectory()
         defer { FileSystem.removeTree(dir) }

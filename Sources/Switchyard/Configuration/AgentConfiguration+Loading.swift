@@ -140,6 +140,13 @@ extension AgentConfiguration {
         case let other?: problems.append("\(where_("auth.insecure")): auth.insecure must be true or false, found '\(other)'")
         }
         configuration.handlersDirectory = path("handlers") ?? FileSystem.absolute(configuration.handlersDirectory)
+        if let text = value("limits.handlerFileSize") {
+            if let size = parseByteSize(text), (1...(1 << 30)).contains(size) {
+                configuration.handlerLimits.maximumFileSize = Int(size)
+            } else {
+                problems.append("\(where_("limits.handlerFileSize")): limits.handlerFileSize must be a size from 1B to 1GiB such as 1MiB, found '\(text)'")
+            }
+        }
         configuration.stateDirectory = path("stateDir") ?? configuration.stateDirectory
         if let text = value("operations.concurrency") {
             if let count = Int(text), (1...64).contains(count) {

@@ -27,6 +27,7 @@ import JSONSupport
 /// | `proxy.port` | port of the plugin proxy on 127.0.0.1 (`0`: any free port; `off`: no proxy) | `8001` |
 /// | `proxy.maxUpload` | largest request body a plugin may send through the proxy | `4GiB` |
 /// | `handlers` | directory of handler declarations | `handlers.d` |
+/// | `limits.handlerFileSize` | largest handler file read (bigger ones are rejected, named in the log and the alarm) | `1MiB` |
 /// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
 /// | `operations.shutdownGrace` | time running operations get to finish on SIGTERM | `20s` |
@@ -111,6 +112,8 @@ public struct AgentConfiguration: Sendable {
     public var authentication: Authentication
     public var tls = TLSConfiguration()
     public var handlersDirectory = "handlers.d"
+    /// Bounds on each handler file (size; YAML nesting and alias expansion).
+    public var handlerLimits = DeclarationReader.Limits()
     public var stateDirectory = "/var/lib/switchyard"
     public var concurrency = 4
     /// On SIGTERM/SIGINT: how long running operations may take to finish, and queued updates to go
@@ -168,6 +171,7 @@ public struct AgentConfiguration: Sendable {
         ("proxy.port", "a port number, 0 for any free port, or off"),
         ("proxy.maxUpload", "a size such as 512MiB or 4GiB"),
         ("handlers", "a directory of handler declarations"),
+        ("limits.handlerFileSize", "a size such as 1MiB"),
         ("stateDir", "a writable directory"),
         ("operations.concurrency", "a whole number from 1 to 64"),
         ("operations.shutdownGrace", "a duration such as 20s"),

@@ -121,7 +121,7 @@ public struct Agent: Service {
     func runCycle(_ parts: RunningParts, client: PlatformClient, tokens: DeviceTokenProvider?) async throws {
 
         var fingerprints = [configuration.handlersDirectory: HandlerDirectoryWatcher.fingerprint(configuration.handlersDirectory)]
-        let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog)
+        let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog, limits: configuration.handlerLimits)
         for problem in registry.problems {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
@@ -177,7 +177,7 @@ public struct Agent: Service {
             for child in await childDevices() {
                 let directory = configuration.handlersDirectory + "/" + child.externalId
                 fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
-                let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog)
+                let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.handlerLimits)
                 for problem in childRegistry.problems {
                     logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
                 }
@@ -192,7 +192,7 @@ public struct Agent: Service {
                 reportedChildren.append((identity.id, childRegistry))
                 let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
                                             dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
-                                            optional: true)
+                                            optional: true, limits: configuration.handlerLimits)
                 keepers.append((keeper, directory))
             }
 
@@ -208,7 +208,8 @@ public struct Agent: Service {
 
             // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
             let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
-                                        dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger)
+                                        dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger,
+                                        limits: configuration.handlerLimits)
             for (keeper, directory) in [(keeper, registry.directory)] + keepers {
                 await keeper.sync()
                 let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,

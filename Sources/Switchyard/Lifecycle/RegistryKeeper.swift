@@ -22,9 +22,13 @@ actor RegistryKeeper {
     /// A child's directory may be absent: then it simply has no handlers.
     private let optional: Bool
 
+    private let limits: DeclarationReader.Limits
+
     init(registry: Registry, advertised: [String], catalog: [String: any OperationHandler.Type], dispatcher: Dispatcher,
-         client: PlatformClient, deviceID: String, logger: Logger, optional: Bool = false) {
+         client: PlatformClient, deviceID: String, logger: Logger, optional: Bool = false,
+         limits: DeclarationReader.Limits = .init()) {
         self.optional = optional
+        self.limits = limits
         self.directory = registry.directory
         self.registry = registry
         self.advertised = advertised
@@ -37,8 +41,8 @@ actor RegistryKeeper {
 
     /// Re-reads the directory and applies it.
     func reload() async {
-        let next = optional ? Registry.loadOptional(directory: directory, catalog: catalog)
-                            : Registry.load(directory: directory, catalog: catalog)
+        let next = optional ? Registry.loadOptional(directory: directory, catalog: catalog, limits: limits)
+                            : Registry.load(directory: directory, catalog: catalog, limits: limits)
         let before = Set(registry.problems.map(\.description))
         for problem in next.problems where !before.contains(problem.description) {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
