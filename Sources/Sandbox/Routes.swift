@@ -252,6 +252,12 @@ struct Routes: Sendable {
             await tenant.refuse(next: Int(body["refuse"]?.intValue ?? 0), status: Int(body["status"]?.intValue ?? 503),
                                 method: body["method"]?.stringValue, pathPrefix: body["pathPrefix"]?.stringValue)
             if let drops = body["dropNotificationAnswers"]?.intValue { await tenant.dropNotificationAnswers(next: Int(drops)) }
+            if let count = body["raw"]?.intValue {
+                await tenant.answerRaw(next: Int(count), status: Int(body["status"]?.intValue ?? 200),
+                                       contentType: body["contentType"]?.stringValue ?? "application/json",
+                                       body: Array((body["body"]?.stringValue ?? "").utf8), truncate: body["truncate"]?.intValue.map { Int($0) },
+                                       method: body["method"]?.stringValue, pathPrefix: body["pathPrefix"]?.stringValue)
+            }
             if let count = body["delay"]?.intValue, let milliseconds = body["delayMilliseconds"]?.intValue {
                 await tenant.delay(next: Int(count), by: .milliseconds(milliseconds), method: body["method"]?.stringValue,
                                    pathPrefix: body["pathPrefix"]?.stringValue)

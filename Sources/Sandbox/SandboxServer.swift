@@ -144,6 +144,16 @@ struct PlatformGate: RouterMiddleware {
         if let delay = await tenant.takeDelay(method: request.method.rawValue, path: path) {
             try await Task.sleep(for: delay)
         }
+        if let raw = await tenant.takeRawAnswer(method: request.method.rawValue, path: path) {
+            let headers: HTTPFields = [.contentType: raw.contentType, .contentLength: String(raw.body.count)]
+            guard let cut = raw.truncate else {
+                return Response(status: .init(code: raw.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: raw.body)))
+            }
+            return Response(status: .init(code: raw.status), headers: headers, body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(bytes: raw.body.prefix(cut)))
+                throw SandboxError(detail: "answer cut by fault injection")
+            })
+        }
         if let status = await tenant.takeRefusal(method: request.method.rawValue, path: path) {
             if status == 200 {  // a broken answer: success status, body that is not what the API promises
                 return Response(status: .ok, headers: [.contentType: "text/html"],

@@ -42,6 +42,7 @@ public actor Tenant {
     private var alarmOrder: [String] = []
     private var refusals = 0
     private var answerDrops = 0
+    private var rawAnswers: RawAnswer?
     private var closing = false
     private var delays: (count: Int, delay: Duration, method: String?, pathPrefix: String?) = (0, .zero, nil, nil)
     private var refusalStatus = 503
@@ -118,6 +119,36 @@ public actor Tenant {
         answerDrops -= 1
         return true
     }
+
+    /// Makes the next `count` platform requests (matching method and path prefix) get this answer
+    /// instead of the platform's: any status, content type and body, optionally cut after `truncate`
+    /// bytes with the connection closed (a proxy, a portal or a broken link in between).
+    public func answerRaw(next count: Int, status: Int, contentType: String, body: [UInt8], truncate: Int? = nil,
+                          method: String? = nil, pathPrefix: String? = nil) {
+        rawAnswers = RawAnswer(count: count, status: status, contentType: contentType, body: body, truncate: truncate,
+                               method: method, pathPrefix: pathPrefix)
+    }
+
+    struct RawAnswer: Sendable {
+        var count: Int
+        let status: Int
+        let contentType: String
+        let body: [UInt8]
+        let truncate: Int?
+        let method: String?
+        let pathPrefix: String?
+    }
+
+    func takeRawAnswer(method: String, path: String) -> RawAnswer? {
+        guard let raw = rawAnswers, raw.count > 0 else { return nil }
+        if let wanted = raw.method, wanted != method { return nil }
+        if let prefix = raw.pathPrefix, !path.hasPrefix(prefix) { return nil }
+        rawAnswers?.count -= 1
+        return raw
+    }
+
+    /// Raw answers not yet used up.
+    public var rawAnswersLeft: Int { rawAnswers?.count ?? 0 }
 
     /// Refusals not yet used up.
     public var refusalsLeft: Int { refusals }

@@ -4,6 +4,17 @@ import Sandbox
 import Testing
 @testable import Switchyard
 
+/// Each operation ended SUCCESSFUL, reported once in order, and its handler (which appends its
+/// operation id to `runs`) ran once.
+func expectEachEndedOnce(_ ids: [String], harness: Harness, runs: String) async throws {
+    for id in ids {
+        #expect(try await harness.waitForEnd(id, within: 60)["status"] == "SUCCESSFUL")
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
+    }
+    let ran = try String(contentsOfFile: runs, encoding: .utf8).split(separator: "\n").map(String.init)
+    #expect(ran.sorted() == ids.sorted())
+}
+
 /// Outages, dropped answers and hostile operations: every operation ends exactly once, with a reason.
 @Suite(.timeLimit(.minutes(3)))
 struct FaultSuiteTests {
@@ -24,12 +35,7 @@ struct FaultSuiteTests {
                 harness.logs.text.components(separatedBy: "operation received").count - 1 == 20
             }
             try await harness.outage(for: .seconds(6))
-            for id in ids {
-                #expect(try await harness.waitForEnd(id, within: 60)["status"] == "SUCCESSFUL")
-                #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
-            }
-            let ran = try String(contentsOfFile: runs, encoding: .utf8).split(separator: "\n").map(String.init)
-            #expect(ran.sorted() == ids.sorted())
+            try await expectEachEndedOnce(ids, harness: harness, runs: runs)
             await harness.close()
         }
     }
@@ -52,14 +58,33 @@ struct FaultSuiteTests {
                 for _ in 0..<10 { ids.append(try await harness.createOperation(["acme_Count": ["round": .int(Int64(round))]])) }
                 try await Task.sleep(for: .milliseconds(50))  // let the next poll pick up part of the burst
             }
-            for id in ids {
-                #expect(try await harness.waitForEnd(id, within: 30)["status"] == "SUCCESSFUL")
-                #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
-            }
-            let ran = try String(contentsOfFile: runs, encoding: .utf8).split(separator: "\n").map(String.init)
-            #expect(ran.sorted() == ids.sorted())
+            try await expectEachEndedOnce(ids, harness: harness, runs: runs)
             await harness.close()
         }
+    }
+
+    /// Answers that are not the platform's to status updates: JSON cut short, a JSON content type
+    /// with HTML in it, an empty 200, an answer cut off mid-body. None is taken as a refusal; the
+    /// operations end on the platform.
+    @Test func brokenAnswersToStatusUpdatesAreRetried() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        try await harness.startAgent()
+        let answers: [(status: Int, type: String, body: String, truncate: Int?)] = [
+            (200, "application/json", "{\"id\":\"1\",\"status\":", nil),
+            (200, "application/vnd.com.nsn.cumulocity.operation+json", "<html>portal</html>", nil),
+            (200, "application/json", String(repeating: "{\"a\":", count: 50), 30),
+            (502, "text/html", "<html>bad gateway</html>", nil),
+        ]
+        for answer in answers {
+            await harness.tenant.answerRaw(next: 2, status: answer.status, contentType: answer.type, body: Array(answer.body.utf8),
+                                           truncate: answer.truncate, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+            let id = try await harness.createOperation(["c8y_Message": ["text": .string("behind \(answer.type)")]])
+            #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL", "after \(answer)")
+            #expect(await harness.tenant.rawAnswersLeft == 0)
+        }
+        #expect(((try? FileSystem.list(harness.state + "/outbox/rejected")) ?? []).isEmpty)
+        await harness.close()
     }
 
     /// Operations no sane tenant sends: wrong types, control characters, no fragment, unknown

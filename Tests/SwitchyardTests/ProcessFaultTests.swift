@@ -62,22 +62,41 @@ struct ProcessFaultTests {
         return settings
     }
 
+    /// A harness whose handlers.d declares `operation` as the exec plugin `body` (a shell script), and
+    /// the real agent started on it and registered.
+    func start(_ operation: String, plugin body: String) async throws -> (Harness, AgentProcess) {
+        let harness = try await Harness(settings: Self.settings)
+        let plugin = harness.script(operation + ".sh", body)
+        harness.declare(operation + ".yaml", "operation: \(operation)\nexec:\n  command: [\(plugin), '${\(operation).kind}']\n  gracePeriod: 1s\n")
+        let agent = try AgentProcess(harness)
+        try await eventually("registered") { await harness.advertised() != nil }
+        return (harness, agent)
+    }
+
+    /// kill -9, then the next agent on the same state.
+    func killAndRestart(_ agent: AgentProcess, _ harness: Harness, between: () async -> Void = {}) async throws -> AgentProcess {
+        agent.kill9()
+        await between()
+        return try AgentProcess(harness, name: "agent-again")
+    }
+
+    func refuseStatusUpdates(_ harness: Harness) async {
+        await harness.tenant.refuse(next: 1_000_000, status: 503, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+    }
+
     /// Killed while its plugin runs: the plugin is stopped by the next start before the operation is
     /// settled (FAILED, naming the restart), rather than running on unsupervised.
     @Test func aPluginLeftRunningByAKilledAgentIsStoppedAtTheNextStart() async throws {
-        let harness = try await Harness(settings: Self.settings)
-        let pidFile = harness.root + "/plugin.pid"
-        let plugin = harness.script("long.sh", "echo $$ > \(pidFile)\nsleep 300")
-        harness.declare("long.yaml", "operation: acme_Long\nexec:\n  command: [\(plugin)]\n  gracePeriod: 1s\n")
-        var agent = try AgentProcess(harness)
-        try await eventually("registered") { await harness.advertised() != nil }
+        let scratch = temporaryDirectory()
+        defer { FileSystem.removeTree(scratch) }
+        let pidFile = scratch + "/plugin.pid"
+        var (harness, agent) = try await start("acme_Long", plugin: "echo $$ > \(pidFile)\nsleep 300")
         let id = try await harness.createOperation(["acme_Long": [:]])
         try await eventually("the plugin started") { FileManager.default.fileExists(atPath: pidFile) }
         let pid = try #require(pid_t((try String(contentsOfFile: pidFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
-        agent.kill9()
-        #expect(isRunning(pid), "the plugin outlives the killed agent (as any child would)")
-
-        agent = try AgentProcess(harness, name: "agent-again")
+        agent = try await killAndRestart(agent, harness) {
+            #expect(isRunning(pid), "the plugin outlives the killed agent (as any child would)")
+        }
         defer { agent.stop() }
         let ended = try await harness.waitForEnd(id)
         #expect(ended["status"] == "FAILED")
@@ -91,20 +110,15 @@ struct ProcessFaultTests {
     /// Killed after the handler finished but before SUCCESSFUL reached the platform (every status
     /// update refused meanwhile): the next start sends it, once, and does not run the handler again.
     @Test func killedBeforeTheFinalStatusIsDeliveredItIsSentOnceByTheNextStart() async throws {
-        let harness = try await Harness(settings: Self.settings)
-        let runs = harness.root + "/runs"
-        let plugin = harness.script("count.sh", "echo run >> \(runs)")
-        harness.declare("count.yaml", "operation: acme_Count\nexec:\n  command: [\(plugin)]\n")
-        var agent = try AgentProcess(harness)
-        try await eventually("registered") { await harness.advertised() != nil }
-        await harness.tenant.refuse(next: 1_000_000, status: 503, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        let scratch = temporaryDirectory()
+        defer { FileSystem.removeTree(scratch) }
+        let runs = scratch + "/runs"
+        var (harness, agent) = try await start("acme_Count", plugin: "echo run >> \(runs)")
+        await refuseStatusUpdates(harness)
         let id = try await harness.createOperation(["acme_Count": [:]])
         try await eventually("the handler ran") { FileManager.default.fileExists(atPath: runs) }
         try await eventually("the final status queued") { agent.log.contains("operation SUCCESSFUL") }
-        agent.kill9()
-        await harness.tenant.refuse(next: 0)
-
-        agent = try AgentProcess(harness, name: "agent-again")
+        agent = try await killAndRestart(agent, harness) { await harness.tenant.refuse(next: 0) }
         defer { agent.stop() }
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         #expect(try String(contentsOfFile: runs, encoding: .utf8) == "run\n")
@@ -113,22 +127,40 @@ struct ProcessFaultTests {
         await harness.close()
     }
 
+    /// Killed with EXECUTING still queued (the tenant refusing status updates) while the handler runs:
+    /// the next start sends EXECUTING, then FAILED naming the restart, in that order.
+    @Test func killedWithExecutingStillQueuedTheNextStartSendsItThenTheEnd() async throws {
+        let scratch = temporaryDirectory()
+        defer { FileSystem.removeTree(scratch) }
+        let pidFile = scratch + "/plugin.pid"
+        var (harness, agent) = try await start("acme_Long", plugin: "echo $$ > \(pidFile)\nsleep 300")
+        await refuseStatusUpdates(harness)
+        let id = try await harness.createOperation(["acme_Long": [:]])
+        try await eventually("the plugin started") { FileManager.default.fileExists(atPath: pidFile) }
+        agent = try await killAndRestart(agent, harness) {
+            await harness.tenant.refuse(next: 0)
+            #expect(await harness.tenant.operation(id)?["status"] == "PENDING")
+        }
+        defer { agent.stop() }
+        let ended = try await harness.waitForEnd(id)
+        #expect(ended["status"] == "FAILED")
+        #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "FAILED"])
+        agent.stop()
+        await harness.close()
+    }
+
     /// Killed while an operation was accepted (journalled) but waiting for a slot: the next start
     /// runs it, once; the one that was running is FAILED naming the restart.
     @Test func killedWithAnAcceptedOperationWaitingItRunsAtTheNextStart() async throws {
-        let harness = try await Harness(settings: Self.settings)
-        let runs = harness.root + "/runs"
-        let plugin = harness.script("one.sh", "echo \"$SWITCHYARD_OPERATION_ID\" >> \(runs)\n[ \"$1\" = long ] && sleep 300\nexit 0")
-        harness.declare("one.yaml", "operation: acme_One\nexec:\n  command: [\(plugin), '${acme_One.kind}']\n  gracePeriod: 1s\n")
-        var agent = try AgentProcess(harness)
-        try await eventually("registered") { await harness.advertised() != nil }
+        let scratch = temporaryDirectory()
+        defer { FileSystem.removeTree(scratch) }
+        let runs = scratch + "/runs"
+        var (harness, agent) = try await start("acme_One", plugin: "echo \"$SWITCHYARD_OPERATION_ID\" >> \(runs)\n[ \"$1\" = long ] && sleep 300\nexit 0")
         let long = try await harness.createOperation(["acme_One": ["kind": "long"]])
         try await eventually("the long one runs") { FileManager.default.fileExists(atPath: runs) }
         let waiting = try await harness.createOperation(["acme_One": ["kind": "short"]])
         try await eventually("the second accepted") { agent.log.contains("operation=\(waiting)") && agent.log.contains("operation received") }
-        agent.kill9()
-
-        agent = try AgentProcess(harness, name: "agent-again")
+        agent = try await killAndRestart(agent, harness)
         defer { agent.stop() }
         #expect(try await harness.waitForEnd(waiting)["status"] == "SUCCESSFUL")
         #expect(try await harness.waitForEnd(long)["status"] == "FAILED")
@@ -141,19 +173,15 @@ struct ProcessFaultTests {
     /// Killed while the final PUT is in flight (the tenant holds it, then processes it): the next
     /// start sends it again; the operation ends SUCCESSFUL and its handler ran once.
     @Test func killedDuringTheFinalStatusUpdateTheOperationEndsOnce() async throws {
-        let harness = try await Harness(settings: Self.settings)
-        let runs = harness.root + "/runs"
-        let plugin = harness.script("count.sh", "echo run >> \(runs)")
-        harness.declare("count.yaml", "operation: acme_Count\nexec:\n  command: [\(plugin)]\n")
-        var agent = try AgentProcess(harness)
-        try await eventually("registered") { await harness.advertised() != nil }
+        let scratch = temporaryDirectory()
+        defer { FileSystem.removeTree(scratch) }
+        let runs = scratch + "/runs"
+        var (harness, agent) = try await start("acme_Count", plugin: "sleep 0.2\necho run >> \(runs)")
         let id = try await harness.createOperation(["acme_Count": [:]])
         try await eventually("EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
         await harness.tenant.delay(next: 1, by: .seconds(1), method: "PUT", pathPrefix: "/devicecontrol/operations/")
         try await eventually("the final status sent") { agent.log.contains("operation SUCCESSFUL") }
-        agent.kill9()
-
-        agent = try AgentProcess(harness, name: "agent-again")
+        agent = try await killAndRestart(agent, harness)
         defer { agent.stop() }
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         try await eventually("the outbox empty") { ((try? FileSystem.list(harness.state + "/outbox")) ?? []) == ["rejected"] }
