@@ -79,6 +79,24 @@ struct ReliabilityTests {
         }
     }
 
+    /// The same by notification: the long-poll answer is too large, which counts as an interrupted
+    /// poll, so the reconciliation finds the operation and FAILS it; the next one runs.
+    @Test func anOperationTooLargeForALongPollAnswerIsFailedByReconciliation() async throws {
+        try await takingTurns {
+            let harness = try await Harness()
+            harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+            try await harness.startAgent()
+            try await eventually("the start-up reconciliation") { harness.logs.text.contains("reconciled with the platform") }
+            let huge = try await harness.createOperation(["c8y_Message": ["text": .string(String(repeating: "h", count: 17 << 20))]])
+            let failed = try await harness.waitForEnd(huge, within: 60)
+            #expect(failed["status"] == "FAILED")
+            #expect(failed["failureReason"]?.stringValue?.contains("larger than the agent's answer limit") == true)
+            let small = try await harness.createOperation(["c8y_Message": ["text": "small"]])
+            #expect(try await harness.waitForEnd(small, within: 30)["status"] == "SUCCESSFUL")
+            await harness.close()
+        }
+    }
+
     /// The same through a notification: the Bayeux reply holding the poison operation is split and
     /// each message judged on its own.
     @Test func aPoisonOperationByNotificationFailsAloneAndTheOthersRun() async throws {
@@ -206,7 +224,15 @@ struct ReliabilityTests {
         }
         func directories() -> Int { ((try? FileSystem.list(harness.state + "/operations")) ?? []).count }
         try await eventually("at most keep + every directories") { directories() <= 15 }
-        #expect(ids.count == 60)
+        // Refused updates set aside are kept up to the same count.
+        await harness.tenant.refuse(next: 40, status: 422, method: "PUT", pathPrefix: "/devicecontrol/operations/")
+        for index in 0..<20 { ids.append(try await harness.createOperation(["c8y_Message": ["text": .string("refused \(index)")]])) }
+        try await eventually("the refusals used up") { await harness.tenant.refusalsLeft == 0 }
+        for index in 0..<10 { ids.append(try await harness.createOperation(["c8y_Message": ["text": .string("after \(index)")]])) }
+        for id in ids.suffix(10) { #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL") }
+        try await eventually("at most keep set aside") {
+            ((try? FileSystem.list(harness.state + "/outbox/rejected")) ?? []).count <= 10
+        }
         await harness.close()
     }
 

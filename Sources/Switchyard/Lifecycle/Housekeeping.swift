@@ -7,7 +7,8 @@ import Musl
 #endif
 
 /// Keeps the state directory from growing while the agent runs: the directories of finished
-/// operations (their logs and state) are kept up to a count and an age, the rest removed.
+/// operations (their logs and state) are kept up to a count and an age, the rest removed; of the
+/// updates the platform refused (`outbox/rejected/`), the newest `keep` are kept.
 ///
 /// Runs at start-up and then after every `every` finished operations, in a background task, so
 /// a gateway that runs for a year holds at most `keep + every` finished operation directories.
@@ -23,6 +24,8 @@ actor Housekeeping {
     }
 
     private let directory: String
+    /// Updates the platform refused, kept for inspection: the newest `retention.keep` of them.
+    private let rejected: String
     private let journal: Journal
     private let retention: Retention
     private let logger: Logger
@@ -33,6 +36,7 @@ actor Housekeeping {
 
     init(stateDirectory: String, journal: Journal, retention: Retention, logger: Logger) {
         self.directory = stateDirectory + "/operations"
+        self.rejected = stateDirectory + "/outbox/rejected"
         self.journal = journal
         self.retention = retention
         self.logger = logger
@@ -60,6 +64,11 @@ actor Housekeeping {
             let old = FileSystem.modificationTime(path).map { now - $0 > maximumAge } ?? false
             guard !keep.contains(name) || old else { continue }
             FileSystem.removeTree(path)
+            count += 1
+        }
+        // Outbox file names are sequence numbers, so name order is age order.
+        for name in ((try? FileSystem.list(rejected)) ?? []).dropLast(retention.keep) {
+            FileSystem.remove(rejected + "/" + name)
             count += 1
         }
         removed += count
