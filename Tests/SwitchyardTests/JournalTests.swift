@@ -1,4 +1,5 @@
 import Cumulocity
+import Foundation
 import Logging
 import JSONSupport
 import Sandbox
@@ -86,6 +87,34 @@ struct JournalTests {
         }
         let reopened = try Journal(directory: dir, logger: logger)
         #expect(await reopened.unfinished().map(\.id) == ["7", "9"])
+    }
+
+    /// A full disk at start-up does not keep the journal from opening: it is appended to as it is,
+    /// after a newline when its last record was cut short, and compacted at the next open.
+    @Test func aFullDiskAtOpenAppendsToTheFileAsItIs() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        guard run("/bin/mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir) == 0 else {
+            Issue.record("cannot mount a tmpfs for the full-disk test (not root?)")
+            return
+        }
+        defer { run("/bin/umount", "-l", dir) }
+        write("{\"id\":\"7\",\"stage\":\"accepted\",\"operation\":{}}\n{\"id\":\"8\",\"sta", to: dir + "/journal.jsonl")
+        let filler = dir + "/filler"
+        let fd = open(filler, O_WRONLY | O_CREAT, 0o600)
+        let chunk = [UInt8](repeating: 0x41, count: 512)
+        while chunk.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) > 0 {}
+        close(fd)
+        do {
+            let journal = try Journal(directory: dir, logger: logger)
+            #expect(await journal.unfinished().map(\.id) == ["7"])
+            let big: JSONValue = ["text": .string(String(repeating: "b", count: 8192))]
+            await #expect(throws: FileSystemError.self) { try await journal.accept("9", operation: big, fragment: nil) }
+            unlink(filler)
+            _ = try await journal.accept("10", operation: [:], fragment: nil)
+        }
+        let reopened = try Journal(directory: dir, logger: logger)
+        #expect(await reopened.unfinished().map(\.id) == ["7", "10"])
     }
 
     @Test func outboxKeepsUpdatesInOrderAcrossReopen() async throws {

@@ -44,6 +44,13 @@ final class AgentProcess: @unchecked Sendable {
     }
 }
 
+/// Whether the journal holds the operation's `finished` record (written once its final status is in
+/// the outbox): from then on a kill must not lose or change the final status.
+func finishJournalled(_ id: String, _ harness: Harness) -> Bool {
+    let text = (try? String(contentsOfFile: harness.state + "/journal.jsonl", encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").contains { $0.contains("\"id\":\"\(id)\"") && $0.contains("\"stage\":\"finished\"") }
+}
+
 /// Whether a process runs (and is not a zombie waiting for its parent).
 func isRunning(_ pid: pid_t) -> Bool {
     guard kill(pid, 0) == 0 else { return false }
@@ -117,7 +124,7 @@ struct ProcessFaultTests {
         await refuseStatusUpdates(harness)
         let id = try await harness.createOperation(["acme_Count": [:]])
         try await eventually("the handler ran") { FileManager.default.fileExists(atPath: runs) }
-        try await eventually("the final status queued") { agent.log.contains("operation SUCCESSFUL") }
+        try await eventually("the final status journalled") { finishJournalled(id, harness) }
         agent = try await killAndRestart(agent, harness) { await harness.tenant.refuse(next: 0) }
         defer { agent.stop() }
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
@@ -180,7 +187,7 @@ struct ProcessFaultTests {
         let id = try await harness.createOperation(["acme_Count": [:]])
         try await eventually("EXECUTING") { await harness.tenant.operation(id)?["status"] == "EXECUTING" }
         await harness.tenant.delay(next: 1, by: .seconds(1), method: "PUT", pathPrefix: "/devicecontrol/operations/")
-        try await eventually("the final status sent") { agent.log.contains("operation SUCCESSFUL") }
+        try await eventually("the final status journalled") { finishJournalled(id, harness) }
         agent = try await killAndRestart(agent, harness)
         defer { agent.stop() }
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")

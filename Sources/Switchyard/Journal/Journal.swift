@@ -72,11 +72,25 @@ public actor Journal {
                            metadata: ["file": "\(path)", "lines": "\(damaged)"])
         }
         let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
-        let (fd, length) = try Self.rewrite(path, kept, keptOrder)
+        do {
+            (fd, length) = try Self.rewrite(path, kept, keptOrder)
+        } catch where error.isDiskFull {
+            // A full disk at start-up must not keep the agent from starting: append to the file as
+            // it is (compacted next time), after a newline if its last record was cut short.
+            logger.warning("cannot compact the journal: the disk is full; appending to it as it is",
+                           metadata: ["file": "\(path)", "error": "\(error)"])
+            (fd, length, torn) = try Self.openForAppending(path)
+        }
         self.entries = kept
         self.order = keptOrder
-        self.fd = fd
-        self.length = length
+    }
+
+    /// Opens the file as it is for appending; `torn` when it does not end with a newline.
+    private static func openForAppending(_ path: String) throws(FileSystemError) -> (Int32, Int, Bool) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, code: errno) }
+        let bytes = (try? FileSystem.read(path)) ?? nil
+        return (fd, bytes?.count ?? 0, bytes.map { !$0.isEmpty && $0.last != UInt8(ascii: "\n") } ?? false)
     }
 
     deinit {
@@ -152,8 +166,9 @@ public actor Journal {
             try FileSystem.writeAll(fd, bytes, path: path)
             if sync, fsync(fd) != 0 { throw FileSystemError(operation: "fsync", path: path, code: errno) }
         } catch {
-            // Cut the partial record off, so the next one does not glue to it.
-            torn = ftruncate(fd, off_t(length)) != 0
+            // Cut the partial record off, so the next one does not glue to it (a file that already
+            // ended in a torn record stays marked: the next record still needs its newline).
+            if ftruncate(fd, off_t(length)) != 0 { torn = true }
             throw error
         }
         length += bytes.count
