@@ -92,7 +92,7 @@ struct Handlers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect handler declarations.", subcommands: [List.self, Validate.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the operations a handlers directory declares.")
+        static let configuration = CommandConfiguration(abstract: "List the operations a handlers directory declares; exit 1 if any file is rejected.")
         @Option(name: .long, help: "The handlers directory.") var dir = "handlers.d"
 
         func run() async throws {
@@ -103,6 +103,7 @@ struct Handlers: AsyncParsableCommand {
                       + pad(declaration.handlerName, 44) + declaration.location)
             }
             for problem in registry.problems { printError("rejected: \(problem)") }
+            if !registry.problems.isEmpty { throw ExitCode(1) }
         }
     }
 

@@ -202,7 +202,7 @@ func residentKilobytes() -> Int {
 }
 
 /// handlers.d is live: the registry follows the directory and the device follows the registry.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.timeLimit(.minutes(3)))
 struct LiveHandlersTests {
     @Test func addingAndRemovingAFileChangesTheAdvertisementWithinTwoSeconds() async throws {
         try await takingTurns {

@@ -1,3 +1,4 @@
+import Foundation
 import BuiltinHandlers
 import HandlerKit
 import JSONSupport
@@ -139,5 +140,61 @@ struct DirectiveTests {
         if case .invalid = Directive.parse(Array("{\"switchyard\":\"result\",\"fragments\":[1]}".utf8)) {} else {
             Issue.record("result with a non-object is invalid")
         }
+    }
+}
+
+/// Mistakes a device maker makes when writing a declaration, each answered at `validate` time with
+/// what to do, instead of an obscure failure at the first operation.
+struct DeclarationMistakeTests {
+    func problems(_ files: [String: String], scripts: [String: (text: String, mode: Int)] = [:]) -> [String] {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        for (name, script) in scripts { write(script.text, to: dir + "/handlers.d/" + name, mode: script.mode) }
+        for (name, text) in files { write(text, to: dir + "/handlers.d/" + name) }
+        return Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers).problems.map(\.description)
+    }
+
+    @Test func aBareProgramNameIsLookedUpInThePluginsPath() {
+        #expect(problems(["sh.yaml": "operation: acme_Sh\nexec:\n  command: [sh, -c, 'exit 0']\n"]).isEmpty)
+        let missing = problems(["missing.yaml": "operation: acme_X\nexec:\n  command: [no-such-program-here]\n"])
+        #expect(missing.first?.contains("is not in the plugins' PATH") == true, "\(missing)")
+        #expect(missing.first?.contains("./no-such-program-here") == true)
+    }
+
+    @Test func aScriptWithoutAShebangIsNamed() {
+        let found = problems(["x.yaml": "operation: acme_X\nexec:\n  command: [./run]\n"],
+                             scripts: ["run": ("echo no shebang\n", 0o755)])
+        #expect(found.first?.contains("neither a program nor a script with a #! line") == true, "\(found)")
+    }
+
+    @Test func windowsLineEndingsAreNamed() {
+        let found = problems(["x.yaml": "operation: acme_X\nexec:\n  command: [./run]\n"],
+                             scripts: ["run": ("#!/bin/sh\r\necho hi\r\n", 0o755)])
+        #expect(found.first?.contains("Windows line endings (CRLF)") == true, "\(found)")
+    }
+
+    @Test func aTabInTheIndentationIsNamed() {
+        let found = problems(["x.yaml": "operation: acme_X\nexec:\n\tcommand: [/bin/true]\n"])
+        #expect(found.first?.contains("tab characters are not allowed for indentation") == true, "\(found)")
+    }
+
+    /// `handlers list` (the real binary) exits 1 when a file is rejected, 0 when all are valid.
+    @Test func handlersListFailsWhenAFileIsRejected() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write("operation: c8y_Message\nswift: Message\n", to: dir + "/handlers.d/good.yaml")
+        func list() throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try switchyardBinary())
+            process.arguments = ["handlers", "list", "--dir", dir + "/handlers.d"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        #expect(try list() == 0)
+        write("operation: [\n", to: dir + "/handlers.d/bad.yaml")
+        #expect(try list() == 1)
     }
 }

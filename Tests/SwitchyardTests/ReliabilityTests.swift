@@ -7,7 +7,8 @@ import Testing
 
 /// Nothing lost in the field: each test is a situation that stranded operations before the agent
 /// reconciled with the platform and judged each operation on its own.
-@Suite(.timeLimit(.minutes(2)))
+// Time limit with room for waiting on the turns the timed and heavy tests take.
+@Suite(.timeLimit(.minutes(3)))
 struct ReliabilityTests {
     /// The long-poll answer carrying an operation is lost in transit (processed by the server, then
     /// the connection dies): the server will not send it again, so only asking the platform finds it.

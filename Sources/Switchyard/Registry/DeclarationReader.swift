@@ -119,12 +119,27 @@ public enum DeclarationReader {
         if program.contains("${") {
             throw FileProblem(file: file, line: line, "the program path cannot be templated")
         }
-        let resolved = FileSystem.resolve(program, relativeTo: FileSystem.parent(of: FileSystem.absolute(file)))
+        // A bare name (`python3`) is looked up in the plugins' PATH, as a shell would; a path with a
+        // slash is taken relative to the declaration's directory.
+        let resolved: String
+        if !program.contains("/") {
+            guard let found = ExecRunner.path.split(separator: ":").map({ $0 + "/" + program })
+                .first(where: { FileSystem.isExecutable($0) && !FileSystem.isDirectory($0) }) else {
+                throw FileProblem(file: file, line: line, "program '\(program)' is not in the plugins' PATH (\(ExecRunner.path)); "
+                                  + "use an absolute path, or ./\(program) for one beside the declaration")
+            }
+            resolved = found
+        } else {
+            resolved = FileSystem.resolve(program, relativeTo: FileSystem.parent(of: FileSystem.absolute(file)))
+        }
         guard FileSystem.exists(resolved) else {
             throw FileProblem(file: file, line: line, "program \(resolved) does not exist")
         }
         guard FileSystem.isExecutable(resolved), !FileSystem.isDirectory(resolved) else {
             throw FileProblem(file: file, line: line, "program \(resolved) is not executable (chmod +x)")
+        }
+        if let problem = executableFormatProblem(resolved) {
+            throw FileProblem(file: file, line: line, "program \(resolved) \(problem)")
         }
         command[0] = resolved
         for argument in command where !Template.isWellFormed(argument) {
@@ -154,6 +169,28 @@ public enum DeclarationReader {
             user = found
         }
         return ExecSpec(command: command, environment: environment, gracePeriod: try exec.duration("gracePeriod") ?? .seconds(5), user: user)
+    }
+
+    /// Why the kernel would refuse to run a file, read from its first bytes: neither an ELF binary nor
+    /// a script with a `#!` line (`Exec format error`), or a `#!` line ending in CR (a file saved with
+    /// Windows line endings: `python3\r: No such file`). `nil` when it looks runnable.
+    static func executableFormatProblem(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }  // unreadable to us, but may run: leave it to the run
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 256)
+        let count = head.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return "is empty: a script needs a #! line, e.g. #!/bin/sh" }
+        let bytes = head.prefix(count)
+        if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) { return nil }  // ELF
+        guard bytes.starts(with: Array("#!".utf8)) else {
+            return "is neither a program nor a script with a #! line (e.g. #!/bin/sh): it would fail with 'Exec format error'"
+        }
+        let line = bytes.prefix { $0 != UInt8(ascii: "\n") }
+        if line.last == UInt8(ascii: "\r") {
+            return "has Windows line endings (CRLF): its #! line would name '\(String(decoding: line.dropFirst(2).dropLast(), as: UTF8.self))\\r'; convert it (dos2unix or sed -i 's/\\r$//')"
+        }
+        return nil
     }
 
     /// Fragment names are identifiers such as `c8y_Restart` or `acme_Calibrate`.

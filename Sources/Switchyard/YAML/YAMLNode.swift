@@ -55,6 +55,13 @@ public struct YAMLSyntaxError: Error, CustomStringConvertible, Sendable {
     public var description: String { "line \(line), column \(column): \(detail)" }
 }
 
+extension YAMLNode {
+    /// The byte a libyaml mark points at, if it is inside the input.
+    static func byte(at mark: yaml_mark_t, in buffer: UnsafeBufferPointer<UInt8>) -> UInt8? {
+        mark.index < buffer.count ? buffer[mark.index] : nil
+    }
+}
+
 /// Bounds on what one YAML text may build: handler files come from whoever can write to the
 /// directory, so a small file must not be able to exhaust memory or the stack.
 public struct YAMLLimits: Sendable {
@@ -87,8 +94,11 @@ extension YAMLNode {
                 var event = yaml_event_t()
                 guard yaml_parser_parse(&parser, &event) == 1 else {
                     let mark = parser.problem_mark
-                    let problem = parser.problem.map { String(cString: $0) } ?? "syntax error"
+                    var problem = parser.problem.map { String(cString: $0) } ?? "syntax error"
                     let context = parser.context.map { " " + String(cString: $0) } ?? ""
+                    if problem.contains("cannot start any token"), Self.byte(at: mark, in: buffer) == 0x09 {
+                        problem = "tab characters are not allowed for indentation (use spaces)"
+                    }
                     throw YAMLSyntaxError(line: mark.line + 1, column: mark.column + 1, detail: problem + context)
                 }
                 defer { yaml_event_delete(&event) }
