@@ -237,6 +237,28 @@ struct ReliabilityTests {
         await harness.close()
     }
 
+    /// Pruning as often as possible while exec operations keep starting never removes the directory of
+    /// one that is about to run (the soak caught that once in 10,000).
+    @Test func pruningNeverRemovesTheDirectoryOfARunningOperation() async throws {
+        try await takingTurns {
+            let harness = try await Harness()
+            let plugin = harness.script("pwd.sh", "pwd > /dev/null")
+            harness.declare("pwd.yaml", "operation: acme_Pwd\nconcurrency: 8\nexec:\n  command: [\(plugin)]\n")
+            var tuning = Harness.tuning
+            tuning.retention = Housekeeping.Retention(keep: 1, maximumAge: .seconds(86_400), every: 1)
+            var configuration = harness.configuration
+            configuration.concurrency = 8
+            try await harness.startAgent(configuration, tuning: tuning, waitForRegistration: true)
+            var ids: [String] = []
+            for _ in 0..<300 { ids.append(try await harness.createOperation(["acme_Pwd": [:]])) }
+            for id in ids {
+                let ended = try await harness.waitForEnd(id, within: 60)
+                #expect(ended["status"] == "SUCCESSFUL", "\(ended["failureReason"]?.stringValue ?? "")")
+            }
+            await harness.close()
+        }
+    }
+
     /// Fills the file system holding `path` until a write fails.
     func fill(_ path: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

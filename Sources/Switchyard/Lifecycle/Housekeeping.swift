@@ -52,14 +52,21 @@ actor Housekeeping {
     }
 
     /// Removes the directories of finished operations beyond the retention (never an unfinished one's).
+    ///
+    /// The directory is listed before the journal is asked: an operation is journalled before its
+    /// directory is made, so every listed directory's operation is known to the answer, and one that
+    /// has just started is seen as unfinished rather than as a stranger.
     func prune() async {
         defer { pruning = false }
+        let names = (try? FileSystem.list(directory)) ?? []
         let keep = await journal.idsToKeep(recentFinished: retention.keep)
-        let unfinished = Set(await journal.unfinished().map(\.id))
         let now = time(nil)
         let maximumAge = Int(retention.maximumAge.components.seconds)
         var count = 0
-        for name in (try? FileSystem.list(directory)) ?? [] where !unfinished.contains(name) {
+        for name in names {
+            let entry = await journal.entry(name)
+            // Unknown to the journal: finished long ago and compacted away.
+            guard entry == nil || entry?.stage == .finished else { continue }
             let path = directory + "/" + name
             let old = FileSystem.modificationTime(path).map { now - $0 > maximumAge } ?? false
             guard !keep.contains(name) || old else { continue }
