@@ -16,6 +16,9 @@ public enum OperationItem: Sendable {
         }
     }
 
+    /// The statuses an operation ends in.
+    public static let finalStatuses: Set<String> = ["SUCCESSFUL", "FAILED"]
+
     /// The element ranges of a collection answer's `operations` array; `nil` when it has none.
     public static func elements(ofPage body: [UInt8]) -> [Range<Int>]? {
         guard let members = JSONScan.objectMembers(body) else { return nil }

@@ -53,10 +53,7 @@ public struct PlatformClient: Sendable {
     public func send(_ method: String, _ path: String, query: [(String, String)] = [], body: JSONValue? = nil,
                      contentType: String? = nil, accept: String, timeout: Duration? = nil,
                      accepting: Set<Int> = []) async throws(PlatformError) -> (status: Int, json: JSONValue?) {
-        var target = path
-        if !query.isEmpty {
-            target += "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
-        }
+        let target = Self.target(path, query)
         var headers: [(name: String, value: String)] = [("Accept", accept)]
         if body != nil { headers.append(("Content-Type", contentType ?? accept)) }
         let response = try await forward(method, target, headers: headers, body: body?.encoded(), timeout: timeout)
@@ -73,6 +70,11 @@ public struct PlatformClient: Sendable {
         } catch {
             throw PlatformError.malformed(method, path, status: response.status, body: response.body, error.detail)
         }
+    }
+
+    /// A path with its query, percent-encoded.
+    static func target(_ path: String, _ query: [(String, String)]) -> String {
+        query.isEmpty ? path : path + "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
     }
 
     /// Sends a request on behalf of a local program (the plugin proxy): the agent's authentication
@@ -195,7 +197,7 @@ public struct PlatformClient: Sendable {
             let page = offset / size + 1
             let query = [("agentId", agentID), ("status", status), ("pageSize", String(size)),
                          ("currentPage", String(page)), ("revert", "false")]
-            let target = path + "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
+            let target = Self.target(path, query)
             let response: HTTPResponse
             do {
                 response = try await forward("GET", target, headers: [("Accept", MediaType.operationCollection)], body: nil)

@@ -268,7 +268,7 @@ public actor Dispatcher {
             }
             guard entry.stage == .finished, !entry.acknowledged, !(await outbox.hasUpdate(for: id)) else { continue }
             let final = entry.final ?? ["status": .string(entry.status ?? "FAILED")]
-            guard final["status"]?.stringValue == "SUCCESSFUL" || final["status"]?.stringValue == "FAILED" else { continue }
+            guard OperationItem.finalStatuses.contains(final["status"]?.stringValue ?? "") else { continue }
             logger.notice("operation finished here but still open on the platform; its final status is sent again",
                           metadata: ["operation": "\(id)", "platformStatus": "\(status)", "status": "\(entry.status ?? "-")"])
             do {

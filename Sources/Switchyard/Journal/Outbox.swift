@@ -154,7 +154,7 @@ public actor Outbox: Service {
                 failures = 0
                 remove(item)
                 logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
-                if let id = item.operationID, let status = item.body["status"]?.stringValue, status == "SUCCESSFUL" || status == "FAILED" {
+                if let id = item.operationID, let status = item.body["status"]?.stringValue, OperationItem.finalStatuses.contains(status) {
                     await journal?.acknowledged(id)
                 }
             } catch where error.isCancellation {

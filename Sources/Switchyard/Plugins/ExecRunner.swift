@@ -128,12 +128,7 @@ struct ExecRunner: Sendable {
                 if case .timedOut = value, let pgid = processGroup.get() {
                     // Stop the whole group ourselves: grandchildren may hold the output pipes open
                     // after the plugin itself has gone.
-                    kill(-pgid, SIGTERM)
-                    let deadline = ContinuousClock.now + spec.gracePeriod
-                    while ContinuousClock.now < deadline && kill(-pgid, 0) == 0 {
-                        try? await Task.sleep(for: .milliseconds(20))
-                    }
-                    kill(-pgid, SIGKILL)
+                    await Self.stopGroup(pgid, grace: spec.gracePeriod)
                 }
                 group.cancelAll()
                 break
@@ -179,13 +174,18 @@ extension ExecRunner {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard parts.count == 2, let pgid = pid_t(parts[0]), pgid > 1, let recorded = UInt64(parts[1]),
               startTime(of: pgid) == recorded else { return false }
+        await stopGroup(pgid, grace: grace)
+        return true
+    }
+
+    /// SIGTERM to a process group, `grace` for it to end, then SIGKILL.
+    static func stopGroup(_ pgid: pid_t, grace: Duration) async {
         kill(-pgid, SIGTERM)
         let deadline = ContinuousClock.now + grace
         while ContinuousClock.now < deadline, kill(-pgid, 0) == 0 {
             try? await Task.sleep(for: .milliseconds(20))
         }
         kill(-pgid, SIGKILL)
-        return true
     }
 }
 
