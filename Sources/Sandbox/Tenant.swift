@@ -40,13 +40,11 @@ public actor Tenant {
     private(set) var events: [JSONValue] = []
     private var alarms: [String: JSONValue] = [:]
     private var alarmOrder: [String] = []
-    private var refusals = 0
+    private var refusals = Fault(answer: 503)
     private var answerDrops = 0
-    private var rawAnswers: RawAnswer?
+    private var rawAnswers: Fault<RawAnswer>?
     private var closing = false
-    private var delays: (count: Int, delay: Duration, method: String?, pathPrefix: String?) = (0, .zero, nil, nil)
-    private var refusalStatus = 503
-    private var refusalFilter: (method: String?, pathPrefix: String?) = (nil, nil)
+    private var delays = Fault(answer: Duration.zero)
     private var originals: [String: JSONValue] = [:]
     /// How many Bayeux handshakes the tenant has answered.
     public private(set) var handshakeCount = 0
@@ -105,9 +103,7 @@ public actor Tenant {
     /// optionally only those with a method and a path prefix. Status 200 answers with an HTML body
     /// instead of JSON (a broken answer, as from a misbehaving proxy).
     public func refuse(next count: Int, status: Int = 503, method: String? = nil, pathPrefix: String? = nil) {
-        refusals = count
-        refusalStatus = status
-        refusalFilter = (method, pathPrefix)
+        refusals = Fault(count: count, answer: status, method: method, pathPrefix: pathPrefix)
     }
 
     /// Makes the next `count` answers to Bayeux requests get lost in transit: each is processed (the
@@ -125,40 +121,46 @@ public actor Tenant {
     /// bytes with the connection closed (a proxy, a portal or a broken link in between).
     public func answerRaw(next count: Int, status: Int, contentType: String, body: [UInt8], truncate: Int? = nil,
                           method: String? = nil, pathPrefix: String? = nil) {
-        rawAnswers = RawAnswer(count: count, status: status, contentType: contentType, body: body, truncate: truncate,
-                               method: method, pathPrefix: pathPrefix)
+        rawAnswers = Fault(count: count, answer: RawAnswer(status: status, contentType: contentType, body: body, truncate: truncate),
+                           method: method, pathPrefix: pathPrefix)
     }
 
     struct RawAnswer: Sendable {
-        var count: Int
         let status: Int
         let contentType: String
         let body: [UInt8]
         let truncate: Int?
-        let method: String?
-        let pathPrefix: String?
+    }
+
+    /// A fault for the next `count` requests with a method and a path prefix (either optional).
+    struct Fault<Answer: Sendable>: Sendable {
+        var count = 0
+        var answer: Answer
+        var method: String?
+        var pathPrefix: String?
+
+        /// The answer for this request, using one up, or `nil` when the fault does not apply.
+        mutating func take(method: String, path: String) -> Answer? {
+            guard count > 0 else { return nil }
+            if let wanted = self.method, wanted != method { return nil }
+            if let prefix = pathPrefix, !path.hasPrefix(prefix) { return nil }
+            count -= 1
+            return answer
+        }
     }
 
     func takeRawAnswer(method: String, path: String) -> RawAnswer? {
-        guard let raw = rawAnswers, raw.count > 0 else { return nil }
-        if let wanted = raw.method, wanted != method { return nil }
-        if let prefix = raw.pathPrefix, !path.hasPrefix(prefix) { return nil }
-        rawAnswers?.count -= 1
-        return raw
+        rawAnswers?.take(method: method, path: path)
     }
 
     /// Raw answers not yet used up.
     public var rawAnswersLeft: Int { rawAnswers?.count ?? 0 }
 
     /// Refusals not yet used up.
-    public var refusalsLeft: Int { refusals }
+    public var refusalsLeft: Int { refusals.count }
 
     func takeRefusal(method: String, path: String) -> Int? {
-        guard refusals > 0 else { return nil }
-        if let wanted = refusalFilter.method, wanted != method { return nil }
-        if let prefix = refusalFilter.pathPrefix, !path.hasPrefix(prefix) { return nil }
-        refusals -= 1
-        return refusalStatus
+        refusals.take(method: method, path: path)
     }
 
     /// Forgets every Bayeux client, as the platform does after a restart: their next request gets `402::Unknown client`.
@@ -186,15 +188,11 @@ public actor Tenant {
     /// Holds the next `count` platform requests (matching method and path prefix) for `delay`
     /// before they are processed: a slow tenant, or a request in flight when the agent dies.
     public func delay(next count: Int, by delay: Duration, method: String? = nil, pathPrefix: String? = nil) {
-        delays = (count, delay, method, pathPrefix)
+        delays = Fault(count: count, answer: delay, method: method, pathPrefix: pathPrefix)
     }
 
     func takeDelay(method: String, path: String) -> Duration? {
-        guard delays.count > 0 else { return nil }
-        if let wanted = delays.method, wanted != method { return nil }
-        if let prefix = delays.pathPrefix, !path.hasPrefix(prefix) { return nil }
-        delays.count -= 1
-        return delays.delay
+        delays.take(method: method, path: path)
     }
 
     // MARK: Identity and inventory
