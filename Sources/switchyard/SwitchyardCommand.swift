@@ -16,21 +16,28 @@ struct SwitchyardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A Cumulocity device agent whose operations are handlers declared in handlers.d.",
+        discussion: """
+            The configuration is read from --config, else $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) \
+            when it exists; every key can be set as SWITCHYARD_<KEY> (see `switchyard config check`).
+
+            Exit status: 0 success; 1 a failure at run time, rejected handler files, or problems found by \
+            `config check`; 2 a configuration that cannot be used (each problem named with where it was set); \
+            64 wrong usage (unknown option or argument).
+            """,
         version: Agent.version,
-        subcommands: [Run.self, Handlers.self, Token.self])
+        subcommands: [Run.self, Config.self, Handlers.self, Token.self])
 }
 
+/// `--log-level` (the strongest of the three places a level can be set).
 struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (overrides log.level).")
+    var logLevel: Logger.Level?
 
-    func bootstrap() -> Logger {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+    /// Sets up logging as configured, `--log-level` first.
+    func bootstrap(_ settings: LogSettings, environment: [String: String]) -> Logger {
+        let level = logLevel ?? settings.level
+        let format = settings.resolvedFormat(environment: environment)
+        LoggingSystem.bootstrap { label in AgentLogHandler(label: label, level: level, format: format) }
         return Logger(label: "switchyard")
     }
 }
@@ -39,16 +46,19 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// The configuration file and log level, as every command that talks to the tenant takes them.
 struct AgentOptions: ParsableArguments {
-    @Option(name: .long, help: "The configuration file (YAML). Every key can also be set as SWITCHYARD_<KEY>.")
+    @Option(name: .long, help: "The configuration file (YAML); default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
     var config: String?
 
     @OptionGroup var logging: LoggingOptions
 
-    /// Sets up logging and loads the configuration; every problem is printed and the exit code is 2.
+    var file: String? { AgentConfiguration.file(option: config, environment: environment()) }
+
+    /// Loads the configuration and sets up logging; every problem is printed and the exit code is 2.
     func load() throws -> (AgentConfiguration, Logger) {
-        let logger = logging.bootstrap()
+        let variables = environment()
         do {
-            return (try AgentConfiguration.load(file: config, environment: environment()), logger)
+            let configuration = try AgentConfiguration.load(file: file, environment: variables)
+            return (configuration, logging.bootstrap(configuration.log, environment: variables))
         } catch {
             printError("switchyard: \(error)")
             throw ExitCode(2)
@@ -57,16 +67,56 @@ struct AgentOptions: ParsableArguments {
 }
 
 struct Run: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Connect to the tenant and handle operations until stopped (SIGTERM/SIGINT).")
+    static let configuration = CommandConfiguration(
+        abstract: "Connect to the tenant and handle operations until stopped (SIGTERM/SIGINT).",
+        discussion: "Under systemd (Type=notify) it sends READY=1 once registered and subscribed, STATUS= lines, and WATCHDOG=1 while its loops are healthy.")
 
     @OptionGroup var options: AgentOptions
 
     func run() async throws {
         let (configuration, logger) = try options.load()
-        let agent = Agent(configuration: configuration, catalog: builtinHandlers, logger: logger)
+        let agent = Agent(configuration: configuration, catalog: builtinHandlers,
+                          notifier: SystemdNotifier.fromEnvironment(environment()), logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+struct Config: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect the configuration.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load the configuration as `run` would and check the files it names; exit 1 listing every problem.",
+            discussion: "Prints each key's effective value (secrets masked) and where it came from: file:line, the variable, or the default.")
+
+        @Option(name: .long, help: "The configuration file (YAML); default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
+        var config: String?
+
+        func run() async throws {
+            let variables = environment()
+            let file = AgentConfiguration.file(option: config, environment: variables)
+            let inspection = AgentConfiguration.inspect(file: file, environment: variables)
+            print("configuration file: \(file ?? "none (every key from the environment)")")
+            if !inspection.entries.isEmpty {
+                print(pad("KEY", 32) + pad("VALUE", 48) + "FROM")
+                for entry in inspection.entries { print(pad(entry.key, 32) + pad(entry.value, 48) + entry.origin) }
+            }
+            var problems = inspection.problems
+            if let configuration = inspection.configuration, problems.isEmpty {
+                let registry = Registry.load(directory: configuration.handlersDirectory, catalog: builtinHandlers,
+                                             limits: configuration.handlerLimits)
+                problems += configuration.runtimeProblems(handlerProblems: registry.problems.map(\.description))
+                print("handlers: \(registry.declarations.count) declarations in \(configuration.handlersDirectory): "
+                      + registry.supportedOperations.joined(separator: ", "))
+            }
+            guard problems.isEmpty else {
+                printError("\(problems.count) problem\(problems.count == 1 ? "" : "s"):\n" + problems.map { "  - " + $0 }.joined(separator: "\n"))
+                throw ExitCode(1)
+            }
+            print("configuration is usable")
+        }
     }
 }
 
@@ -88,15 +138,36 @@ struct Token: AsyncParsableCommand {
     }
 }
 
+/// `--dir`, else the configuration's `handlers` (file or variable), else `handlers.d`.
+struct HandlersDirectoryOptions: ParsableArguments {
+    @Option(name: .long, help: "The handlers directory (default: the configuration's `handlers`, else handlers.d).")
+    var dir: String?
+
+    @Option(name: .long, help: "The configuration file to take `handlers` from; default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
+    var config: String?
+
+    func directory() throws -> String {
+        if let dir { return FileSystem.absolute(dir) }
+        let variables = environment()
+        do {
+            return try AgentConfiguration.handlersDirectory(file: AgentConfiguration.file(option: config, environment: variables),
+                                                            environment: variables)
+        } catch {
+            printError("switchyard: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
 struct Handlers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect handler declarations.", subcommands: [List.self, Validate.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the operations a handlers directory declares; exit 1 if any file is rejected.")
-        @Option(name: .long, help: "The handlers directory.") var dir = "handlers.d"
+        @OptionGroup var options: HandlersDirectoryOptions
 
         func run() async throws {
-            let registry = Registry.load(directory: FileSystem.absolute(dir), catalog: builtinHandlers)
+            let registry = Registry.load(directory: try options.directory(), catalog: builtinHandlers)
             print(pad("OPERATION", 28) + pad("FRAGMENTS", 32) + pad("HANDLER", 44) + "DECLARED IN")
             for declaration in registry.declarations.sorted(by: { $0.operation < $1.operation }) {
                 print(pad(declaration.operation, 28) + pad(declaration.fragments.joined(separator: ","), 32)
@@ -108,11 +179,11 @@ struct Handlers: AsyncParsableCommand {
     }
 
     struct Validate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check every declaration; print each problem as file:line and exit non-zero if any.")
-        @Option(name: .long, help: "The handlers directory.") var dir = "handlers.d"
+        static let configuration = CommandConfiguration(abstract: "Check every declaration; print each problem as file:line and exit 1 if any.")
+        @OptionGroup var options: HandlersDirectoryOptions
 
         func run() async throws {
-            let registry = Registry.load(directory: FileSystem.absolute(dir), catalog: builtinHandlers)
+            let registry = Registry.load(directory: try options.directory(), catalog: builtinHandlers)
             for problem in registry.problems { print(problem) }
             if registry.problems.isEmpty {
                 print("\(registry.declarations.count) declarations valid: \(registry.supportedOperations.joined(separator: ", "))")

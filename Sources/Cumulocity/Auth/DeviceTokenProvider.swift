@@ -85,7 +85,7 @@ public actor DeviceTokenProvider: CredentialProvider {
             }
             if case .failure(let error) = await fetch() {
                 if Task.isCancelled { return }
-                logger.warning("cannot renew the device access token; retrying", metadata: ["error": "\(error)", "retryIn": "\(retry)"])
+                logger.warning("cannot renew the device access token; retrying", metadata: ["error": "\(error)", "retryIn": "\(retry.readable)"])
                 do { try await Task.sleep(for: retry) } catch { return }
             }
         }

@@ -64,7 +64,7 @@ public actor OAuth2ClientCredentials: CredentialProvider {
         let margin = min(lifetime / 10, .seconds(60))
         token = (value, started + lifetime - margin)
         fetchCount += 1
-        logger.info("OAuth2 token obtained", metadata: ["issuer": "\(settings.issuer)", "validFor": "\(lifetime)"])
+        logger.info("OAuth2 token obtained", metadata: ["issuer": "\(settings.issuer)", "validFor": "\(lifetime.readable)"])
         return "Bearer " + value
     }
 

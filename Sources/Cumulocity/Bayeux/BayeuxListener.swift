@@ -27,12 +27,27 @@ public struct BayeuxListener: Sendable {
     let channel: String
     let configuration: Configuration
     let logger: Logger
+    /// Told before every request and every pause how long it may take at most (its timeout or its
+    /// length, plus a margin), so a listener stuck beyond that shows as stalled.
+    let liveness: Liveness?
 
-    public init(client: PlatformClient, channel: String, configuration: Configuration = .init(), logger: Logger) {
+    /// The name the listener reports under in ``Liveness``.
+    public static let livenessName = "notification listener"
+
+    public init(client: PlatformClient, channel: String, configuration: Configuration = .init(), liveness: Liveness? = nil,
+                logger: Logger) {
         self.client = client
         self.channel = channel
         self.configuration = configuration
+        self.liveness = liveness
         self.logger = logger
+    }
+
+    /// The margin past a request's timeout or a pause's length before the listener counts as stalled.
+    static let stallMargin: Duration = .seconds(30)
+
+    private func promise(_ within: Duration) {
+        liveness?.beat(Self.livenessName, within: within + Self.stallMargin)
     }
 
     /// Listens until the task is cancelled.
@@ -50,9 +65,11 @@ public struct BayeuxListener: Sendable {
             var session: String?
             var holdTime = configuration.defaultHoldTime
             var failures = 0
+            defer { liveness?.retire(Self.livenessName) }
             while !Task.isCancelled {
                 do {
                     if session == nil {
+                        promise(client.requestTimeout * 2)
                         let (clientID, advice) = try await handshake()
                         if let timeout = advice.timeout { holdTime = timeout }
                         try await subscribe(clientID)
@@ -61,6 +78,7 @@ public struct BayeuxListener: Sendable {
                         group.addTask { await onSubscribed() }
                     }
                     guard let clientID = session else { continue }
+                    promise(holdTime + Self.connectMargin)
                     let reply = try await connect(clientID, holdTime: holdTime)
                     failures = 0
                     for data in reply.data { await onMessage(data) }
@@ -73,9 +91,11 @@ public struct BayeuxListener: Sendable {
                         logger.error("server advises not to reconnect; handshaking again after a pause",
                                      metadata: ["reason": "\(reply.error ?? "advice")"])
                         session = nil
+                        promise(configuration.backoff.maximum)
                         try await Task.sleep(for: configuration.backoff.maximum)
                     case .retry:
                         if let interval = reply.advice.interval, interval > .zero {
+                            promise(min(interval, configuration.maximumInterval))
                             try await Task.sleep(for: min(interval, configuration.maximumInterval))
                         }
                     }
@@ -87,10 +107,11 @@ public struct BayeuxListener: Sendable {
                     failures += 1
                     let delay = configuration.backoff.delay(attempt: failures)
                     logger.warning("notification request failed; retrying",
-                                   metadata: ["error": "\(error)", "retryIn": "\(delay)"])
+                                   metadata: ["error": "\(error)", "retryIn": "\(delay.readable)"])
                     if error is BayeuxError { session = nil }
                     // Every interrupted poll may have lost an answer (the caller coalesces the requests).
                     if session != nil { group.addTask { await onInterrupted() } }
+                    promise(delay)
                     do { try await Task.sleep(for: delay) } catch { break }
                 }
             }
@@ -172,7 +193,7 @@ public struct BayeuxListener: Sendable {
 
     func connect(_ clientID: String, holdTime: Duration) async throws -> ConnectReply {
         let replies = try await post(["channel": "/meta/connect", "clientId": .string(clientID), "connectionType": "long-polling"],
-                                     timeout: holdTime + .seconds(20))
+                                     timeout: holdTime + Self.connectMargin)
         var reply = ConnectReply()
         for element in replies {
             let message: JSONValue
@@ -204,6 +225,9 @@ public struct BayeuxListener: Sendable {
         }
         return reply
     }
+
+    /// How much longer than the hold time a connect may take before it counts as lost.
+    static let connectMargin: Duration = .seconds(20)
 
     func disconnect(_ clientID: String) async throws {
         _ = try await post(["channel": "/meta/disconnect", "clientId": .string(clientID)], timeout: .seconds(5))

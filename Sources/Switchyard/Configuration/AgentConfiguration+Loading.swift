@@ -1,5 +1,6 @@
 import Cumulocity
 import JSONSupport
+import Logging
 
 extension AgentConfiguration {
     /// A value as read, with where it came from (for messages).
@@ -12,14 +13,38 @@ extension AgentConfiguration {
     /// Loads the configuration from a YAML file (optional) and the environment.
     /// - Throws: ``ConfigurationError`` listing every unknown, missing or malformed key with its origin.
     public static func load(file: String?, environment: [String: String]) throws(ConfigurationError) -> AgentConfiguration {
-        var settings: [String: Setting] = [:]
-        var problems: [String] = []
+        let inspection = inspect(file: file, environment: environment)
+        guard let configuration = inspection.configuration, inspection.problems.isEmpty else {
+            throw ConfigurationError(problems: inspection.problems)
+        }
+        return configuration
+    }
 
+    /// What `switchyard config check` shows: every key's effective value (secrets masked) and where it
+    /// came from, every problem, and the configuration when there is none.
+    public struct Inspection: Sendable {
+        public struct Entry: Sendable, Equatable {
+            public let key: String
+            /// The value in effect (a path resolved, a secret masked), or `(not set)`.
+            public let value: String
+            /// `file:line`, the variable's name, `default`, or `-` when not set.
+            public let origin: String
+        }
+        public var entries: [Entry] = []
+        public var problems: [String] = []
+        public var configuration: AgentConfiguration?
+    }
+
+    /// Reads the file and the environment as ``load(file:environment:)`` does, without throwing.
+    public static func inspect(file: String?, environment: [String: String]) -> Inspection {
+        var inspection = Inspection()
+        var settings: [String: Setting] = [:]
         if let file {
             do throws(FileProblem) {
                 settings = try readFile(file)
             } catch {
-                problems.append(error.description)
+                inspection.problems.append(error.description)
+                return inspection
             }
         }
         for (key, _) in keys {
@@ -27,7 +52,52 @@ extension AgentConfiguration {
                 settings[key] = Setting(value: value, origin: environmentName(of: key), base: ".")
             }
         }
-        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
+        inspection.problems += unknownVariables(in: environment)
+        for (key, _) in keys {
+            if let setting = settings[key], !setting.value.isEmpty {
+                let shown = secretKeys.contains(key) ? "********"
+                    : pathKeys.contains(key) ? FileSystem.resolve(setting.value, relativeTo: setting.base) : setting.value
+                inspection.entries.append(.init(key: key, value: shown, origin: setting.origin))
+            } else if let value = defaults[key] {
+                inspection.entries.append(.init(key: key, value: value, origin: "default"))
+            } else {
+                inspection.entries.append(.init(key: key, value: "(not set)", origin: "-"))
+            }
+        }
+        let (configuration, problems) = build(settings)
+        inspection.problems += problems
+        inspection.configuration = configuration
+        return inspection
+    }
+
+    /// Every `SWITCHYARD_*` variable that is neither a key's nor one the agent itself sets or reads:
+    /// a misspelt name must not be silently ignored.
+    static func unknownVariables(in environment: [String: String]) -> [String] {
+        let known = Set(keys.map { environmentName(of: $0.key) }).union(otherVariables)
+        return environment.keys.filter { $0.hasPrefix("SWITCHYARD_") && !known.contains($0) }.sorted().map { name in
+            let close = known.filter { editDistance($0, name) <= 2 }.sorted().first
+            return "unknown variable \(name)" + (close.map { " (did you mean \($0)?)" } ?? "")
+                + ": no configuration key has this name (switchyard config check lists them)"
+        }
+    }
+
+    /// Levenshtein distance, for suggestions.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return a.isEmpty ? b.count : previous[b.count]
+    }
+
+    /// Builds the configuration from the settings read; the problems found on the way.
+    static func build(_ settings: [String: Setting]) -> (AgentConfiguration, [String]) {
+        var problems: [String] = []
 
         func value(_ key: String) -> String? {
             guard let text = settings[key]?.value, !text.isEmpty else { return nil }
@@ -134,6 +204,7 @@ extension AgentConfiguration {
         var configuration = AgentConfiguration(url: url, device: device, authentication: authentication)
         configuration.requestTimeout = duration("c8y.timeout", example: "30s", positive: true) ?? configuration.requestTimeout
         configuration.tls = TLSConfiguration(caFile: path("auth.ca"))
+        checkCertificates("auth.ca", in: path("auth.ca"))
         switch value("auth.insecure") {
         case nil, "false": break
         case "true": configuration.tls.insecure = true
@@ -200,6 +271,20 @@ extension AgentConfiguration {
                 problems.append("\(where_("proxy.maxUpload")): proxy.maxUpload must be a size such as 512MiB or 4GiB, found '\(text)'")
             }
         }
+        if let text = value("log.level") {
+            if let level = Logger.Level(rawValue: text) {
+                configuration.log.level = level
+            } else {
+                problems.append("\(where_("log.level")): log.level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), found '\(text)'")
+            }
+        }
+        if let text = value("log.format") {
+            if let format = LogFormat(rawValue: text) {
+                configuration.log.format = format
+            } else {
+                problems.append("\(where_("log.format")): log.format must be text, json or journal, found '\(text)'")
+            }
+        }
         if let text = value("oauth2") {
             let base = settings["oauth2"]?.base ?? "."
             var fallback: ClientCertificate?
@@ -216,8 +301,7 @@ extension AgentConfiguration {
                 }
             }
         }
-        guard problems.isEmpty else { throw ConfigurationError(problems: problems) }
-        return configuration
+        return (configuration, problems)
     }
 
     /// Flattens the file's nested mappings into dotted keys and rejects keys it does not know.

@@ -1,5 +1,6 @@
 public import Cumulocity
 import JSONSupport
+public import Logging
 
 /// The agent's configuration: one YAML file, every key overridable by `SWITCHYARD_<KEY>`.
 ///
@@ -32,6 +33,8 @@ import JSONSupport
 /// | `operations.concurrency` | operations running at once, across all handlers | `4` |
 /// | `operations.shutdownGrace` | time running operations get to finish on SIGTERM | `20s` |
 /// | `operations.reconcileInterval` | how often PENDING and EXECUTING operations are compared with the journal (±10 % jitter) | `10m` |
+/// | `log.level` | `trace`, `debug`, `info`, `notice`, `warning`, `error` or `critical` (`--log-level` overrides it) | `info` |
+/// | `log.format` | `text`, `json` (one object per line) or `journal` (syslog priority prefixes) | journal under systemd, else text |
 ///
 /// An environment variable's name is `SWITCHYARD_` and the key in upper case, dots and
 /// camel-case humps turned into `_`: `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
@@ -132,6 +135,8 @@ public struct AgentConfiguration: Sendable {
     public var proxyMaxUpload: Int64 = 4 << 30
     /// Artifact hosts whose downloads carry an OAuth2 token obtained over mTLS, by origin.
     public var oauth2Hosts: [String: OAuth2ClientCredentials.Settings] = [:]
+    /// Log level and line format (`log.level`, `log.format`).
+    public var log = LogSettings()
 
     public init(url: String, device: Device, authentication: Authentication) {
         self.url = url
@@ -178,7 +183,46 @@ public struct AgentConfiguration: Sendable {
         ("operations.reconcileInterval", "a duration such as 10m"),
         ("children", "a list of child devices, each with externalId and optional name and type"),
         ("childDiscovery", "a command (a list: program, then arguments) that prints child devices as a JSON array"),
+        ("log.level", "trace, debug, info, notice, warning, error or critical"),
+        ("log.format", "text, json or journal"),
     ]
+
+    /// The defaults of keys that have one, as `config check` shows them.
+    static let defaults: [String: String] = [
+        "c8y.timeout": "30s", "device.externalIdType": "c8y_Serial", "device.type": "switchyard", "auth.mode": "basic",
+        "auth.bootstrap.interval": "5s", "auth.certificate.expiryWarning": "30d", "auth.ca": "(the system store)",
+        "auth.insecure": "false", "proxy.port": "8001", "proxy.maxUpload": "4GiB", "handlers": "handlers.d (in the working directory)",
+        "limits.handlerFileSize": "1MiB", "stateDir": "/var/lib/switchyard", "operations.concurrency": "4",
+        "operations.shutdownGrace": "20s", "operations.reconcileInterval": "10m", "log.level": "info",
+        "log.format": "journal under systemd, else text",
+    ]
+
+    /// Keys whose value is never shown.
+    static let secretKeys: Set<String> = ["auth.password", "auth.bootstrap.password"]
+
+    /// Keys whose value is a path (shown resolved).
+    static let pathKeys: Set<String> = [
+        "auth.passwordFile", "auth.bootstrap.passwordFile", "auth.certificate.cert", "auth.certificate.key",
+        "auth.certificate.chain", "auth.ca", "handlers", "stateDir",
+    ]
+
+    /// `SWITCHYARD_*` variables that are not configuration keys yet are not mistakes: the file's path,
+    /// and those the agent gives its plugins (a plugin may run `switchyard token`).
+    static let otherVariables: Set<String> = [
+        "SWITCHYARD_CONFIG", "SWITCHYARD_OPERATION_ID", "SWITCHYARD_FRAGMENT", "SWITCHYARD_DEVICE_ID", "SWITCHYARD_EXTERNAL_ID",
+        "SWITCHYARD_PHASE", "SWITCHYARD_OPERATION_FILE", "SWITCHYARD_PROXY_URL", "SWITCHYARD_PROXY_SECRET",
+    ]
+
+    /// The configuration file `run` reads: `--config`, else `$SWITCHYARD_CONFIG`, else
+    /// ``defaultFile`` when it exists (else none: every key from the environment).
+    public static func file(option: String?, environment: [String: String]) -> String? {
+        if let option { return option }
+        if let variable = environment["SWITCHYARD_CONFIG"], !variable.isEmpty { return variable }
+        return FileSystem.mode(defaultFile) != nil ? defaultFile : nil
+    }
+
+    /// Where the Debian package installs the configuration.
+    public static let defaultFile = "/etc/switchyard/switchyard.yaml"
 
     /// Keys whose value is a list (in the file a YAML list, in the environment JSON text).
     static let listKeys: Set<String> = ["children", "childDiscovery", "oauth2"]

@@ -176,6 +176,9 @@ public actor Dispatcher {
         jobSink.yield(makeJob(id: id, json: json, phase: .execute, reportExecuting: true))
     }
 
+    /// Returns at once: that it returns at all tells the watchdog the actor is not stuck.
+    public func ping() {}
+
     /// Stops taking operations and waits until the running ones have ended (their final status is then
     /// in the outbox). Operations not yet started stay recorded and run at the next start.
     public func drain() async {

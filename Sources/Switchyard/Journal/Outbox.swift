@@ -118,6 +118,9 @@ public actor Outbox: Service {
     /// Updates not yet acknowledged.
     public var pendingCount: Int { queue.count }
 
+    /// Returns at once: that it returns at all tells the watchdog the actor is not stuck.
+    public func ping() {}
+
     /// Waits until every queued request has been acknowledged or set aside, or the task is cancelled.
     public func waitUntilEmpty() async {
         if queue.isEmpty { return }
@@ -164,7 +167,7 @@ public actor Outbox: Service {
                 let delay = backoff.delay(attempt: failures)
                 // Once per streak: an outage of hours must not fill the log.
                 logger.log(level: failures == 1 ? .warning : .debug, "not delivered; will retry", metadata: [
-                    "operation": "\(item.operationID ?? "-")", "error": "\(error)", "retryIn": "\(delay)", "queued": "\(queue.count)",
+                    "operation": "\(item.operationID ?? "-")", "error": "\(error)", "retryIn": "\(delay.readable)", "queued": "\(queue.count)",
                 ])
                 do { try await Task.sleep(for: delay) } catch { return }
             } catch {

@@ -34,18 +34,23 @@ public struct Agent: Service {
     }
 
     /// The agent's version, reported in the `c8y_Agent` fragment.
-    public static let version = "0.1.0"
+    public static let version = switchyardVersion
 
     let configuration: AgentConfiguration
     let catalog: [String: any OperationHandler.Type]
     let tuning: Tuning
     let logger: Logger
+    /// systemd's notify socket, when run as a `Type=notify` service: READY, STATUS, WATCHDOG, STOPPING.
+    let notifier: SystemdNotifier?
+    /// The loops the watchdog watches (the notification listener).
+    let liveness = Liveness()
 
     public init(configuration: AgentConfiguration, catalog: [String: any OperationHandler.Type],
-                tuning: Tuning = .init(), logger: Logger) {
+                tuning: Tuning = .init(), notifier: SystemdNotifier? = nil, logger: Logger) {
         self.configuration = configuration
         self.catalog = catalog
         self.tuning = tuning
+        self.notifier = notifier
         self.logger = logger
     }
 
@@ -62,6 +67,7 @@ public struct Agent: Service {
                 work.cancel()
             }
         } onGracefulShutdown: {
+            notifier?.notify(["STOPPING=1", "STATUS=shutting down: letting running operations finish"])
             Task {
                 await parts.drain(within: configuration.shutdownGrace, logger: logger)
                 work.cancel()
@@ -72,6 +78,13 @@ public struct Agent: Service {
 
     func runUntilCancelled(_ parts: RunningParts) async throws {
         signal(SIGPIPE, SIG_IGN)
+        let watchdog = notifier.flatMap { notifier in
+            notifier.watchdogInterval.map { interval in
+                Task { await Watchdog(notifier: notifier, interval: interval, liveness: liveness, probe: { await parts.probe() },
+                                      logger: logger).run() }
+            }
+        }
+        defer { watchdog?.cancel() }
         if configuration.tls.insecure {
             logger.warning("auth.insecure is set: the tenant's TLS certificate is NOT verified; anyone on the network path can impersonate it")
         }
@@ -90,6 +103,9 @@ public struct Agent: Service {
             credentials = basic
         case .bootstrap(let bootstrap, let interval):
             try FileSystem.makeDirectories(configuration.stateDirectory, mode: 0o711)
+            if !FileSystem.exists(configuration.stateDirectory + "/credentials.json") {
+                notifier?.status("bootstrap: waiting for the operator to accept device \(configuration.device.externalId) in device registration")
+            }
             guard let obtained = try await Bootstrap(
                 baseURL: configuration.url, transport: transport, bootstrap: bootstrap, externalId: configuration.device.externalId,
                 interval: interval, stateDirectory: configuration.stateDirectory, logger: logger
@@ -146,6 +162,7 @@ public struct Agent: Service {
             group.addTask { try await outbox.run() }
             if let tokens { group.addTask { await tokens.keepFresh() } }
 
+            notifier?.status("registering the device")
             guard let device = await retrying("register the device", { () async throws(PlatformError) in
                 try await DeviceRegistration(client: client, configuration: configuration, stateDirectory: state, logger: logger)
                     .register(supportedOperations: registry.supportedOperations)
@@ -223,11 +240,15 @@ public struct Agent: Service {
             // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
             // or a lost final status is found there.
             group.addTask { await reconciler.runPeriodically(every: configuration.reconcileInterval) }
-            let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux, logger: logger)
+            notifier?.status("subscribing to operations of device \(device.id)")
+            let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux,
+                                          liveness: liveness, logger: logger)
             group.addTask {
                 await listener.run(onSubscribed: {
+                    notifier?.notify(["READY=1", "STATUS=handling operations of device \(device.id) (\(configuration.device.externalId))"])
                     await reconciler.request("subscribed")
                 }, onInterrupted: {
+                    notifier?.status("reconnecting: the notification long-poll was interrupted")
                     await reconciler.request("long-poll interrupted")
                 }, onMessage: { item in
                     await dispatcher.submit(item, source: .notification)
@@ -279,10 +300,17 @@ public struct Agent: Service {
         func set(dispatcher: Dispatcher) { self.dispatcher = dispatcher }
         func set(outbox: Outbox) { self.outbox = outbox }
 
+        /// Returns once the dispatcher and the outbox answer (the watchdog's probe).
+        func probe() async {
+            let (dispatcher, outbox) = (self.dispatcher, self.outbox)
+            await dispatcher?.ping()
+            await outbox?.ping()
+        }
+
         /// Lets running operations finish and the outbox empty, within `grace`.
         func drain(within grace: Duration, logger: Logger) async {
             let (dispatcher, outbox) = (self.dispatcher, self.outbox)
-            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace)"])
+            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace.readable)"])
             let finished: Void? = await withTimeLimit(grace) {
                 await dispatcher?.drain()
                 await outbox?.waitUntilEmpty()
@@ -319,7 +347,8 @@ public struct Agent: Service {
                     return nil
                 }
                 let delay = tuning.startupBackoff.delay(attempt: attempt)
-                logger.error("cannot \(what); retrying", metadata: ["error": "\(error)", "retryIn": "\(delay)"])
+                logger.error("cannot \(what); retrying", metadata: ["error": "\(error)", "retryIn": "\(delay.readable)"])
+                notifier?.status("cannot \(what); retrying in \(delay.readable)")
                 do { try await Task.sleep(for: delay) } catch { return nil }
             }
         }

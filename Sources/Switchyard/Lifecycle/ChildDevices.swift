@@ -57,7 +57,7 @@ func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), log
             return nil
         }
     }
-    if outcome == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout)"]) }
+    if outcome == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout.readable)"]) }
     let output = outcome ?? nil
     guard let output else { return [] }
     guard let list = (try? JSONValue.parse(output))?.arrayValue else {

@@ -56,7 +56,7 @@ actor Reconciler {
                 failures += 1
                 let delay = backoff.delay(attempt: failures)
                 logger.log(level: failures == 1 ? .warning : .debug, "cannot ask the platform for open operations; retrying",
-                           metadata: ["reason": "\(reason)", "error": "\(error)", "retryIn": "\(delay)"])
+                           metadata: ["reason": "\(reason)", "error": "\(error)", "retryIn": "\(delay.readable)"])
                 do { try await Task.sleep(for: delay) } catch { return }
                 again = true
             }
