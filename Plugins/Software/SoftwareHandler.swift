@@ -15,7 +15,7 @@ import Musl
 /// Reports `c8y_SoftwareList`, the legacy `c8y_Software` map and `c8y_SupportedSoftwareTypes` at start
 /// and after every operation.
 ///
-/// Options: `pluginsDirectory` (default `/etc/switchyard/sm-plugins`; each executable's name is a software
+/// Options: `pluginsDirectory` (default `/usr/lib/switchyard/sm-plugins`; each executable's name is a software
 /// type), `defaultType` (for modules without a type; default: the only plugin, if there is one),
 /// `timeout` (seconds per plugin call, default 300), `maxDownloadBytes` (default 512 MiB),
 /// `env` (variables for the plugins).
@@ -27,7 +27,7 @@ public struct SoftwareHandler: OperationHandler {
     let environment: [String: String]
 
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        directory = options["pluginsDirectory"]?.stringValue ?? "/etc/switchyard/sm-plugins"
+        directory = options["pluginsDirectory"]?.stringValue ?? "/usr/lib/switchyard/sm-plugins"
         guard directory.hasPrefix("/") else { throw HandlerOptionsError("options.pluginsDirectory must be an absolute path") }
         defaultType = options["defaultType"]?.stringValue
         let seconds = options["timeout"]?.intValue ?? 300
@@ -69,7 +69,10 @@ public struct SoftwareHandler: OperationHandler {
     }
 
     public func report(context: any DeviceContext) async throws {
-        try await reportList(plugins: installedPlugins(), context: context)
+        let plugins = installedPlugins()
+        try await reportList(plugins: plugins, context: context)
+        // Said at every start: an empty c8y_SupportedSoftwareTypes is otherwise a silent mystery.
+        if plugins.isEmpty { throw NoSoftwarePlugins(directory: directory) }
     }
 
     func apply(_ actions: [Action], plugins: [String], context: any HandlerContext) async throws -> Outcome {
@@ -233,5 +236,13 @@ public struct SoftwareHandler: OperationHandler {
             names.append(name)
         }
         return names.sorted()
+    }
+}
+
+/// No executable software-type plugin in `pluginsDirectory`: nothing can be installed.
+struct NoSoftwarePlugins: Error, CustomStringConvertible {
+    let directory: String
+    var description: String {
+        "no executable software plugin in \(directory) (options.pluginsDirectory): c8y_SupportedSoftwareTypes is empty"
     }
 }
