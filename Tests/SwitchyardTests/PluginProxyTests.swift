@@ -125,7 +125,7 @@ struct PluginProxyTests {
 
     @Test func inCertificateModeTheProxyRenewsARevokedTokenAndTokenPrintsTheCurrentOne() async throws {
         let harness = try await Harness(tls: true)
-        var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
+        let configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
         try await harness.startAgent(configuration, waitForRegistration: true)
         let printed = try await currentToken(configuration: configuration, logger: harness.logs.logger("token"))
         #expect(await harness.tenant.issuedTokens.contains(printed))

@@ -93,7 +93,7 @@ struct ProxyStreamingTests {
 
     @Test func aStreamedUploadIsSentAgainAfterARevokedToken() async throws {
         let harness = try await Harness(tls: true)
-        var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
+        let configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
         try await harness.startAgent(configuration, waitForRegistration: true)
         let proxy = try proxy(harness)
         let id = await harness.tenant.addBinary([0])
