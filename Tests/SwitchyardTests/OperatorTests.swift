@@ -2,6 +2,7 @@ import Cumulocity
 import Foundation
 import JSONSupport
 import Logging
+import Sandbox
 import Testing
 @testable import Switchyard
 
@@ -363,6 +364,24 @@ struct OperatorProcessTests {
         }
     }
 
+    @Test func whileBootstrapWaitsTheStatusSaysSoAndReadyComesAfterAcceptance() async throws {
+        let harness = try await Harness()
+        defer { Task { await harness.close() } }
+        let settings = harness.tenant.settings
+        let socket = try NotifySocket()
+        let agent = try AgentProcess(harness, environment: [
+            "NOTIFY_SOCKET": socket.path, "SWITCHYARD_AUTH_MODE": "bootstrap",
+            "SWITCHYARD_AUTH_BOOTSTRAP_TENANT": settings.bootstrapTenantID, "SWITCHYARD_AUTH_BOOTSTRAP_USERNAME": settings.bootstrapUsername,
+            "SWITCHYARD_AUTH_BOOTSTRAP_PASSWORD": settings.bootstrapPassword, "SWITCHYARD_AUTH_BOOTSTRAP_INTERVAL": "100ms",
+        ])
+        defer { agent.stop() }
+        try await eventually("asked for credentials") { await harness.tenant.credentialRequests >= 2 }
+        #expect(socket.drain().contains("STATUS=bootstrap: waiting for the operator to accept device \(harness.externalId) in device registration"))
+        #expect(!socket.received.contains { $0.contains("READY=1") })
+        await harness.tenant.accept(deviceId: harness.externalId)
+        try await eventually("READY=1 once accepted and subscribed") { socket.drain().contains { $0.contains("READY=1") } }
+    }
+
     @Test func underSystemdItSaysReadyStatusWatchdogAndStopping() async throws {
         let harness = try await Harness()
         defer { Task { await harness.close() } }
@@ -374,6 +393,10 @@ struct OperatorProcessTests {
         #expect(socket.received[..<ready].contains("STATUS=registering the device"))
         #expect(socket.received[ready].contains("STATUS=handling operations of device"))
         try await eventually("watchdog fed") { socket.drain().filter { $0 == "WATCHDOG=1" }.count >= 3 }
+        try await harness.outage(for: .milliseconds(300))
+        try await eventually("STATUS says it reconnects") {
+            socket.drain().contains("STATUS=reconnecting: the notification long-poll was interrupted")
+        }
         agent.stop()
         #expect(socket.drain().contains { $0.hasPrefix("STOPPING=1") })
     }
