@@ -96,7 +96,7 @@ let package = Package(
         ], swiftSettings: strict),
 
         .testTarget(name: "SwitchyardTests", dependencies: [
-            "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport",
+            "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport", "SoftwareHandler",
         ], swiftSettings: strict),
     ]
 )

@@ -1,4 +1,5 @@
 import HandlerKit
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -8,23 +9,53 @@ import Musl
 
 /// Software management through software-type plugins with thin-edge.io's plugin interface
 /// (`list`, `prepare`, `install NAME [--module-version V] [--file F]`, `remove NAME [--module-version V]`,
-/// `update-list` on stdin, `finalize`), so existing plugins work unchanged.
+/// `update-list` on stdin, `finalize`; its docs/src/references/software-management-plugin-api.md), so
+/// existing plugins work unchanged.
 ///
 /// Handles `c8y_SoftwareUpdate` (a partial list: `action: install|delete`, `softwareType`) and the legacy
 /// `c8y_SoftwareList` (the full desired list: missing or other versions installed, unlisted removed).
 /// Reports `c8y_SoftwareList`, the legacy `c8y_Software` map and `c8y_SupportedSoftwareTypes` at start
 /// and after every operation.
 ///
-/// Options: `pluginsDirectory` (default `/usr/lib/switchyard/sm-plugins`; each executable's name is a software
-/// type), `defaultType` (for modules without a type; default: the only plugin, if there is one),
+/// As thin-edge does: modules go to each plugin in the order of the request (types in the order they
+/// first appear); `finalize` follows every successful `prepare`; every module and type is attempted and
+/// the operation fails listing each error; a plugin whose `list` fails is left out of
+/// `c8y_SupportedSoftwareTypes` (with an alarm naming it, cleared once it lists again); each type
+/// reports at most `maxPackages` modules, those matching `include` or not matching `exclude`.
+///
+/// Options: `pluginsDirectory` (default `/usr/lib/switchyard/sm-plugins`; each executable's name is a
+/// software type), `defaultType` (for modules without a type; default: the only plugin, if there is one),
 /// `timeout` (seconds per plugin call, default 300), `maxDownloadBytes` (default 512 MiB),
+/// `maxPackages` (per type, default 1000), `include` / `exclude` (regular expressions on module names),
 /// `env` (variables for the plugins).
 public struct SoftwareHandler: OperationHandler {
     let directory: String
     let defaultType: String?
     let timeout: Duration
     let maxDownloadBytes: Int64
+    let maxPackages: Int
+    let include: Filter?
+    let exclude: Filter?
     let environment: [String: String]
+    /// The broken-list alarms this handler raised, to clear once their plugin lists again.
+    let raised = AlarmSet()
+
+    /// A regular expression on module names, with the text it was written as.
+    struct Filter: @unchecked Sendable {
+        let pattern: String
+        let regex: Regex<AnyRegexOutput>
+
+        init(_ pattern: String, option: String) throws(HandlerOptionsError) {
+            self.pattern = pattern
+            do {
+                regex = try Regex(pattern)
+            } catch {
+                throw HandlerOptionsError("options.\(option) is not a regular expression: \(error)")
+            }
+        }
+
+        func matches(_ name: String) -> Bool { name.contains(regex) }
+    }
 
     public init(options: JSONValue) throws(HandlerOptionsError) {
         directory = options["pluginsDirectory"]?.stringValue ?? "/usr/lib/switchyard/sm-plugins"
@@ -34,6 +65,18 @@ public struct SoftwareHandler: OperationHandler {
         guard seconds > 0 else { throw HandlerOptionsError("options.timeout must be a positive number of seconds") }
         timeout = .seconds(seconds)
         maxDownloadBytes = options["maxDownloadBytes"]?.intValue ?? 512 << 20
+        let maxPackages = options["maxPackages"]?.intValue ?? 1000
+        guard maxPackages > 0 else { throw HandlerOptionsError("options.maxPackages must be a positive number") }
+        self.maxPackages = Int(maxPackages)
+        func filter(_ key: String) throws(HandlerOptionsError) -> Filter? {
+            switch options[key] {
+            case nil, .null?: return nil
+            case .string(let pattern)?: return try Filter(pattern, option: key)
+            default: throw HandlerOptionsError("options.\(key) must be a regular expression (text)")
+            }
+        }
+        include = try filter("include")
+        exclude = try filter("exclude")
         var environment: [String: String] = [:]
         for (key, value) in options["env"]?.objectValue ?? [:] {
             guard let text = value.stringValue else { throw HandlerOptionsError("options.env.\(key) must be text") }
@@ -50,6 +93,8 @@ public struct SoftwareHandler: OperationHandler {
         let version: String?
         let url: String?
         let type: String
+
+        var label: String { "\(kind.rawValue) \(name)" + (version.map { " " + $0 } ?? "") }
     }
 
     // MARK: Operations
@@ -70,83 +115,98 @@ public struct SoftwareHandler: OperationHandler {
 
     public func report(context: any DeviceContext) async throws {
         let plugins = installedPlugins()
-        try await reportList(plugins: plugins, context: context)
+        // At start every working plugin's alarm is cleared (one may be left from an earlier run).
+        let broken = try await reportList(plugins: plugins, context: context, clearingAll: true)
         // Said at every start: an empty c8y_SupportedSoftwareTypes is otherwise a silent mystery.
         if plugins.isEmpty { throw NoSoftwarePlugins(directory: directory) }
+        if !broken.isEmpty { throw BrokenSoftwarePlugins(directory: directory, problems: broken) }
     }
 
+    /// Every type in the order it first appears, every module attempted; fails listing each error.
     func apply(_ actions: [Action], plugins: [String], context: any HandlerContext) async throws -> Outcome {
-        if let missing = actions.first(where: { !plugins.contains($0.type) }) {
-            return .failed("no software plugin for type '\(missing.type)' in \(directory) (available: \(plugins.isEmpty ? "none" : plugins.joined(separator: ", ")))")
+        var types: [String] = []
+        for action in actions where !types.contains(action.type) { types.append(action.type) }
+        var errors: [String] = []
+        for type in types {
+            guard plugins.contains(type) else {
+                errors.append("no software plugin for type '\(type)' in \(directory) (available: \(plugins.isEmpty ? "none" : plugins.joined(separator: ", ")))")
+                continue
+            }
+            errors += await run(actions.filter { $0.type == type }, type: type, context: context)
         }
-        var failure: String?
-        for type in Set(actions.map(\.type)).sorted() where failure == nil {
-            let group = actions.filter { $0.type == type }
-            failure = await run(group, type: type, context: context)
-        }
-        try await reportList(plugins: plugins, context: context)
-        return failure.map { .failed($0) } ?? .successful
+        _ = try await reportList(plugins: plugins, context: context, clearingAll: false)
+        guard !errors.isEmpty else { return .successful }
+        return .failed(errors.count == 1 ? errors[0] : "\(errors.count) errors: " + errors.joined(separator: "; "))
     }
 
-    /// prepare; update-list (or each remove, then each install); finalize. Returns the first failure.
-    func run(_ actions: [Action], type: String, context: any HandlerContext) async -> String? {
+    /// prepare; the downloads; update-list (or, when it answers 1, each module in turn); finalize after
+    /// a successful prepare whatever happened between. Returns every error.
+    func run(_ actions: [Action], type: String, context: any HandlerContext) async -> [String] {
         let plugin = directory + "/" + type
         let prepared = await call(plugin, ["prepare"], context: context)
-        guard prepared.succeeded else { return "\(type) prepare failed: \(prepared.failureDescription)" }
-        var files: [String: String] = [:]
-        for action in actions where action.kind == .install {
-            guard let url = action.url, !url.isEmpty else { continue }
-            let file = context.stateDirectory + "/artifact-\(files.count)-" + String(action.name.map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "_" })
-            do {
-                _ = try await context.download(url, to: file, maxBytes: maxDownloadBytes)
-                files[action.name] = file
-            } catch {
-                return "\(type) \(action.name): \(error)"
-            }
-        }
-        defer { for file in files.values { unlink(file) } }
-        let ordered = actions.filter { $0.kind == .remove } + actions.filter { $0.kind == .install }
-        var failure: String?
-        let list = ordered.map { action in
-            [action.kind.rawValue, action.name, action.version ?? "", action.kind == .install ? files[action.name] ?? "" : ""]
-                .joined(separator: "\t") + "\n"
-        }.joined()
-        let batch = await call(plugin, ["update-list"], input: Array(list.utf8), context: context)
-        if batch.exitCode == 1 {
-            for action in ordered where failure == nil {
-                var argv = [plugin, action.kind.rawValue, action.name]
-                if let version = action.version, !version.isEmpty { argv += ["--module-version", version] }
-                if action.kind == .install, let file = files[action.name] { argv += ["--file", file] }
-                let result = await call(plugin, Array(argv.dropFirst()), context: context)
-                if !result.succeeded {
-                    failure = "\(type) \(action.kind.rawValue) \(action.name)\(action.version.map { " " + $0 } ?? ""): \(Self.describe(result))"
+        guard prepared.succeeded else { return ["\(type) prepare failed: \(Self.describe(prepared))"] }
+        var errors: [String] = []
+        var files: [Int: String] = [:]   // by the action's place in the request: one name may come in two versions
+        var runnable: [(index: Int, action: Action)] = []
+        for (index, action) in actions.enumerated() {
+            if action.kind == .install, let url = action.url, !url.isEmpty {
+                let safe = String((action.name + "-" + (action.version ?? "")).map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" })
+                let file = context.stateDirectory + "/artifact-\(index)-" + safe
+                do {
+                    _ = try await context.download(url, to: file, maxBytes: maxDownloadBytes)
+                    files[index] = file
+                } catch {
+                    errors.append("\(type) \(action.label): download failed: \(error)")
+                    continue
                 }
             }
-        } else if !batch.succeeded {
-            failure = "\(type) update-list failed: \(Self.describe(batch))"
+            runnable.append((index, action))
+        }
+        defer { for file in files.values { unlink(file) } }
+        if !runnable.isEmpty {
+            let list = runnable.map { index, action in
+                [action.kind.rawValue, action.name, action.version ?? "", action.kind == .install ? files[index] ?? "" : ""]
+                    .joined(separator: "\t") + "\n"
+            }.joined()
+            let batch = await call(plugin, ["update-list"], input: Array(list.utf8), context: context)
+            if batch.exitCode == 1 {
+                for (index, action) in runnable {
+                    var arguments = [action.kind.rawValue, action.name]
+                    if let version = action.version, !version.isEmpty { arguments += ["--module-version", version] }
+                    if action.kind == .install, let file = files[index] { arguments += ["--file", file] }
+                    let result = await call(plugin, arguments, context: context)
+                    if !result.succeeded { errors.append("\(type) \(action.label): \(Self.describe(result))") }
+                }
+            } else if !batch.succeeded {
+                errors.append("\(type) update-list failed: \(Self.describe(batch))")
+            }
         }
         let finalized = await call(plugin, ["finalize"], context: context)
-        if failure == nil && !finalized.succeeded { failure = "\(type) finalize failed: \(finalized.failureDescription)" }
-        return failure
+        if !finalized.succeeded { errors.append("\(type) finalize failed: \(Self.describe(finalized))") }
+        return errors
     }
 
+    /// A plugin's failure as the API's exit statuses mean it.
     static func describe(_ result: CommandResult) -> String {
+        let detail = result.detail.isEmpty ? "" : ": \(result.detail)"
         switch result.exitCode {
-        case 2?: return "failed (exit 2)" + (result.detail.isEmpty ? "" : ": \(result.detail)")
-        case 3?: return "failed, may succeed later (exit 3)" + (result.detail.isEmpty ? "" : ": \(result.detail)")
+        case 1?: return "usage error (exit 1)" + detail
+        case 2?: return "failed (exit 2)" + detail
+        case 3?: return "failed, may succeed later (exit 3)" + detail
         default: return result.failureDescription
         }
     }
 
-    func call(_ plugin: String, _ arguments: [String], input: [UInt8]? = nil, context: any DeviceContext) async -> CommandResult {
-        await context.runCommand([plugin] + arguments, input: input, environment: environment, timeout: timeout)
+    func call(_ plugin: String, _ arguments: [String], input: [UInt8]? = nil, logging: CommandLogging = .full,
+              context: any DeviceContext) async -> CommandResult {
+        await context.runCommand([plugin] + arguments, input: input, environment: environment, timeout: timeout, logging: logging)
     }
 
     // MARK: Reading operations
 
     struct Problem: Error { let detail: String }
 
-    /// The actions an operation asks for, each with its software type resolved.
+    /// The actions an operation asks for, in its order, each with its software type resolved.
     func parse(_ operation: Operation, plugins: [String]) -> Result<[Action], Problem> {
         guard let items = operation.payload.arrayValue else {
             return .failure(Problem(detail: "\(operation.fragment) must be a list of software modules"))
@@ -158,9 +218,9 @@ public struct SoftwareHandler: OperationHandler {
             }
             var version = item["version"]?.stringValue
             var type = item["softwareType"]?.stringValue ?? item["type"]?.stringValue
-            if let full = version, let marker = full.firstRange(of: "::") {  // "1.2::apt"
+            if type?.isEmpty ?? true, let full = version, let marker = full.ranges(of: "::").last {  // "1.2::apt"
                 version = String(full[..<marker.lowerBound])
-                if type == nil || type?.isEmpty == true { type = String(full[marker.upperBound...]) }
+                type = String(full[marker.upperBound...])
             }
             if type == nil || type?.isEmpty == true { type = defaultType ?? (plugins.count == 1 ? plugins[0] : nil) }
             guard let resolved = type, !resolved.isEmpty else {
@@ -180,7 +240,7 @@ public struct SoftwareHandler: OperationHandler {
 
     /// For the legacy full list: install what is missing or of another version, remove what is not listed.
     func reconcile(_ desired: [Action], plugins: [String], context: any HandlerContext) async throws -> [Action] {
-        let installed = await installedModules(plugins: plugins, context: context)
+        let installed = await installedModules(plugins: plugins, context: context).modules
         var actions: [Action] = []
         for want in desired where !installed.contains(where: { $0.type == want.type && $0.name == want.name && (want.version == nil || $0.version == want.version) }) {
             actions.append(want)
@@ -195,33 +255,116 @@ public struct SoftwareHandler: OperationHandler {
 
     struct Module: Equatable { let name: String; let version: String?; let type: String }
 
-    func installedModules(plugins: [String], context: any DeviceContext) async -> [Module] {
+    /// What every plugin lists, filtered and capped per type, and the plugins whose `list` failed.
+    func installedModules(plugins: [String], context: any DeviceContext) async -> (modules: [Module], broken: [String: String]) {
         var modules: [Module] = []
+        var broken: [String: String] = [:]
         for type in plugins {
-            let result = await call(directory + "/" + type, ["list"], context: context)
-            guard result.succeeded else { continue }
-            for line in result.output.split(separator: "\n") where !line.isEmpty {
-                let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-                let version = fields.count > 1 && !fields[1].isEmpty ? String(fields[1]) : nil
-                modules.append(Module(name: String(fields[0]), version: version, type: type))
+            let result = await call(directory + "/" + type, ["list"], logging: .outputSummary, context: context)
+            guard result.succeeded else {
+                broken[type] = Self.describe(result)
+                continue
             }
+            var kept = 0
+            for (name, version) in Self.parseList(result.output) where reported(name) {
+                guard kept < maxPackages else { break }
+                modules.append(Module(name: name, version: version, type: type))
+                kept += 1
+            }
+        }
+        return (modules, broken)
+    }
+
+    /// thin-edge's rule: reported when it matches `include`, or does not match `exclude`.
+    func reported(_ name: String) -> Bool {
+        if let include, include.matches(name) { return true }
+        if let exclude { return !exclude.matches(name) }
+        return true
+    }
+
+    /// `list` output: "CSV with tabulations as separators", a module per line, its name then its version
+    /// (the version and its tab may be missing). Fields may be in double quotes (`""` inside one is a
+    /// quote); CR before LF and empty lines are ignored.
+    static func parseList(_ output: String) -> [(name: String, version: String?)] {
+        var modules: [(String, String?)] = []
+        // "\r\n" is one Character in Swift: both it and "\n" end a line.
+        for line in output.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            let fields = tabSeparatedFields(line)
+            guard let name = fields.first, !name.isEmpty else { continue }
+            let version = fields.count > 1 && !fields[1].isEmpty ? fields[1] : nil
+            modules.append((name, version))
         }
         return modules
     }
 
-    func reportList(plugins: [String], context: any DeviceContext) async throws {
-        let modules = await installedModules(plugins: plugins, context: context)
+    static func tabSeparatedFields(_ line: Substring) -> [String] {
+        var fields: [String] = []
+        var field = ""
+        var quoted = false
+        var atFieldStart = true
+        var characters = line.makeIterator()
+        while let character = characters.next() {
+            if quoted {
+                if character == "\"" {
+                    // `""` is a quote; a lone `"` ends the quoted part.
+                    var lookahead = characters
+                    if lookahead.next() == "\"" {
+                        field.append("\"")
+                        characters = lookahead
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    field.append(character)
+                }
+            } else if character == "\t" {
+                fields.append(field)
+                field = ""
+                atFieldStart = true
+                continue
+            } else if character == "\"" && atFieldStart {
+                quoted = true
+            } else {
+                field.append(character)
+            }
+            atFieldStart = false
+        }
+        fields.append(field)
+        return fields
+    }
+
+    /// Reports the list and the working types; raises an alarm for each plugin whose `list` fails and
+    /// clears it once it works (every working plugin's with `clearingAll`, else those raised by this
+    /// handler). Returns the broken plugins with their problem.
+    func reportList(plugins: [String], context: any DeviceContext, clearingAll: Bool) async throws -> [String: String] {
+        let (modules, broken) = await installedModules(plugins: plugins, context: context)
         let list = modules.map { module -> JSONValue in
             ["name": .string(module.name), "version": .string(module.version ?? ""), "softwareType": .string(module.type), "url": ""]
         }
         var legacy: [String: JSONValue] = [:]
         for module in modules { legacy[module.name] = .string(module.version ?? "") }
+        let working = plugins.filter { broken[$0] == nil }
         try await context.updateInventory([
             "c8y_SoftwareList": .array(list),
             "c8y_Software": .object(legacy),
-            "c8y_SupportedSoftwareTypes": .array(plugins.map(JSONValue.string)),
+            "c8y_SupportedSoftwareTypes": .array(working.map(JSONValue.string)),
         ])
+        for type in plugins {
+            let alarm = Self.brokenListAlarm(type)
+            if let problem = broken[type] {
+                try await context.raiseAlarm(type: alarm, severity: .major, text: "software plugin \(directory)/\(type) failed its list command "
+                                             + "(\(problem)); software type \(type) is left out of c8y_SupportedSoftwareTypes until it lists again")
+                raised.insert(alarm)
+            } else if clearingAll || raised.contains(alarm) {
+                try await context.clearAlarm(type: alarm)
+                raised.remove(alarm)
+            }
+        }
+        return broken
     }
+
+    /// The alarm raised while a plugin's `list` fails, one type per plugin.
+    static func brokenListAlarm(_ type: String) -> String { "switchyard_SoftwarePluginList_" + type }
 
     /// Executable files in the plugins directory, by name.
     func installedPlugins() -> [String] {
@@ -239,10 +382,28 @@ public struct SoftwareHandler: OperationHandler {
     }
 }
 
+/// Plugins whose `list` failed: they are not advertised (the inventory and the alarms say so).
+struct BrokenSoftwarePlugins: Error, CustomStringConvertible {
+    let directory: String
+    let problems: [String: String]
+    var description: String {
+        "software plugins whose list failed, left out of c8y_SupportedSoftwareTypes: "
+            + problems.keys.sorted().map { "\(directory)/\($0): \(problems[$0] ?? "")" }.joined(separator: "; ")
+    }
+}
+
 /// No executable software-type plugin in `pluginsDirectory`: nothing can be installed.
 struct NoSoftwarePlugins: Error, CustomStringConvertible {
     let directory: String
     var description: String {
         "no executable software plugin in \(directory) (options.pluginsDirectory): c8y_SupportedSoftwareTypes is empty"
     }
+}
+
+/// Alarm types, shared by the copies of a handler value.
+final class AlarmSet: Sendable {
+    private let types = Mutex<Set<String>>([])
+    func insert(_ type: String) { _ = types.withLock { $0.insert(type) } }
+    func remove(_ type: String) { _ = types.withLock { $0.remove(type) } }
+    func contains(_ type: String) -> Bool { types.withLock { $0.contains(type) } }
 }

@@ -48,14 +48,45 @@ public protocol DeviceContext: Sendable {
     /// Runs a program (argv, no shell, no templates) in its own process group with a time limit.
     /// - Parameters:
     ///   - input: bytes for its standard input (then end of file); `nil` for none.
-    ///   - environment: variables besides `PATH`, `LANG` and `HOME`.
-    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult
+    ///   - environment: variables on top of the agent's environment (without the agent's own
+    ///     `SWITCHYARD_*` and systemd variables; `PATH`, `LANG` and `HOME` always set).
+    ///   - logging: what of the run goes into the operation's log (every run gets a header with its
+    ///     argv and a footer with its exit status and duration).
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
+                    logging: CommandLogging) async -> CommandResult
+
+    /// Raises an alarm on the device, queued durably (the platform counts repeats of an active alarm
+    /// of one type rather than adding alarms).
+    func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws
+
+    /// Clears the device's active alarms of `type`, after what was queued before has gone out; none
+    /// active: nothing happens.
+    func clearAlarm(type: String) async throws
+}
+
+/// What of a command's run is copied into the operation's log.
+public enum CommandLogging: Sendable, Equatable {
+    /// Standard output and error, up to the log's limit.
+    case full
+    /// Standard error only, and how many lines of standard output there were: for commands whose
+    /// output is data the handler reads (a software list of thousands of lines), not a story.
+    case outputSummary
+}
+
+/// An alarm's severity, as the platform names them.
+public enum AlarmSeverity: String, Sendable {
+    case critical = "CRITICAL", major = "MAJOR", minor = "MINOR", warning = "WARNING"
 }
 
 extension DeviceContext {
+    /// Runs a program with its output in the operation's log.
+    public func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult {
+        await runCommand(argv, input: input, environment: environment, timeout: timeout, logging: .full)
+    }
+
     /// Runs a program with no input and no extra environment.
     public func runCommand(_ argv: [String], timeout: Duration) async -> CommandResult {
-        await runCommand(argv, input: nil, environment: [:], timeout: timeout)
+        await runCommand(argv, input: nil, environment: [:], timeout: timeout, logging: .full)
     }
 }
 

@@ -305,7 +305,10 @@ struct PluginEdgeTests {
         let harness = try await Harness()
         let program = harness.script("vanishing.sh", "exit 0")
         harness.declare("vanishing.yaml", "operation: acme_Vanishing\nexec: {command: [../bin/vanishing.sh]}\n")
-        try await harness.startAgent()
+        // The program goes between two looks of the watcher (which would withdraw the declaration).
+        var tuning = Harness.tuning
+        tuning.reloadInterval = .seconds(3600)
+        try await harness.startAgent(harness.configuration, tuning: tuning, waitForRegistration: true)
         try FileManager.default.removeItem(atPath: program)
         let id = try await harness.createOperation(["acme_Vanishing": [:]])
         let operation = try await harness.waitForEnd(id)

@@ -39,7 +39,9 @@ struct RegistryTests {
         defer { FileSystem.removeTree(dir) }
         let registry = Registry.load(directory: dir + "/handlers.d", catalog: builtinHandlers)
         #expect(registry.supportedOperations == ["c8y_Message"])
-        #expect(registry.problems.count == 2)
+        // typo.yaml: the unknown key, and (because of it) the missing command; broken.yaml: its YAML.
+        #expect(registry.problems.count == 3)
+        #expect(registry.problems.contains { $0.file.hasSuffix("typo.yaml") && $0.detail.contains("'exec.command' must be a non-empty list") })
         let broken = registry.problems.first { $0.file.hasSuffix("broken.yaml") }
         #expect(broken?.line != nil)
         #expect(broken?.detail.contains("invalid YAML") == true)

@@ -58,8 +58,11 @@ public struct BayeuxListener: Sendable {
     ///     again, so the caller should ask the platform what is pending.
     ///   - onMessage: called with the `data` of every message on the channel, in order, each decoded
     ///     on its own (one the decoder refuses comes as ``OperationItem/undecodable(id:problem:excerpt:)``).
+    ///   - onRetry: called (in the listener's task; keep it quick) after every failed request, with the
+    ///     error and the pause before the next attempt, with or without a session.
     public func run(onSubscribed: @escaping @Sendable () async -> Void,
                     onInterrupted: @escaping @Sendable () async -> Void = {},
+                    onRetry: @escaping @Sendable (_ error: any Error, _ delay: Duration) -> Void = { _, _ in },
                     onMessage: @escaping @Sendable (OperationItem) async -> Void) async {
         await withDiscardingTaskGroup { group in
             var session: String?
@@ -111,6 +114,7 @@ public struct BayeuxListener: Sendable {
                     if error is BayeuxError { session = nil }
                     // Every interrupted poll may have lost an answer (the caller coalesces the requests).
                     if session != nil { group.addTask { await onInterrupted() } }
+                    onRetry(error, delay)
                     promise(delay)
                     do { try await Task.sleep(for: delay) } catch { break }
                 }

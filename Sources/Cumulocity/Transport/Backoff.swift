@@ -9,6 +9,12 @@ public struct Backoff: Sendable, Equatable {
         self.maximum = maximum
     }
 
+    /// Whether retry number `attempt` still waits longer than the one before (its base below the ceiling).
+    public func isGrowing(at attempt: Int) -> Bool {
+        let exponent = min(max(attempt - 1, 0), 30)
+        return initial * (1 << exponent) <= maximum
+    }
+
     /// The delay before retry number `attempt` (1-based).
     public func delay(attempt: Int) -> Duration {
         let exponent = min(max(attempt - 1, 0), 30)

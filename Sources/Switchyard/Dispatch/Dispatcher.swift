@@ -439,14 +439,16 @@ public actor Dispatcher {
         switch declaration.kind {
         case .swift(_, let handler):
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
+                                           variables: pluginVariables)
             let outcome = await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
             if outcome == .restartRequired { return await restartDevice(for: operation, declaration: declaration) }
             return outcome
         case .exec(let spec):
             let environment = pluginEnvironment(operation, phase: phase, directory: directory)
             let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
+                                           variables: pluginVariables)
             let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
             let applier = Task { [logger] in
                 for await directive in directives {
@@ -461,7 +463,13 @@ public actor Dispatcher {
             if let user { chown(directory, user.uid, user.gid) }
             let result = await runner.run(spec, operation: operation.json, environment: environment,
                                           timeout: declaration.timeout, workingDirectory: directory, logFile: logFile,
-                                          user: user, onDirective: { sink.yield($0) })
+                                          user: user, onDirective: { sink.yield($0) },
+                                          onInvalidDirective: { [logger] why, line in
+                                              logger.warning("plugin printed an invalid directive; ignored", metadata: [
+                                                  "operation": "\(operation.id)", "declaration": "\(declaration.location)",
+                                                  "problem": "\(why)", "line": "\(line)",
+                                              ])
+                                          })
             sink.finish()
             await applier.value
             if result.restartRequested, result.ending == .exited(0) {
@@ -537,12 +545,7 @@ public actor Dispatcher {
             case .alarm(let type, let severity, let text, let fragments):
                 try await context.raiseAlarm(type: type, severity: severity, text: text, fragments: fragments)
             case .clearAlarm(let type):
-                // Clearing needs the alarms' ids, so it lets what was queued before it (say, the raise)
-                // go out first, waiting at most 10 s, then asks.
-                _ = await withTimeLimit(.seconds(10)) { await context.outbox.waitUntilEmpty() }
-                for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
-                    if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
-                }
+                try await clearActiveAlarms(type: type, device: device, client: client, outbox: context.outbox)
             case .result, .failure, .restart:
                 break
             }
@@ -569,7 +572,8 @@ public actor Dispatcher {
         case .swift(_, let handler):
             let context = OperationContext(phase: .execute, stateDirectory: stateDirectory + "/operations/" + operation.id,
                                            logFile: stateDirectory + "/operations/\(operation.id)/restart.log",
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client)
+                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
+                                           variables: pluginVariables)
             outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
         case .exec(let spec):
             let directory = stateDirectory + "/operations/" + operation.id

@@ -26,18 +26,26 @@ struct OperationContext: HandlerContext {
     let outbox: Outbox
 
     func log(_ message: String) async {
-        let line = Array((message + "\n").utf8)
-        let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
+        appendLine(message, to: logFile)
     }
 
     let client: PlatformClient
+    /// The plugin proxy's `SWITCHYARD_PROXY_URL` and `SWITCHYARD_PROXY_SECRET`, for the commands a
+    /// handler runs (a software plugin may download through the proxy).
+    var variables: [String: String] = [:]
 
-    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult {
-        await runDeviceCommand(argv, input: input, environment: environment, timeout: timeout,
-                               directory: stateDirectory, logFile: logFile)
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
+                    logging: CommandLogging) async -> CommandResult {
+        await runDeviceCommand(argv, input: input, environment: environment.merging(variables) { own, _ in own }, timeout: timeout,
+                               directory: stateDirectory, logFile: logFile, logging: logging)
+    }
+
+    func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws {
+        try await raiseAlarm(type: type, severity: severity.rawValue, text: text, fragments: [:])
+    }
+
+    func clearAlarm(type: String) async throws {
+        try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
     }
 
     func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
@@ -104,6 +112,7 @@ struct ReportContext: DeviceContext {
     let deviceID: String
     let directory: String
     let outbox: Outbox
+    let client: PlatformClient
 
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
         var fragments = fragments
@@ -112,31 +121,77 @@ struct ReportContext: DeviceContext {
                                  accept: MediaType.managedObject, body: .object(fragments))
     }
 
-    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration) async -> CommandResult {
+    func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
+                    logging: CommandLogging) async -> CommandResult {
         await runDeviceCommand(argv, input: input, environment: environment, timeout: timeout,
-                               directory: directory, logFile: directory + "/report.log")
+                               directory: directory, logFile: directory + "/report.log", logging: logging)
+    }
+
+    func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws {
+        let alarm: JSONValue = [
+            "source": ["id": .string(deviceID)], "type": .string(type), "severity": .string(severity.rawValue),
+            "text": .string(text), "status": "ACTIVE", "time": .string(timestamp()),
+        ]
+        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm, body: alarm)
+    }
+
+    func clearAlarm(type: String) async throws {
+        try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
     }
 
     func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
 }
 
-/// Runs a handler's command through the executable runner (own process group, time limit, capped output).
+/// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets what was
+/// queued before it (say, the raise) go out first, waiting at most 10 s, then asks.
+func clearActiveAlarms(type: String, device: String, client: PlatformClient, outbox: Outbox) async throws {
+    _ = await withTimeLimit(.seconds(10)) { await outbox.waitUntilEmpty() }
+    for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
+        if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
+    }
+}
+
+/// Runs a handler's command through the executable runner (own process group, time limit, capped
+/// output), between a header (`$ argv`) and a footer (exit status and duration) in the log.
 func runDeviceCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
-                      directory: String, logFile: String) async -> CommandResult {
+                      directory: String, logFile: String, logging: CommandLogging = .full) async -> CommandResult {
     guard let program = argv.first, program.hasPrefix("/") else {
         return CommandResult(exitCode: nil, detail: "the command must start with an absolute program path, found \(argv)")
     }
+    appendLine("[switchyard: $ \(shellQuoted(argv))]", to: logFile)
+    let started = ContinuousClock.now
     let spec = ExecSpec(command: argv, environment: environment, gracePeriod: .seconds(5), user: nil)
     let result = await ExecRunner().run(spec, operation: .null, environment: [:], timeout: timeout,
                                         workingDirectory: directory, logFile: logFile, templated: false,
-                                        stdin: input ?? [], captureOutput: 1 << 20)
+                                        stdin: input ?? [], captureOutput: 1 << 20, logging: logging)
     let tail = Dispatcher.lastLines(result.stderrTail)
+    let outcome: CommandResult
     switch result.ending {
-    case .exited(let code): return CommandResult(exitCode: code, detail: tail, output: result.output)
-    case .signalled(let signal): return CommandResult(exitCode: nil, detail: "killed by signal \(signal)")
-    case .timedOut(let limit): return CommandResult(exitCode: nil, detail: "timed out after \(limit)")
-    case .couldNotStart(let why): return CommandResult(exitCode: nil, detail: "could not start \(program): \(why)")
+    case .exited(let code): outcome = CommandResult(exitCode: code, detail: tail, output: result.output)
+    case .signalled(let signal): outcome = CommandResult(exitCode: nil, detail: "killed by signal \(signal)")
+    case .timedOut(let limit): outcome = CommandResult(exitCode: nil, detail: "timed out after \(limit)")
+    case .couldNotStart(let why): outcome = CommandResult(exitCode: nil, detail: "could not start \(program): \(why)")
     }
+    let ending = outcome.exitCode.map { "exit status \($0)" } ?? outcome.detail
+    appendLine("[switchyard: \(ending), after \((ContinuousClock.now - started).readable)]", to: logFile)
+    return outcome
+}
+
+/// argv as a person would type it: arguments with spaces or quotes in single quotes.
+func shellQuoted(_ argv: [String]) -> String {
+    argv.map { argument in
+        guard argument.isEmpty || argument.contains(where: { " \t\n'\"\\$`*?;&|<>()".contains($0) }) else { return argument }
+        return "'" + argument.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+    }.joined(separator: " ")
+}
+
+/// Appends one line to a log file (created 0600), best effort.
+func appendLine(_ line: String, to path: String) {
+    let bytes = Array((line + "\n").utf8)
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { return }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
 }
 
 /// The current time as the platform writes it (ISO 8601, UTC, milliseconds).

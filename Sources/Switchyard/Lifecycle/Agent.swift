@@ -138,6 +138,7 @@ public struct Agent: Service {
 
         var fingerprints = [configuration.handlersDirectory: HandlerDirectoryWatcher.fingerprint(configuration.handlersDirectory)]
         let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog, limits: configuration.handlerLimits)
+        fingerprints[configuration.handlersDirectory, default: []] += HandlerDirectoryWatcher.programEntries(registry.programs)
         for problem in registry.problems {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
@@ -195,6 +196,7 @@ public struct Agent: Service {
                 let directory = configuration.handlersDirectory + "/" + child.externalId
                 fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
                 let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.handlerLimits)
+                fingerprints[directory, default: []] += HandlerDirectoryWatcher.programEntries(childRegistry.programs)
                 for problem in childRegistry.problems {
                     logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
                 }
@@ -218,7 +220,7 @@ public struct Agent: Service {
                 try await client.operations(agentID: device.id, status: "EXECUTING")
             }) else { return }
             await dispatcher.recover(executingOnPlatform: executing)
-            await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, state: state)
+            await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, client: client, state: state)
             let housekeeping = Housekeeping(stateDirectory: state, journal: journal, retention: tuning.retention, logger: logger)
             await housekeeping.prune()
             await dispatcher.setHousekeeping(housekeeping)
@@ -232,7 +234,8 @@ public struct Agent: Service {
                 let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
                                                       initial: fingerprints[directory])
                 group.addTask {
-                    await watcher.run(changed: { await keeper.reload() }, tick: { await keeper.sync() })
+                    await watcher.run(programs: { await keeper.registry.programs }, changed: { await keeper.reload() },
+                                      tick: { await keeper.sync() })
                 }
             }
 
@@ -248,8 +251,9 @@ public struct Agent: Service {
                     notifier?.notify(["READY=1", "STATUS=handling operations of device \(device.id) (\(configuration.device.externalId))"])
                     await reconciler.request("subscribed")
                 }, onInterrupted: {
-                    notifier?.status("reconnecting: the notification long-poll was interrupted")
                     await reconciler.request("long-poll interrupted")
+                }, onRetry: { _, delay in
+                    notifier?.status("reconnecting: a notification request failed; retrying in \(delay.readable)")
                 }, onMessage: { item in
                     await dispatcher.submit(item, source: .notification)
                 })
@@ -276,14 +280,15 @@ public struct Agent: Service {
     }
 
     /// Lets every compiled handler report its device's current state (configuration, software, …).
-    func report(registries: [(deviceID: String, registry: Registry)], outbox: Outbox, state: String) async {
+    func report(registries: [(deviceID: String, registry: Registry)], outbox: Outbox, client: PlatformClient, state: String) async {
         let directory = state + "/reports"
         try? FileSystem.makeDirectories(directory, mode: 0o700)
         for (deviceID, registry) in registries {
             for declaration in registry.declarations {
                 guard case .swift(let name, let handler) = declaration.kind else { continue }
                 do {
-                    try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox))
+                    try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox,
+                                                                    client: client))
                 } catch {
                     logger.warning("handler could not report the device's state",
                                    metadata: ["handler": "\(name)", "declaration": "\(declaration.location)", "error": "\(error)"])
@@ -347,7 +352,16 @@ public struct Agent: Service {
                     return nil
                 }
                 let delay = tuning.startupBackoff.delay(attempt: attempt)
-                logger.error("cannot \(what); retrying", metadata: ["error": "\(error)", "retryIn": "\(delay.readable)"])
+                // Logged at every step while the delay grows, then once every 10 attempts at the
+                // ceiling: a wrong password must not fill the journal, nor go unsaid.
+                if tuning.startupBackoff.isGrowing(at: attempt) || attempt % 10 == 0 {
+                    var metadata: Logger.Metadata = ["error": "\(error)", "retryIn": "\(delay.readable)", "attempt": "\(attempt)",
+                                                     "backoffCeiling": "\(tuning.startupBackoff.maximum.readable)"]
+                    if error.status == 401 || error.status == 403 {
+                        metadata["hint"] = "the tenant refused the device's credentials: check auth.* (switchyard config check)"
+                    }
+                    logger.error("cannot \(what); retrying", metadata: metadata)
+                }
                 notifier?.status("cannot \(what); retrying in \(delay.readable)")
                 do { try await Task.sleep(for: delay) } catch { return nil }
             }

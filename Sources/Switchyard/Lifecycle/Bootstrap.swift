@@ -37,6 +37,7 @@ struct Bootstrap {
         let client = PlatformClient(baseURL: baseURL, transport: transport, credentials: bootstrap)
         let mediaType = "application/vnd.com.nsn.cumulocity.devicecredentials+json"
         var lastNotice = ContinuousClock.now - .seconds(61)
+        var refusals = 0
         while !Task.isCancelled {
             var delay = interval
             let answer: (status: Int, json: JSONValue?)
@@ -44,9 +45,16 @@ struct Bootstrap {
                 answer = try await client.send("POST", "/devicecontrol/deviceCredentials",
                                                body: ["id": .string(externalId)], accept: mediaType, accepting: [404])
             } catch where error.status == 401 {
-                logger.error("the bootstrap credentials were refused (401); check auth.bootstrap.*",
-                             metadata: ["user": "\(bootstrap.user)"])
-                do { try await Task.sleep(for: max(interval, .seconds(30))) } catch { return nil }
+                // Backed off to a ceiling of 5 minutes; logged at each step, then every 10th refusal.
+                refusals += 1
+                let backoff = Backoff(initial: max(interval, .seconds(30)), maximum: .seconds(300))
+                let pause = min(backoff.initial * (1 << min(refusals - 1, 8)), backoff.maximum)
+                if backoff.isGrowing(at: refusals) || refusals % 10 == 0 {
+                    logger.error("the bootstrap credentials were refused (401); check auth.bootstrap.* (switchyard config check)",
+                                 metadata: ["user": "\(bootstrap.user)", "refusals": "\(refusals)", "retryIn": "\(pause.readable)",
+                                            "backoffCeiling": "\(backoff.maximum.readable)"])
+                }
+                do { try await Task.sleep(for: pause) } catch { return nil }
                 continue
             } catch where error.isCancellation {
                 return nil

@@ -98,31 +98,39 @@ struct LineSplitter {
 
     init(limit: Int) { self.limit = limit }
 
-    /// Feeds bytes; calls `line` for each complete candidate line (`false` for lines cut at the limit).
-    mutating func feed(_ bytes: UnsafeRawBufferPointer, line: ([UInt8], Bool) -> Void) {
+    /// Feeds bytes; calls `line` for each complete candidate line (`false` for lines cut at the limit),
+    /// and `plain` with every other byte, in order (candidate lines and their newline excluded), so a
+    /// log can hold the output without the directives.
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, plain: (UnsafeRawBufferPointer) -> Void = { _ in },
+                       line: ([UInt8], Bool) -> Void) {
         var index = bytes.startIndex
+        var plainStart = index
+        func flushPlain(upTo end: Int) {
+            if end > plainStart { plain(UnsafeRawBufferPointer(rebasing: bytes[plainStart..<end])) }
+        }
         while index < bytes.endIndex {
             if candidate == nil {
                 let byte = bytes[index]
-                if byte == UInt8(ascii: "\n") {
-                    index += 1
-                    continue
-                }
-                if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
                     index += 1
                     continue
                 }
                 candidate = byte == UInt8(ascii: "{")
+                if candidate == true { flushPlain(upTo: index) }
             }
             let end = Self.newline(in: bytes, from: index)
-            if candidate == true { append(bytes[index..<(end ?? bytes.endIndex)]) }
-            guard let end else { return }
+            if candidate == true {
+                append(bytes[index..<(end ?? bytes.endIndex)])
+                plainStart = end.map { $0 + 1 } ?? bytes.endIndex
+            }
+            guard let end else { break }
             if candidate == true { line(pending, !overlong) }
             pending.removeAll(keepingCapacity: true)
             overlong = false
             candidate = nil
             index = end + 1
         }
+        flushPlain(upTo: bytes.endIndex)
     }
 
     /// The index of the next newline at or after `start` (memchr: floods are scanned at memory speed).

@@ -34,7 +34,7 @@ struct ExecResult: Sendable {
 }
 
 /// Runs executable handlers: argv without a shell, the operation JSON on stdin and in a file,
-/// a clean environment, its own session and process group, output captured with a cap, and a
+/// the agent's environment without its own variables (``PluginEnvironment``), its own session and process group, output captured with a cap, and a
 /// timeout that sends SIGTERM to the whole group, waits the grace period, then SIGKILL.
 struct ExecRunner: Sendable {
     /// Bytes of standard output and error kept in the operation's log file.
@@ -53,8 +53,9 @@ struct ExecRunner: Sendable {
     ///     are collected into the ``ExecResult``.
     func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
              workingDirectory: String, logFile: String, user: RunAs? = nil, templated: Bool = true,
-             stdin: [UInt8]? = nil, captureOutput: Int = 0,
-             onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) async -> ExecResult {
+             stdin: [UInt8]? = nil, captureOutput: Int = 0, logging: CommandLogging = .full,
+             onDirective: @escaping @Sendable (Directive) -> Void = { _ in },
+             onInvalidDirective: @escaping @Sendable (_ why: String, _ line: String) -> Void = { _, _ in }) async -> ExecResult {
         var argv = spec.command.enumerated().map { index, argument in
             index == 0 || !templated ? argument : Template.render(argument, with: operation)
         }
@@ -69,7 +70,8 @@ struct ExecRunner: Sendable {
             // child of a multithreaded process must not call glibc's setxid machinery.
             argv = [Self.setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv
         }
-        var env: [Subprocess.Environment.Key: String] = ["PATH": Self.path, "LANG": "C.UTF-8", "HOME": workingDirectory]
+        var env: [Subprocess.Environment.Key: String] = [:]
+        for (key, value) in PluginEnvironment.base(home: workingDirectory) { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
         for (key, value) in spec.environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
         for (key, value) in environment { env[Subprocess.Environment.Key(stringLiteral: key)] = value }
 
@@ -81,7 +83,7 @@ struct ExecRunner: Sendable {
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
 
         let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, captureLimit: captureOutput,
-                             onDirective: onDirective)
+                             summary: logging == .outputSummary, onDirective: onDirective, onInvalidDirective: onInvalidDirective)
         let input = stdin ?? operation.encoded()
         let processGroup = ProcessGroupBox()
 
@@ -227,6 +229,7 @@ final class LogCapture: Sendable {
         var lines: LineSplitter
         var collected = Collected()
         var captured: [UInt8] = []
+        var outputLines = 0
     }
     /// The longest stdout line read as a possible directive.
     static let lineLimit = 256 * 1024
@@ -237,14 +240,20 @@ final class LogCapture: Sendable {
     private let limit: Int
     private let tailBytes: Int
     private let captureLimit: Int
+    /// Standard output is counted, not copied (``CommandLogging/outputSummary``).
+    private let summary: Bool
     private let onDirective: @Sendable (Directive) -> Void
+    private let onInvalidDirective: @Sendable (_ why: String, _ line: String) -> Void
 
-    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0,
-         onDirective: @escaping @Sendable (Directive) -> Void = { _ in }) {
+    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0, summary: Bool = false,
+         onDirective: @escaping @Sendable (Directive) -> Void = { _ in },
+         onInvalidDirective: @escaping @Sendable (_ why: String, _ line: String) -> Void = { _, _ in }) {
         self.limit = limit
         self.tailBytes = tailBytes
         self.captureLimit = captureLimit
+        self.summary = summary
         self.onDirective = onDirective
+        self.onInvalidDirective = onInvalidDirective
         self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600),
                                  lines: LineSplitter(limit: Self.lineLimit)))
     }
@@ -259,19 +268,38 @@ final class LogCapture: Sendable {
                 if stderr {
                     s.tail += bytes.suffix(tailBytes)
                     if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
-                } else {
-                    if s.captured.count < captureLimit {
-                        s.captured += bytes.prefix(captureLimit - s.captured.count)
-                    }
-                    var lines = s.lines
-                    var complete: [[UInt8]] = []
-                    lines.feed(bytes) { line, whole in if whole { complete.append(line) } }
-                    s.lines = lines
-                    for line in complete { read(line, into: &s) }
+                    append(bytes, to: &s)
+                    return
                 }
-                append(bytes, to: &s)
+                if s.captured.count < captureLimit {
+                    s.captured += bytes.prefix(captureLimit - s.captured.count)
+                }
+                // Plain output goes to the log as it comes; lines that may be directives wait until whole
+                // and are logged only when they are not directives.
+                var lines = s.lines
+                var complete: [([UInt8], Bool)] = []
+                lines.feed(bytes, plain: { part in
+                    if summary {
+                        s.outputLines += part.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+                    } else {
+                        append(part, to: &s)
+                    }
+                }, line: { line, whole in complete.append((line, whole)) })
+                s.lines = lines
+                for (line, whole) in complete {
+                    if whole { read(line, into: &s) } else { logLine(line, to: &s) }
+                }
             }
         }
+    }
+
+    /// A stdout line that is no directive, with its newline.
+    private func logLine(_ line: [UInt8], to s: inout State) {
+        if summary {
+            s.outputLines += 1
+            return
+        }
+        (line + [UInt8(ascii: "\n")]).withUnsafeBytes { append($0, to: &s) }
     }
 
     /// Reads a last stdout line that had no newline.
@@ -282,15 +310,18 @@ final class LogCapture: Sendable {
             lines.finish { line, whole in if whole { last = line } }
             s.lines = lines
             if let last { read(last, into: &s) }
+            if summary { note("[switchyard: \(s.outputLines) lines of standard output, read by the handler, not copied here]", to: &s) }
         }
     }
 
     private func read(_ line: [UInt8], into s: inout State) {
         switch Directive.parse(line) {
         case .log:
-            return
+            logLine(line, to: &s)
         case .invalid(let why):
-            note("[switchyard: directive ignored: \(why)]", to: &s)
+            let excerpt = String(decoding: line.prefix(200), as: UTF8.self)
+            note("[switchyard: directive ignored: \(why): \(excerpt)]", to: &s)
+            onInvalidDirective(why, excerpt)
         case .directive(.result(let fragments)):
             s.collected.result.merge(fragments) { _, new in new }
         case .directive(.failure(let reason)):

@@ -11,7 +11,8 @@ import Musl
 /// A file holds one declaration, or several separated by `---`. Keys:
 /// `operation` (required), `fragments`, `description`, exactly one of `swift` (with `options`)
 /// or `exec` (`command`, `timeout`, `env`, `gracePeriod`), `timeout`, `concurrency`, `resumable`, `example`.
-/// The whole file is rejected at its first problem, so a half-valid file never half-applies.
+/// Every problem of a file is reported (each unknown key, each bad value, with its line), and the whole
+/// file is rejected, so a half-valid file never half-applies.
 public enum DeclarationReader {
     static let keys = ["operation", "fragments", "description", "swift", "options", "exec", "timeout",
                        "concurrency", "resumable", "example"]
@@ -26,88 +27,127 @@ public enum DeclarationReader {
         public init() {}
     }
 
+    /// Every declaration of the file, or every problem found in it: all unknown keys and bad values of
+    /// every document, each with its line. A file applies whole or not at all: one bad document keeps
+    /// its valid siblings out too, and the problem says which.
     static func read(file: String, catalog: [String: any OperationHandler.Type],
-                     limits: Limits = .init()) throws(FileProblem) -> [HandlerDeclaration] {
+                     limits: Limits = .init()) throws(FileProblems) -> [HandlerDeclaration] {
         let read: [UInt8]?
         do {
             read = try FileSystem.readRegularFile(file, limit: limits.maximumFileSize)
         } catch {
-            throw FileProblem(file: file, line: nil, error.detail ?? String(cString: strerror(error.code)))
+            throw FileProblems([FileProblem(file: file, line: nil, error.detail ?? String(cString: strerror(error.code)))])
         }
         guard let bytes = read else {
-            throw FileProblem(file: file, line: nil, "cannot be read: it vanished, or is a symbolic link to nothing")
+            throw FileProblems([FileProblem(file: file, line: nil, "cannot be read: it vanished, or is a symbolic link to nothing")])
         }
         let documents: [YAMLNode]
         do {
             documents = try YAMLNode.parseDocuments(bytes: bytes, limits: limits.yaml)
         } catch {
-            throw FileProblem(file: file, line: error.line, "invalid YAML: \(error.detail)")
+            throw FileProblems([FileProblem(file: file, line: error.line, "invalid YAML: \(error.detail)")])
         }
         let real = documents.filter { !$0.isNull }
-        guard !real.isEmpty else { throw FileProblem(file: file, line: 1, "the file declares no handler") }
+        guard !real.isEmpty else { throw FileProblems([FileProblem(file: file, line: 1, "the file declares no handler")]) }
         var declarations: [HandlerDeclaration] = []
+        var problems: [FileProblem] = []
         for document in real {
-            declarations.append(try declaration(document, file: file, catalog: catalog))
+            do throws(FileProblems) {
+                declarations.append(try declaration(document, file: file, catalog: catalog))
+            } catch {
+                problems += error.problems
+            }
+        }
+        guard problems.isEmpty else {
+            if !declarations.isEmpty {
+                let held = declarations.map(\.operation).joined(separator: ", ")
+                problems.append(FileProblem(file: file, line: declarations[0].line,
+                                            "not loaded either: \(held), valid, but in a file with a bad document (a file applies whole or not at all)"))
+            }
+            throw FileProblems(problems)
         }
         return declarations
     }
 
-    static func declaration(_ node: YAMLNode, file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblem) -> HandlerDeclaration {
-        let reader = try MappingReader(node, file: file, what: "a handler declaration")
-        try reader.rejectUnknownKeys(allowed: keys)
-        let operation = try reader.requiredString("operation")
-        try checkFragmentName(operation, file: file, line: reader.node("operation")?.line ?? reader.line)
-        let fragments = try reader.stringList("fragments") ?? [operation]
-        guard !fragments.isEmpty else {
-            throw FileProblem(file: file, line: reader.node("fragments")?.line, "'fragments' must name at least one fragment")
+    static func declaration(_ node: YAMLNode, file: String, catalog: [String: any OperationHandler.Type]) throws(FileProblems) -> HandlerDeclaration {
+        var problems: [FileProblem] = []
+        /// The body's value, or `nil` with its problem noted: each check runs, whatever failed before.
+        func attempt<T>(_ body: () throws(FileProblem) -> T) -> T? {
+            do { return try body() } catch { problems.append(error); return nil }
         }
-        for fragment in fragments {
-            try checkFragmentName(fragment, file: file, line: reader.node("fragments")?.line ?? reader.line)
+        guard let reader = attempt({ () throws(FileProblem) in try MappingReader(node, file: file, what: "a handler declaration") }) else {
+            throw FileProblems(problems)
         }
-        var timeout = try reader.duration("timeout")
+        problems += reader.unknownKeyProblems(allowed: keys)
+        let operation = attempt { () throws(FileProblem) in try reader.requiredString("operation") }
+        if let operation {
+            _ = attempt { () throws(FileProblem) in try checkFragmentName(operation, file: file, line: reader.node("operation")?.line ?? reader.line) }
+        }
+        let named = operation ?? "the operation"
+        var fragments = attempt { () throws(FileProblem) in try reader.stringList("fragments") } ?? nil
+        if let list = fragments {
+            if list.isEmpty {
+                problems.append(FileProblem(file: file, line: reader.node("fragments")?.line, "'fragments' must name at least one fragment"))
+            }
+            for fragment in list {
+                _ = attempt { () throws(FileProblem) in try checkFragmentName(fragment, file: file, line: reader.node("fragments")?.line ?? reader.line) }
+            }
+        } else if let operation {
+            fragments = [operation]
+        }
+        var timeout = attempt { () throws(FileProblem) in try reader.duration("timeout") } ?? nil
 
-        let kind: HandlerDeclaration.Kind
+        var kind: HandlerDeclaration.Kind?
         switch (reader.node("swift"), reader.node("exec")) {
         case (nil, nil):
-            throw FileProblem(file: file, line: reader.line, "declaration of \(operation) needs 'swift' (a compiled handler) or 'exec' (an executable)")
+            problems.append(FileProblem(file: file, line: reader.line, "declaration of \(named) needs 'swift' (a compiled handler) or 'exec' (an executable)"))
         case (.some, .some(let exec)):
-            throw FileProblem(file: file, line: exec.line, "declaration of \(operation) has both 'swift' and 'exec'; choose one")
+            problems.append(FileProblem(file: file, line: exec.line, "declaration of \(named) has both 'swift' and 'exec'; choose one"))
         case (.some, nil):
-            let name = try reader.requiredString("swift")
-            guard let type = catalog[name] else {
-                let available = catalog.keys.sorted().joined(separator: ", ")
-                throw FileProblem(file: file, line: reader.node("swift")?.line,
-                                  "no compiled handler named '\(name)' in this agent (available: \(available.isEmpty ? "none" : available))")
-            }
-            let options = reader.node("options")?.json ?? .null
-            do {
-                kind = .swift(name: name, handler: try type.init(options: options))
-            } catch {
-                throw FileProblem(file: file, line: reader.node("options")?.line ?? reader.line, "options of \(name): \(error.detail)")
+            if let name = attempt({ () throws(FileProblem) in try reader.requiredString("swift") }) {
+                if let type = catalog[name] {
+                    let options = reader.node("options")?.json ?? .null
+                    do {
+                        kind = .swift(name: name, handler: try type.init(options: options))
+                    } catch {
+                        problems.append(FileProblem(file: file, line: reader.node("options")?.line ?? reader.line, "options of \(name): \(error.detail)"))
+                    }
+                } else {
+                    let available = catalog.keys.sorted().joined(separator: ", ")
+                    problems.append(FileProblem(file: file, line: reader.node("swift")?.line,
+                                                "no compiled handler named '\(name)' in this agent (available: \(available.isEmpty ? "none" : available))"))
+                }
             }
         case (nil, .some(let execNode)):
             if reader.node("options") != nil {
-                throw FileProblem(file: file, line: reader.node("options")?.line, "'options' is for swift handlers; an exec handler takes 'env' or arguments")
+                problems.append(FileProblem(file: file, line: reader.node("options")?.line, "'options' is for swift handlers; an exec handler takes 'env' or arguments"))
             }
-            let exec = try MappingReader(execNode, file: file, what: "'exec'")
-            try exec.rejectUnknownKeys(allowed: execKeys)
-            if let execTimeout = try exec.duration("timeout") {
-                if timeout != nil {
-                    throw FileProblem(file: file, line: exec.node("timeout")?.line, "timeout is set twice (in 'exec' and at the top); keep one")
+            if let exec = attempt({ () throws(FileProblem) in try MappingReader(execNode, file: file, what: "'exec'") }) {
+                problems += exec.unknownKeyProblems(allowed: execKeys)
+                if let execTimeout = attempt({ () throws(FileProblem) in try exec.duration("timeout") }) ?? nil {
+                    if timeout != nil {
+                        problems.append(FileProblem(file: file, line: exec.node("timeout")?.line, "timeout is set twice (in 'exec' and at the top); keep one"))
+                    }
+                    timeout = execTimeout
                 }
-                timeout = execTimeout
+                if let spec = attempt({ () throws(FileProblem) in try execSpec(exec, file: file) }) { kind = .exec(spec) }
             }
-            kind = .exec(try execSpec(exec, file: file))
         }
 
         let example = reader.node("example").map(\.json)
         if let example, example.objectValue == nil {
-            throw FileProblem(file: file, line: reader.node("example")?.line, "'example' must be a mapping: the body of an operation")
+            problems.append(FileProblem(file: file, line: reader.node("example")?.line, "'example' must be a mapping: the body of an operation"))
+        }
+        let description = attempt { () throws(FileProblem) in try reader.string("description") } ?? nil
+        let concurrency = attempt { () throws(FileProblem) in try reader.int("concurrency", range: 1...64) } ?? nil
+        let resumable = attempt { () throws(FileProblem) in try reader.bool("resumable") } ?? nil
+        guard problems.isEmpty, let operation, let fragments, let kind else {
+            throw FileProblems(problems)
         }
         return HandlerDeclaration(
-            operation: operation, fragments: fragments, description: try reader.string("description"),
-            kind: kind, concurrency: try reader.int("concurrency", range: 1...64) ?? 1,
-            timeout: timeout ?? defaultTimeout, resumable: try reader.bool("resumable") ?? false,
+            operation: operation, fragments: fragments, description: description,
+            kind: kind, concurrency: concurrency ?? 1,
+            timeout: timeout ?? defaultTimeout, resumable: resumable ?? false,
             example: example, options: reader.node("options")?.json ?? .null, file: file, line: reader.line)
     }
 
@@ -133,15 +173,22 @@ public enum DeclarationReader {
             resolved = FileSystem.resolve(program, relativeTo: FileSystem.parent(of: FileSystem.absolute(file)))
         }
         guard FileSystem.exists(resolved) else {
-            throw FileProblem(file: file, line: line, "program \(resolved) does not exist")
+            throw FileProblem(file: file, line: line, "program \(resolved) does not exist", program: resolved)
         }
         guard FileSystem.isExecutable(resolved), !FileSystem.isDirectory(resolved) else {
-            throw FileProblem(file: file, line: line, "program \(resolved) is not executable (chmod +x)")
+            throw FileProblem(file: file, line: line, "program \(resolved) is not executable (chmod +x)", program: resolved)
         }
         if let problem = executableFormatProblem(resolved) {
-            throw FileProblem(file: file, line: line, "program \(resolved) \(problem)")
+            throw FileProblem(file: file, line: line, "program \(resolved) \(problem)", program: resolved)
         }
         command[0] = resolved
+        // A later argument that is a relative path (./x, ../x) is a file beside the declaration too, as
+        // the program is: the run's working directory is the operation's, where it would not be.
+        let base = FileSystem.parent(of: FileSystem.absolute(file))
+        for index in command.indices.dropFirst()
+        where (command[index].hasPrefix("./") || command[index].hasPrefix("../")) && !command[index].contains("${") {
+            command[index] = FileSystem.resolve(command[index], relativeTo: base)
+        }
         for argument in command where !Template.isWellFormed(argument) {
             throw FileProblem(file: file, line: line, "argument '\(argument)' has an unclosed or empty ${…} template")
         }

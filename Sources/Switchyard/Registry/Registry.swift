@@ -8,6 +8,15 @@ public import HandlerKit
 public struct Registry: Sendable {
     public let directory: String
     public let declarations: [HandlerDeclaration]
+    /// The programs the declarations name, valid or not: a change to one (a lost executable bit, a
+    /// replaced script) reloads the directory as a change to a file does.
+    public var programs: [String] {
+        var paths = declarations.compactMap { declaration -> String? in
+            if case .exec(let spec) = declaration.kind { spec.command.first } else { nil }
+        }
+        paths += problems.compactMap(\.program)
+        return Array(Set(paths)).sorted()
+    }
     public let problems: [FileProblem]
     private let byFragment: [String: HandlerDeclaration]
 
@@ -72,10 +81,10 @@ public struct Registry: Sendable {
         var problems: [FileProblem] = []
         for name in names where name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
             let path = directory + "/" + name
-            do throws(FileProblem) {
+            do throws(FileProblems) {
                 declarations += try DeclarationReader.read(file: path, catalog: catalog, limits: limits)
             } catch {
-                problems.append(error)
+                problems += error.problems
             }
         }
         return Registry(directory: directory, declarations: declarations, problems: problems)

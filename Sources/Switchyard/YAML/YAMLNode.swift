@@ -99,6 +99,14 @@ extension YAMLNode {
                     if problem.contains("cannot start any token"), Self.byte(at: mark, in: buffer) == 0x09 {
                         problem = "tab characters are not allowed for indentation (use spaces)"
                     }
+                    // libyaml notices many mistakes only at the next token (a key without ':' when the next
+                    // line starts, an unclosed '[' or quote at the end): the construct it was reading began
+                    // at the context mark, which is the line to fix.
+                    if parser.context != nil, parser.context_mark.line < mark.line {
+                        let start = parser.context_mark
+                        throw YAMLSyntaxError(line: start.line + 1, column: start.column + 1,
+                                              detail: problem + context + " (begun here, noticed at line \(mark.line + 1))")
+                    }
                     throw YAMLSyntaxError(line: mark.line + 1, column: mark.column + 1, detail: problem + context)
                 }
                 defer { yaml_event_delete(&event) }

@@ -2,15 +2,26 @@ import Cumulocity
 public import JSONSupport
 
 /// A problem in a YAML file, located by file and line.
+/// Every problem found in one file.
+public struct FileProblems: Error, CustomStringConvertible, Sendable {
+    public let problems: [FileProblem]
+    public init(_ problems: [FileProblem]) { self.problems = problems }
+    public var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
 public struct FileProblem: Error, CustomStringConvertible, Sendable, Equatable {
     public let file: String
     public let line: Int?
     public let detail: String
+    /// A program the problem is about (missing, not executable, not runnable): watched, so fixing it
+    /// takes effect without touching the declaration.
+    public let program: String?
 
-    public init(file: String, line: Int?, _ detail: String) {
+    public init(file: String, line: Int?, _ detail: String, program: String? = nil) {
         self.file = file
         self.line = line
         self.detail = detail
+        self.program = program
     }
 
     public var description: String { "\(file):\(line.map(String.init) ?? "?"): \(detail)" }
@@ -47,6 +58,14 @@ struct MappingReader {
 
     func node(_ key: String) -> YAMLNode? {
         pairs.first(where: { $0.key == key })?.value
+    }
+
+    /// A problem for every key not in `allowed`.
+    func unknownKeyProblems(allowed: [String]) -> [FileProblem] {
+        pairs.filter { !allowed.contains($0.key) }.map { pair in
+            FileProblem(file: file, line: pair.keyLine,
+                        "unknown key '\(pair.key)' in \(what) (expected one of: \(allowed.joined(separator: ", ")))")
+        }
     }
 
     func rejectUnknownKeys(allowed: [String]) throws(FileProblem) {
