@@ -75,6 +75,7 @@ struct SoftwarePluginCompatibilityTests {
             [ "$1" = update-list ] && exit 1
             [ "$1" = install ] && [ "$2" = bad ] && { echo "bad is broken" >&2; exit 2; }
             [ "$1" = install ] && [ "$2" = later ] && { echo "network down" >&2; exit 3; }
+            [ "$1" = remove ] && [ "$2" = odd ] && { echo "no such option" >&2; exit 1; }
             """)
         Self.plugin(harness, "two", #"[ "$1" = prepare ] && { echo "cannot lock" >&2; exit 2; }"#)
         Self.plugin(harness, "three")
@@ -82,13 +83,14 @@ struct SoftwarePluginCompatibilityTests {
         try await harness.startAgent()
         let missing = harness.server.url + "/inventory/binaries/404"
         let id = try await harness.createOperation(["c8y_SoftwareUpdate": [
-            module("bad", type: "one"), module("good", type: "one"), module("later", type: "one"),
+            module("bad", type: "one"), module("good", type: "one"), module("later", type: "one"), module("odd", type: "one", action: "delete"),
             module("x", type: "two"), module("fetched", "1", type: "three", url: missing), module("fine", type: "three"),
         ]])
         let operation = try await harness.waitForEnd(id)
         #expect(operation["status"] == "FAILED")
         let reason = operation["failureReason"]?.stringValue ?? ""
-        #expect(reason.hasPrefix("4 errors: "))
+        #expect(reason.hasPrefix("5 errors: "))
+        #expect(reason.contains("one remove odd: usage error (exit 1): no such option"))
         #expect(reason.contains("one install bad: failed (exit 2): bad is broken"))
         #expect(reason.contains("one install later: failed, may succeed later (exit 3): network down"))
         #expect(reason.contains("two prepare failed: failed (exit 2): cannot lock"))
