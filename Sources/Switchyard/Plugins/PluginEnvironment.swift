@@ -32,17 +32,18 @@ enum PluginEnvironment {
         if environment["HOME"]?.isEmpty ?? true { environment["HOME"] = home }
         return environment
     }
+}
 
-    static func processEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
+/// This process's environment variables, read from `environ`.
+public func processEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
         }
-        return result
+        pointer += 1
     }
+    return result
 }
