@@ -179,8 +179,9 @@ struct PluginProtocolTests {
         await harness.close()
     }
 
-    @Test func pluginRunsAsTheDeclaredUser() async throws {
-        guard geteuid() == 0, let nobody = getpwnam("nobody") else { return }
+    @Test(.enabled(if: geteuid() == 0 && getpwnam("nobody") != nil, "changing user needs root and a user 'nobody'"))
+    func pluginRunsAsTheDeclaredUser() async throws {
+        let nobody = try #require(getpwnam("nobody"))
         let harness = try await Harness()
         harness.script("whoami.sh", "id -u > \"$SWITCHYARD_STATE_DIR/uid\"")
         harness.declare("whoami.yaml", "operation: acme_WhoAmI\nexec: {command: [../bin/whoami.sh], user: nobody}\n")

@@ -48,7 +48,7 @@ struct OperationContext: HandlerContext {
         try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
     }
 
-    func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
+    func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
 
     func saveState(_ value: String, forKey key: String) async throws {
         try FileSystem.writeAtomically(statePath(key), Array(value.utf8), mode: 0o600)
@@ -139,7 +139,7 @@ struct ReportContext: DeviceContext {
         try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
     }
 
-    func sha256(ofFile path: String) async throws -> String { try sha256Hex(ofFile: path) }
+    func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
 }
 
 /// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets what was

@@ -11,7 +11,7 @@ import Musl
 
 /// Token access for plugins (seed 003): an HTTP proxy on 127.0.0.1 that forwards `/c8y/<path>` to
 /// the tenant with the agent's current authentication (renewed and retried once on a 401), so
-/// plugins never hold the device's credentials or tokens.
+/// plugins need not hold the device's credentials. They can ask for a token, though: see `GET /token`.
 ///
 /// Every request must carry the per-run secret in `X-Switchyard-Secret` (plugins get it in
 /// `SWITCHYARD_PROXY_SECRET`): a port on loopback is open to every local user, the secret is not.
