@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "switchyard", targets: ["switchyard"]),
         .executable(name: "switchyard-sandbox", targets: ["switchyard-sandbox"]),
         .library(name: "HandlerKit", targets: ["HandlerKit"]),
+        // For handler authors' unit tests: a recording HandlerContext (no agent, no sandbox).
+        .library(name: "HandlerKitTesting", targets: ["HandlerKitTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -41,6 +43,7 @@ let package = Package(
 
         .target(name: "JSONSupport", swiftSettings: strict),
         .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
+        .target(name: "HandlerKitTesting", dependencies: ["HandlerKit"], swiftSettings: strict),
         .target(name: "Cumulocity", dependencies: [
             "CCurl", "COpenSSL", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
@@ -97,6 +100,7 @@ let package = Package(
 
         .testTarget(name: "SwitchyardTests", dependencies: [
             "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport", "SoftwareHandler",
+            "HandlerKitTesting", "MessageHandler", "ConfigurationHandler", "FirmwareHandler",
         ], swiftSettings: strict),
     ]
 )

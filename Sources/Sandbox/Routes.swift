@@ -1,3 +1,4 @@
+import Cumulocity
 import HTTPTypes
 import Hummingbird
 import JSONSupport
@@ -313,9 +314,3 @@ struct Routes: Sendable {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}

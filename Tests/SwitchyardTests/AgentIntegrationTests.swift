@@ -137,8 +137,10 @@ struct AgentIntegrationTests {
         try await harness.startAgent()
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         await harness.stopAgent()
+        let reconciled = harness.logs.count("reconciled with the platform")
         try await harness.startAgent()
-        try await Task.sleep(for: .milliseconds(300))
+        // The restarted agent has looked at what is open on the platform (and found nothing to run).
+        try await eventually("reconciled after the restart") { harness.logs.count("reconciled with the platform") > reconciled }
         #expect(try String(contentsOfFile: counter, encoding: .utf8) == "run\n")
         await harness.close()
     }
@@ -152,8 +154,9 @@ struct AgentIntegrationTests {
         let id = try await harness.createOperation(["acme_Slow": [:]])
         for _ in 0..<3 { await harness.tenant.redeliver(id) }
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        let taken = harness.logs.count("operation delivered again; already taken")
         await harness.tenant.redeliver(id)
-        try await Task.sleep(for: .milliseconds(300))
+        try await eventually("the late delivery seen and refused") { harness.logs.count("operation delivered again; already taken") > taken }
         #expect(try String(contentsOfFile: counter, encoding: .utf8) == "run\n")
         #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "SUCCESSFUL"])
         await harness.close()

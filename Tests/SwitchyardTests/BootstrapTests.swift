@@ -44,12 +44,13 @@ struct BootstrapTests {
     @Test func wrongBootstrapPasswordIsRefusedAndNothingIsStored() async throws {
         let harness = try await Harness()
         let configuration = bootstrapConfiguration(harness, password: "wrong")
+        let logs = LogCapture()
         let agent = Task { [configuration] in
             try await Agent(configuration: configuration, catalog: [:], tuning: Harness.tuning,
-                            logger: LogCapture().logger()).run()
+                            logger: logs.logger()).run()
         }
         await harness.tenant.accept(deviceId: harness.externalId)
-        try await Task.sleep(for: .milliseconds(500))
+        try await eventually("the refusal seen") { logs.contains("the bootstrap credentials were refused (401)") }
         #expect(await harness.tenant.credentialRequests == 0)  // refused at the gate with 401
         #expect(!FileManager.default.fileExists(atPath: harness.state + "/credentials.json"))
         #expect(await harness.deviceID() == nil)

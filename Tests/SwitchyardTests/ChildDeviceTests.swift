@@ -57,8 +57,10 @@ struct ChildDeviceTests {
         try await eventually("discovered child registered") { await harness.tenant.device(externalId: found) != nil }
         let id = await harness.tenant.device(externalId: found)?["id"]
         await harness.stopAgent()
+        let reconciled = harness.logs.count("reconciled with the platform")
         try await harness.startAgent()
-        try await Task.sleep(for: .milliseconds(300))
+        // Children are registered before the subscription, so a reconciliation after it means they were.
+        try await eventually("past child registration") { harness.logs.count("reconciled with the platform") > reconciled }
         #expect(await harness.tenant.device(externalId: found)?["id"] == id)
         let agentID = try #require(await harness.deviceID())
         let references = await harness.tenant.managedObject(agentID)?["childDevices"]?["references"]?.arrayValue ?? []

@@ -269,7 +269,8 @@ actor Gate {
 }
 
 /// The real binary, as an operator and systemd run it.
-@Suite(.timeLimit(.minutes(3)))
+// One at a time: each test runs agents or real binaries, and the rest of the suite runs meanwhile.
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct OperatorProcessTests {
     struct Result {
         let status: Int32

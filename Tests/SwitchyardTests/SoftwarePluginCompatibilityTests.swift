@@ -9,7 +9,8 @@ import Testing
 /// thin-edge.io's software-management plugin API (docs/src/references/software-management-plugin-api.md),
 /// exercised verb by verb and exit code by exit code with fixture plugins written the way real ones
 /// are: POSIX sh that records each call it gets.
-@Suite(.timeLimit(.minutes(3)))
+// One at a time: each test runs agents or real binaries, and the rest of the suite runs meanwhile.
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct SoftwarePluginCompatibilityTests {
     /// A plugin named `type` in `root/sm-plugins`, appending each call's argv (and update-list's stdin)
     /// to `root/calls`; `body` is a `case "$1"` arm list that runs before the default (exit 0).

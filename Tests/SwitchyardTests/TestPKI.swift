@@ -84,6 +84,8 @@ final class LogCapture: Sendable {
     var text: String { lines.withLock { $0.joined(separator: "\n") } }
 
     func contains(_ needle: String) -> Bool { lines.withLock { $0.contains { $0.contains(needle) } } }
+    /// How many lines hold `needle`: wait for it to grow to see that something happened again.
+    func count(_ needle: String) -> Int { lines.withLock { $0.filter { $0.contains(needle) }.count } }
 
     func logger(_ label: String = "agent") -> Logger {
         var logger = Logger(label: label, factory: { _ in Handler(capture: self) })

@@ -238,11 +238,6 @@ public struct PlatformClient: Sendable {
 
 
 
-    /// Updates an operation: its status, `failureReason` and result fragments.
-    public func updateOperation(id: String, _ update: JSONValue) async throws(PlatformError) {
-        _ = try await send("PUT", "/devicecontrol/operations/\(percentEncoded(id))", body: update, accept: MediaType.operation)
-    }
-
     /// Creates an operation (the platform side: applications and tests).
     public func createOperation(_ operation: JSONValue) async throws(PlatformError) -> JSONValue {
         let path = "/devicecontrol/operations"
@@ -258,15 +253,7 @@ public struct PlatformClient: Sendable {
         return json
     }
 
-    // MARK: Measurements, events, alarms (seed steps 9–11)
-
-    public func createMeasurement(_ measurement: JSONValue) async throws(PlatformError) {
-        _ = try await send("POST", "/measurement/measurements", body: measurement, accept: MediaType.measurement)
-    }
-
-    public func createEvent(_ event: JSONValue) async throws(PlatformError) {
-        _ = try await send("POST", "/event/events", body: event, accept: MediaType.event)
-    }
+    // MARK: Alarms (seed step 11; measurements and events go through the outbox)
 
     /// Raises an alarm and returns it with its `id`.
     public func createAlarm(_ alarm: JSONValue) async throws(PlatformError) -> JSONValue {

@@ -7,8 +7,9 @@ import Musl
 /// Threads of the agent's own, outside Swift's cooperative pool, working through one FIFO queue of
 /// closures. On a one-core gateway the cooperative pool has a single thread: a blocking call there
 /// (an fsync on slow flash, hashing a 2 GiB image) would stop Bayeux, the outbox and dispatch with it.
-/// Such work goes here instead: ``StorageExecutor`` (one thread, for the journal and the outbox) and
-/// ``BlockingPool`` (two threads, for hashing and other long blocking calls).
+/// Such work goes here instead: ``BlockingPool`` (two threads, for hashing and other long blocking
+/// calls). A serial executor for durable storage can be built on it, one per agent (a process-wide
+/// one serialised the fsyncs of every agent a test process runs at once).
 final class ThreadQueue: @unchecked Sendable {
     // The queue and its lock live at fixed addresses (pthread objects must not move).
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -61,21 +62,6 @@ final class ThreadQueue: @unchecked Sendable {
             job()
         }
     }
-}
-
-/// The executor of durable storage: the ``Journal`` and ``Outbox`` actors run on this one thread, so
-/// their writes and fsyncs never hold a thread of the cooperative pool.
-final class StorageExecutor: SerialExecutor {
-    static let shared = StorageExecutor()
-    private let queue = ThreadQueue(name: "sy-storage", threads: 1)
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
-        let executor = asUnownedSerialExecutor()
-        queue.submit { unowned.runSynchronously(on: executor) }
-    }
-
-    func asUnownedSerialExecutor() -> UnownedSerialExecutor { UnownedSerialExecutor(ordinary: self) }
 }
 
 /// Two threads for long blocking calls (hashing an image, a large copy) that would otherwise hold a

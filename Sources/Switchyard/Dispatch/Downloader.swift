@@ -79,6 +79,6 @@ struct DownloadError: Error, CustomStringConvertible {
 import JSONSupport
 
 /// Downloads an artifact exactly as handlers do (for the workbench's benchmark).
-public func downloadArtifact(client: PlatformClient, url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
+package func downloadArtifact(client: PlatformClient, url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
     try await Downloader(client: client).download(url, to: path, maxBytes: maxBytes)
 }

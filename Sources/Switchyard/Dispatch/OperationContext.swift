@@ -201,6 +201,6 @@ func timestamp(_ date: Date = Date()) -> String {
 
 /// Runs a program the way handlers' commands run (argv, own process group, time limit, captured output),
 /// for the workbench and tools.
-public func runTool(_ argv: [String], timeout: Duration = .seconds(60)) async -> CommandResult {
+package func runTool(_ argv: [String], timeout: Duration = .seconds(60)) async -> CommandResult {
     await runDeviceCommand(argv, input: nil, environment: [:], timeout: timeout, directory: "/tmp", logFile: "/dev/null")
 }

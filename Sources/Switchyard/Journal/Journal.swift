@@ -24,9 +24,6 @@ import Musl
 /// file is read. The file is compacted at open and whenever enough records have piled up while
 /// running, to the unfinished and unacknowledged entries and the most recent finished ones.
 public actor Journal {
-    /// Durable storage runs on its own thread: its writes and fsyncs never hold the cooperative pool.
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
-
     /// How far an operation got.
     public enum Stage: String, Sendable, Codable {
         /// Recorded, not yet started (waiting for a free slot).

@@ -15,9 +15,6 @@ import ServiceLifecycle
 /// body is not the platform's JSON (a captive portal, a proxy) is not an answer at all: it is
 /// retried like a network failure. A delivered final status is acknowledged in the ``Journal``.
 public actor Outbox: Service {
-    /// Durable storage runs on its own thread: its writes and fsyncs never hold the cooperative pool.
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { StorageExecutor.shared.asUnownedSerialExecutor() }
-
     /// One queued request. Status updates are `PUT /devicecontrol/operations/<id>`.
     struct Item {
         let sequence: UInt64

@@ -2,10 +2,10 @@ import HandlerKit
 
 /// Measures what starting an executable plugin costs through the same runner operations use:
 /// from the call until the plugin has read the first byte of its input and exited.
-public enum PluginBenchmark {
+package enum PluginBenchmark {
     /// Runs `command` (which should read one byte of stdin and exit) `runs` times.
     /// - Returns: the duration of each run, in order.
-    public static func measure(command: [String], runs: Int, directory: String) async throws -> [Duration] {
+    package static func measure(command: [String], runs: Int, directory: String) async throws -> [Duration] {
         try FileSystem.makeDirectories(directory, mode: 0o700)
         let spec = ExecSpec(command: command, environment: [:], gracePeriod: .seconds(1), user: nil)
         let runner = ExecRunner()

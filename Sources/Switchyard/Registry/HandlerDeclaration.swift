@@ -1,3 +1,4 @@
+import Cumulocity
 public import HandlerKit
 
 /// One entry of `handlers.d`: which fragments trigger it, what is advertised, and how it runs.
@@ -55,10 +56,7 @@ public struct HandlerDeclaration: Sendable {
         return .object(object)
     }
 
-    static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)ms"
-    }
+    static func milliseconds(_ duration: Duration) -> String { "\(duration.milliseconds)ms" }
 
     /// A short name of the handler for logs and tables: `swift:Message` or `exec:/path/to/script`.
     public var handlerName: String {

@@ -1,0 +1,154 @@
+public import HandlerKit
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A ``HandlerContext`` that records what a compiled handler does, so the handler can be unit-tested
+/// without an agent, a sandbox or a network: inventory updates, events, measurements, alarms, log
+/// lines, saved state and commands are kept in ``calls``; downloads are served from local files; the
+/// commands a handler runs are answered by a ``CommandRunner`` the test provides.
+///
+/// ```swift
+/// let context = RecordingContext(stateDirectory: directory)
+/// let outcome = try await MessageHandler(options: .null).execute(operation, context: context)
+/// #expect(context.calls == [.log("message: hello")])
+/// ```
+public final class RecordingContext: HandlerContext, Sendable {
+    /// One thing the handler did, in order.
+    public enum Call: Equatable, Sendable {
+        case log(String)
+        case inventory([String: JSONValue])
+        case event(type: String, text: String, fragments: [String: JSONValue])
+        case measurement(type: String, fragments: [String: JSONValue])
+        case alarm(type: String, severity: AlarmSeverity, text: String)
+        case clearAlarm(type: String)
+        case saveState(key: String, value: String)
+        case command(argv: [String], input: [UInt8]?, environment: [String: String])
+        case download(url: String, path: String)
+    }
+
+    /// Answers a command the handler runs (argv, standard input, extra environment).
+    public typealias CommandRunner = @Sendable (_ argv: [String], _ input: [UInt8]?, _ environment: [String: String]) async -> CommandResult
+
+    public let phase: Phase
+    public let stateDirectory: String
+    private let state = Mutex<(calls: [Call], saved: [String: String])>(([], [:]))
+    private let runner: CommandRunner
+    private let downloads: [String: String]
+
+    /// - Parameters:
+    ///   - stateDirectory: the operation's directory, which the handler may write in (the test makes it).
+    ///   - downloads: what each URL serves, as the path of a local file.
+    ///   - savedState: state a previous run saved (for ``OperationHandler/resume(_:context:)``).
+    ///   - commands: answers the handler's commands; without one, every command fails saying so.
+    public init(phase: Phase = .execute, stateDirectory: String, downloads: [String: String] = [:],
+                savedState: [String: String] = [:], commands: CommandRunner? = nil) {
+        self.phase = phase
+        self.stateDirectory = stateDirectory
+        self.downloads = downloads
+        self.runner = commands ?? { argv, _, _ in
+            CommandResult(exitCode: nil, detail: "RecordingContext has no command runner for \(argv)")
+        }
+        state.withLock { $0.saved = savedState }
+    }
+
+    /// Everything the handler did so far, in order.
+    public var calls: [Call] { state.withLock { $0.calls } }
+
+    /// The inventory fragments as they would be on the device after the recorded updates.
+    public var inventory: [String: JSONValue] {
+        var merged: [String: JSONValue] = [:]
+        for case .inventory(let fragments) in calls { merged.merge(fragments) { $1 } }
+        return merged
+    }
+
+    private func record(_ call: Call) { state.withLock { $0.calls.append(call) } }
+
+    public func log(_ message: String) async { record(.log(message)) }
+
+    public func updateInventory(_ fragments: [String: JSONValue]) async throws {
+        var fragments = fragments
+        fragments["name"] = nil  // as the agent does: never from an agent
+        record(.inventory(fragments))
+    }
+
+    public func sendEvent(type: String, text: String, fragments: [String: JSONValue]) async throws {
+        record(.event(type: type, text: text, fragments: fragments))
+    }
+
+    public func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
+        record(.measurement(type: type, fragments: fragments))
+    }
+
+    public func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws {
+        record(.alarm(type: type, severity: severity, text: text))
+    }
+
+    public func clearAlarm(type: String) async throws { record(.clearAlarm(type: type)) }
+
+    public func saveState(_ value: String, forKey key: String) async throws {
+        state.withLock {
+            $0.saved[key] = value
+            $0.calls.append(.saveState(key: key, value: value))
+        }
+    }
+
+    public func loadState(forKey key: String) async -> String? { state.withLock { $0.saved[key] } }
+
+    public func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
+                           logging: CommandLogging) async -> CommandResult {
+        record(.command(argv: argv, input: input, environment: environment))
+        return await runner(argv, input, environment)
+    }
+
+    /// Copies the file registered for `url` to `path`; an unknown URL fails as a 404 would.
+    public func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
+        record(.download(url: url, path: path))
+        guard let source = downloads[url] else { throw RecordingContextError("no download registered for \(url) (404)") }
+        let bytes = try readFile(source)
+        guard Int64(bytes.count) <= maxBytes else {
+            throw RecordingContextError("\(url) is \(bytes.count) bytes, more than the limit of \(maxBytes)")
+        }
+        try writeFile(path, bytes)
+        return Int64(bytes.count)
+    }
+
+    public func sha256(ofFile path: String) async throws -> String {
+        var hash = SHA256()
+        hash.update(try readFile(path))
+        return hash.hexDigest()
+    }
+}
+
+/// What a ``RecordingContext`` could not do, with why.
+public struct RecordingContextError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func readFile(_ path: String) throws(RecordingContextError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw RecordingContextError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        guard count >= 0 else { throw RecordingContextError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        if count == 0 { return bytes }
+        bytes += chunk[0..<count]
+    }
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) throws(RecordingContextError) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw RecordingContextError("cannot create \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    guard written == bytes.count else { throw RecordingContextError("cannot write \(path): \(String(cString: strerror(errno)))") }
+}
