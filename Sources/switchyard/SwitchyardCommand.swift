@@ -44,24 +44,34 @@ struct LoggingOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// The configuration file and log level, as every command that talks to the tenant takes them.
-struct AgentOptions: ParsableArguments {
+/// `--config`, as every command that reads the configuration takes it.
+struct ConfigurationFileOption: ParsableArguments {
     @Option(name: .long, help: "The configuration file (YAML); default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
     var config: String?
 
-    @OptionGroup var logging: LoggingOptions
+    /// The file to read with these variables (see ``AgentConfiguration/file(option:environment:)``).
+    func file(_ variables: [String: String]) -> String? { AgentConfiguration.file(option: config, environment: variables) }
+}
 
-    var file: String? { AgentConfiguration.file(option: config, environment: environment()) }
+/// A configuration that cannot be used: every problem printed, exit status 2.
+func unusableConfiguration(_ error: ConfigurationError) -> ExitCode {
+    printError("switchyard: \(error)")
+    return ExitCode(2)
+}
+
+/// The configuration file and log level, as every command that talks to the tenant takes them.
+struct AgentOptions: ParsableArguments {
+    @OptionGroup var configuration: ConfigurationFileOption
+    @OptionGroup var logging: LoggingOptions
 
     /// Loads the configuration and sets up logging; every problem is printed and the exit code is 2.
     func load() throws -> (AgentConfiguration, Logger) {
-        let variables = environment()
-        do {
-            let configuration = try AgentConfiguration.load(file: file, environment: variables)
-            return (configuration, logging.bootstrap(configuration.log, environment: variables))
+        let variables = processEnvironment()
+        do throws(ConfigurationError) {
+            let loaded = try AgentConfiguration.load(file: configuration.file(variables), environment: variables)
+            return (loaded, logging.bootstrap(loaded.log, environment: variables))
         } catch {
-            printError("switchyard: \(error)")
-            throw ExitCode(2)
+            throw unusableConfiguration(error)
         }
     }
 }
@@ -76,7 +86,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let (configuration, logger) = try options.load()
         let agent = Agent(configuration: configuration, catalog: builtinHandlers,
-                          notifier: SystemdNotifier.fromEnvironment(environment()), logger: logger)
+                          notifier: SystemdNotifier.fromEnvironment(processEnvironment()), logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -91,12 +101,11 @@ struct Config: AsyncParsableCommand {
             abstract: "Load the configuration as `run` would and check the files it names; exit 1 listing every problem.",
             discussion: "Prints each key's effective value (secrets masked) and where it came from: file:line, the variable, or the default.")
 
-        @Option(name: .long, help: "The configuration file (YAML); default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
-        var config: String?
+        @OptionGroup var configuration: ConfigurationFileOption
 
         func run() async throws {
-            let variables = environment()
-            let file = AgentConfiguration.file(option: config, environment: variables)
+            let variables = processEnvironment()
+            let file = configuration.file(variables)
             let inspection = AgentConfiguration.inspect(file: file, environment: variables)
             print("configuration file: \(file ?? "none (every key from the environment)")")
             if !inspection.entries.isEmpty {
@@ -143,18 +152,15 @@ struct HandlersDirectoryOptions: ParsableArguments {
     @Option(name: .long, help: "The handlers directory (default: the configuration's `handlers`, else handlers.d).")
     var dir: String?
 
-    @Option(name: .long, help: "The configuration file to take `handlers` from; default $SWITCHYARD_CONFIG, else \(AgentConfiguration.defaultFile) if it exists.")
-    var config: String?
+    @OptionGroup var configuration: ConfigurationFileOption
 
     func directory() throws -> String {
         if let dir { return FileSystem.absolute(dir) }
-        let variables = environment()
-        do {
-            return try AgentConfiguration.handlersDirectory(file: AgentConfiguration.file(option: config, environment: variables),
-                                                            environment: variables)
+        let variables = processEnvironment()
+        do throws(ConfigurationError) {
+            return try AgentConfiguration.handlersDirectory(file: configuration.file(variables), environment: variables)
         } catch {
-            printError("switchyard: \(error)")
-            throw ExitCode(2)
+            throw unusableConfiguration(error)
         }
     }
 }
@@ -202,5 +208,3 @@ func printError(_ text: String) {
     var line = text + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
-
-func environment() -> [String: String] { processEnvironment() }

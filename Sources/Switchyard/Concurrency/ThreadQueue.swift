@@ -17,9 +17,8 @@ final class ThreadQueue: @unchecked Sendable {
     private var jobs: [() -> Void] = []
     private var head = 0
 
-    /// Starts `threads` threads; `name` says what they are for (Glibc's module map does not export
-    /// pthread_setname_np, so the kernel shows the process's name).
-    init(name: String, threads: Int) {
+    /// Starts `threads` threads (unnamed: Glibc's module map does not export pthread_setname_np).
+    init(threads: Int) {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for _ in 0..<threads {
@@ -67,7 +66,7 @@ final class ThreadQueue: @unchecked Sendable {
 /// Two threads for long blocking calls (hashing an image, a large copy) that would otherwise hold a
 /// thread of the cooperative pool for seconds.
 enum BlockingPool {
-    private static let queue = ThreadQueue(name: "sy-blocking", threads: 2)
+    private static let queue = ThreadQueue(threads: 2)
 
     /// Runs `body` on a blocking-pool thread and returns its result to the caller's executor.
     static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {

@@ -95,14 +95,8 @@ struct OperationContext: HandlerContext {
 
     /// Raises an alarm on the target device (through the outbox).
     func raiseAlarm(type: String, severity: String, text: String, fragments: [String: JSONValue]) async throws {
-        var alarm = fragments
-        alarm["source"] = ["id": .string(deviceID)]
-        alarm["type"] = .string(type)
-        alarm["severity"] = .string(severity)
-        alarm["text"] = .string(text)
-        alarm["status"] = "ACTIVE"
-        alarm["time"] = .string(timestamp())
-        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm, body: .object(alarm),
+        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm,
+                                 body: alarmBody(device: deviceID, type: type, severity: severity, text: text, fragments: fragments),
                                  operationID: operationID)
     }
 }
@@ -128,11 +122,8 @@ struct ReportContext: DeviceContext {
     }
 
     func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws {
-        let alarm: JSONValue = [
-            "source": ["id": .string(deviceID)], "type": .string(type), "severity": .string(severity.rawValue),
-            "text": .string(text), "status": "ACTIVE", "time": .string(timestamp()),
-        ]
-        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm, body: alarm)
+        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm,
+                                 body: alarmBody(device: deviceID, type: type, severity: severity.rawValue, text: text))
     }
 
     func clearAlarm(type: String) async throws {
@@ -140,6 +131,18 @@ struct ReportContext: DeviceContext {
     }
 
     func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
+}
+
+/// A new ACTIVE alarm of `device`, as `POST /alarm/alarms` takes it.
+func alarmBody(device: String, type: String, severity: String, text: String, fragments: [String: JSONValue] = [:]) -> JSONValue {
+    var alarm = fragments
+    alarm["source"] = ["id": .string(device)]
+    alarm["type"] = .string(type)
+    alarm["severity"] = .string(severity)
+    alarm["text"] = .string(text)
+    alarm["status"] = "ACTIVE"
+    alarm["time"] = .string(timestamp())
+    return .object(alarm)
 }
 
 /// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets what was

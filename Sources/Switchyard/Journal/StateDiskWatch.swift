@@ -77,11 +77,9 @@ public actor StateDiskWatch {
     private func send(raise: Bool) async {
         do {
             if raise {
-                _ = try await client.createAlarm([
-                    "source": ["id": .string(deviceID)], "type": .string(Self.alarmType), "severity": "MAJOR", "status": "ACTIVE",
-                    "text": .string("The agent's state directory \(directory) is full: operations cannot be recorded or run"),
-                    "time": .string(timestamp()),
-                ])
+                _ = try await client.createAlarm(alarmBody(
+                    device: deviceID, type: Self.alarmType, severity: "MAJOR",
+                    text: "The agent's state directory \(directory) is full: operations cannot be recorded or run"))
             } else {
                 for alarm in try await client.alarms(source: deviceID, status: "ACTIVE", type: Self.alarmType) {
                     if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }

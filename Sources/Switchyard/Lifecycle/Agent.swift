@@ -352,9 +352,8 @@ public struct Agent: Service {
                     return nil
                 }
                 let delay = tuning.startupBackoff.delay(attempt: attempt)
-                // Logged at every step while the delay grows, then once every 10 attempts at the
-                // ceiling: a wrong password must not fill the journal, nor go unsaid.
-                if tuning.startupBackoff.isGrowing(at: attempt) || attempt % 10 == 0 {
+                // A wrong password must not fill the journal, nor go unsaid.
+                if tuning.startupBackoff.isLogged(attempt: attempt) {
                     var metadata: Logger.Metadata = ["error": "\(error)", "retryIn": "\(delay.readable)", "attempt": "\(attempt)",
                                                      "backoffCeiling": "\(tuning.startupBackoff.maximum.readable)"]
                     if error.status == 401 || error.status == 403 {

@@ -48,8 +48,8 @@ struct Bootstrap {
                 // Backed off to a ceiling of 5 minutes; logged at each step, then every 10th refusal.
                 refusals += 1
                 let backoff = Backoff(initial: max(interval, .seconds(30)), maximum: .seconds(300))
-                let pause = min(backoff.initial * (1 << min(refusals - 1, 8)), backoff.maximum)
-                if backoff.isGrowing(at: refusals) || refusals % 10 == 0 {
+                let pause = backoff.base(attempt: refusals)
+                if backoff.isLogged(attempt: refusals) {
                     logger.error("the bootstrap credentials were refused (401); check auth.bootstrap.* (switchyard config check)",
                                  metadata: ["user": "\(bootstrap.user)", "refusals": "\(refusals)", "retryIn": "\(pause.readable)",
                                             "backoffCeiling": "\(backoff.maximum.readable)"])

@@ -97,10 +97,8 @@ actor CertificateWatch {
             alarm = (existing.id, wanted.text)
         case (let wanted?, nil):
             logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
-            let created = try await client.createAlarm([
-                "source": ["id": .string(deviceID)], "type": .string(Self.alarmType), "severity": .string(wanted.severity),
-                "text": .string(wanted.text), "time": .string(timestamp()), "status": "ACTIVE",
-            ])
+            let created = try await client.createAlarm(alarmBody(device: deviceID, type: Self.alarmType,
+                                                                 severity: wanted.severity, text: wanted.text))
             alarm = (created["id"]?.idValue ?? "", wanted.text)
         }
     }

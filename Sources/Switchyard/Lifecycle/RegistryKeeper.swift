@@ -105,10 +105,7 @@ actor RegistryKeeper {
                 }
                 continue
             }
-            let created = try await client.createAlarm([
-                "source": ["id": .string(deviceID)], "type": .string(type), "severity": "MAJOR",
-                "text": .string(text), "time": .string(timestamp()), "status": "ACTIVE",
-            ])
+            let created = try await client.createAlarm(alarmBody(device: deviceID, type: type, severity: "MAJOR", text: text))
             alarms?[type] = (created["id"]?.idValue ?? "", text)
         }
         for (type, existing) in alarms ?? [:] where wanted[type] == nil {

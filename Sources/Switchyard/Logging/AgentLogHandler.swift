@@ -75,7 +75,7 @@ public struct AgentLogHandler: LogHandler {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
         if let own = event.metadata { merged.merge(own) { $1 } }
-        output.write(Self.render(format: format, timestamp: LogClock.now(), level: event.level, label: label,
+        output.write(Self.render(format: format, timestamp: timestamp(), level: event.level, label: label,
                                  message: event.message.description, metadata: merged))
     }
 
@@ -185,21 +185,5 @@ public final class LogOutput: Sendable {
                 }
             }
         }
-    }
-}
-
-/// The wall-clock time as ISO 8601 in UTC with milliseconds, without Foundation.
-enum LogClock {
-    static func now() -> String {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        var seconds = spec.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let millis = Int(spec.tv_nsec / 1_000_000)
-        let fraction = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
     }
 }

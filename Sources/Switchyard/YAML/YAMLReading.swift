@@ -68,13 +68,6 @@ struct MappingReader {
         }
     }
 
-    func rejectUnknownKeys(allowed: [String]) throws(FileProblem) {
-        for pair in pairs where !allowed.contains(pair.key) {
-            throw FileProblem(file: file, line: pair.keyLine,
-                              "unknown key '\(pair.key)' in \(what) (expected one of: \(allowed.joined(separator: ", ")))")
-        }
-    }
-
     func string(_ key: String) throws(FileProblem) -> String? {
         guard let node = node(key), !node.isNull else { return nil }
         guard let text = node.scalar else {
