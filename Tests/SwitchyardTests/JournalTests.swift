@@ -110,6 +110,7 @@ struct JournalTests {
             #expect(await journal.unfinished().map(\.id) == ["7"])
             let big: JSONValue = ["text": .string(String(repeating: "b", count: 8192))]
             await #expect(throws: FileSystemError.self) { try await journal.accept("9", operation: big, fragment: nil) }
+            #expect(await journal.entry("9") == nil)
             unlink(filler)
             _ = try await journal.accept("10", operation: [:], fragment: nil)
         }
@@ -133,7 +134,8 @@ struct JournalTests {
         #expect(await reopened.pendingCount == 2)
         #expect(await reopened.hasUpdate(for: "1", status: "EXECUTING"))
         try await reopened.enqueue(operationID: "2", ["status": "EXECUTING"])
-        let names = try FileSystem.list(dir)?.filter { $0.hasSuffix(".json") }
-        #expect(names == ["0000000000000001.json", "0000000000000002.json", "0000000000000003.json"])
+        let again = try Outbox(directory: dir, client: client, logger: logger)
+        let order = await again.queuedRecords().map { "\($0["operationId"]?.stringValue ?? "-") \($0["body"]?["status"]?.stringValue ?? "-")" }
+        #expect(order == ["1 EXECUTING", "1 SUCCESSFUL", "2 EXECUTING"])
     }
 }

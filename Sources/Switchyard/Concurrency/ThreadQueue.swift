@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -8,14 +10,16 @@ import Musl
 /// closures. On a one-core gateway the cooperative pool has a single thread: a blocking call there
 /// (an fsync on slow flash, hashing a 2 GiB image) would stop Bayeux, the outbox and dispatch with it.
 /// Such work goes here instead: ``BlockingPool`` (two threads, for hashing and other long blocking
-/// calls). A serial executor for durable storage can be built on it, one per agent (a process-wide
-/// one serialised the fsyncs of every agent a test process runs at once).
+/// calls) and each agent's ``StorageThread`` (one thread, for the journal's and the outbox's writes
+/// and fsyncs).
 final class ThreadQueue: @unchecked Sendable {
     // The queue and its lock live at fixed addresses (pthread objects must not move).
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var jobs: [() -> Void] = []
     private var head = 0
+    /// ``finish()`` was called: the threads end once the queue is empty.
+    private var finishing = false
 
     /// Starts `threads` threads (unnamed: Glibc's module map does not export pthread_setname_np).
     init(threads: Int) {
@@ -46,11 +50,24 @@ final class ThreadQueue: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// A thread's life: take the oldest job, run it, forever (the queues live as long as the process).
+    /// Lets the threads end once the jobs queued so far have run (a job submitted later still runs,
+    /// on the last thread to leave).
+    func finish() {
+        pthread_mutex_lock(mutex)
+        finishing = true
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// A thread's life: take the oldest job, run it, until ``finish()`` and an empty queue.
     private func work() {
         while true {
             pthread_mutex_lock(mutex)
-            while head == jobs.count { pthread_cond_wait(condition, mutex) }
+            while head == jobs.count && !finishing { pthread_cond_wait(condition, mutex) }
+            if head == jobs.count {
+                pthread_mutex_unlock(mutex)
+                return
+            }
             let job = jobs[head]
             head += 1
             if head > 1024 && head * 2 > jobs.count {
@@ -61,6 +78,30 @@ final class ThreadQueue: @unchecked Sendable {
             job()
         }
     }
+}
+
+/// The thread an agent's durable storage writes and syncs on (``RecordLog``), so that an fsync on
+/// slow flash never holds a thread of the cooperative pool; and the count of those syncs, the cost
+/// of durability (docs/architecture.md, "Durable state").
+public final class StorageThread: Sendable {
+    let queue = ThreadQueue(threads: 1)
+    private let syncCount = Atomic<Int>(0)
+
+    public init() {}
+
+    /// fsyncs done on this thread since it started.
+    public var syncs: Int { syncCount.load(ordering: .relaxed) }
+
+    /// fsyncs `fd`; counted.
+    func sync(_ fd: Int32) -> Bool {
+        syncCount.add(1, ordering: .relaxed)
+        return fsync(fd) == 0
+    }
+
+    /// Ends the thread once what was queued has been written.
+    public func finish() { queue.finish() }
+
+    deinit { queue.finish() }
 }
 
 /// Two threads for long blocking calls (hashing an image, a large copy) that would otherwise hold a

@@ -1,11 +1,12 @@
 /// Runs `work`, giving up after `limit`: then `work` is cancelled (and awaited) and the result is `nil`.
 /// `work` should respond to cancellation promptly; the call returns only once it has ended.
-func withTimeLimit<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async -> T) async -> T? {
+func withTimeLimit<T: Sendable>(_ limit: Duration, deadlines: Deadlines = .shared,
+                                _ work: @escaping @Sendable () async -> T) async -> T? {
     await withTaskGroup(of: RaceFinish<T>.self) { group in
         group.addTask { .done(await work()) }
         group.addTask {
-            do { try await Task.sleep(for: limit) } catch { return .cancelled }
-            return .timedOut
+            // Not Task.sleep: a cancelled one stays scheduled, with its task, until its deadline.
+            await deadlines.sleep(for: limit) ? .timedOut : .cancelled
         }
         var result: T?
         while let finish = await group.next() {

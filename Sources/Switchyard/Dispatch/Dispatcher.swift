@@ -64,8 +64,8 @@ public actor Dispatcher {
 
     struct Unsettled {
         let update: JSONValue
-        /// Whether the update is in the outbox already (only the journal record is missing).
-        var queued = false
+        /// Whether the journal has the end already (only queueing it in the outbox is missing).
+        var journalled = false
     }
 
     /// Operation keys that are not fragments.
@@ -367,7 +367,7 @@ public actor Dispatcher {
         await report(operation.id, executing: job.reportExecuting)
         // The workspace exists before `started` is recorded: an operation the journal says was
         // started did get as far as its handler (a full disk fails it here, with that reason).
-        if let problem = prepareWorkspace(operation) {
+        if let problem = prepareWorkspace(operation, for: declaration) {
             await diskWatch?.failed(problem)
             await slot.release()
             await global.release()
@@ -416,13 +416,17 @@ public actor Dispatcher {
         await finish(operation.id, outcome, metadata: metadata)
     }
 
-    /// Creates the operation's directory with `operation.json`; the error when that fails.
-    private func prepareWorkspace(_ operation: Operation) -> FileSystemError? {
+    /// Creates the operation's directory, with `operation.json` for an executable plugin (not
+    /// synced: after a crash the journal has the operation, and the directory is made again); the
+    /// error when that fails.
+    private func prepareWorkspace(_ operation: Operation, for declaration: HandlerDeclaration) -> FileSystemError? {
         let directory = stateDirectory + "/operations/" + operation.id
         do {
             // Traversable (not listable) by others, so a plugin declared with `user:` reaches its own directory.
             try FileSystem.makeDirectories(directory, mode: 0o711)
-            try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600)
+            if case .exec = declaration.kind {
+                try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600, durable: false)
+            }
             return nil
         } catch {
             return error
@@ -577,6 +581,10 @@ public actor Dispatcher {
             outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
         case .exec(let spec):
             let directory = stateDirectory + "/operations/" + operation.id
+            // A compiled handler's workspace has no operation.json: the restart plugin reads the request.
+            if !FileSystem.exists(directory + "/operation.json") {
+                try? FileSystem.writeAtomically(directory + "/operation.json", request.json.encoded(), mode: 0o600, durable: false)
+            }
             let result = await runner.run(spec, operation: request.json,
                                           environment: pluginEnvironment(request, phase: .execute, directory: directory),
                                           timeout: restart.timeout, workingDirectory: directory, logFile: directory + "/restart.log")
@@ -626,20 +634,21 @@ public actor Dispatcher {
         await settle(id, metadata: metadata)
     }
 
-    /// Queues an operation's end and records it in the journal; on failure (a full disk) it stays
-    /// in `unsettled` and is tried again by ``settleAll()`` once the state directory takes writes.
+    /// Records an operation's end in the journal (fsynced: the final status is kept there until the
+    /// platform acknowledges it), then queues it in the outbox; on failure (a full disk) it stays in
+    /// `unsettled` and is tried again by ``settleAll()`` once the state directory takes writes.
     private func settle(_ id: String, metadata: Logger.Metadata) async {
         guard let pending = unsettled[id] else { return }
         do {
+            if !pending.journalled {
+                try await journal.finished(id, status: pending.update["status"]?.stringValue ?? "", final: pending.update)
+                unsettled[id]?.journalled = true
+            }
             if executingMissing.contains(id) {
                 try await outbox.enqueue(operationID: id, ["status": "EXECUTING"])
                 executingMissing.remove(id)
             }
-            if !pending.queued {
-                try await outbox.enqueue(operationID: id, pending.update)
-                unsettled[id]?.queued = true
-            }
-            try await journal.finished(id, status: pending.update["status"]?.stringValue ?? "", final: pending.update)
+            try await outbox.enqueue(operationID: id, pending.update)
             unsettled[id] = nil
             await housekeeping?.operationFinished()
         } catch {

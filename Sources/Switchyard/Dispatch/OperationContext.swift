@@ -145,10 +145,10 @@ func alarmBody(device: String, type: String, severity: String, text: String, fra
     return .object(alarm)
 }
 
-/// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets what was
-/// queued before it (say, the raise) go out first, waiting at most 10 s, then asks.
+/// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets the raises
+/// of that type queued before it go out first, waiting at most 10 s, then asks.
 func clearActiveAlarms(type: String, device: String, client: PlatformClient, outbox: Outbox) async throws {
-    _ = await withTimeLimit(.seconds(10)) { await outbox.waitUntilEmpty() }
+    _ = await withTimeLimit(.seconds(10)) { await outbox.waitUntilDelivered(key: Outbox.alarmKey(device: device, type: type)) }
     for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
         if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
     }

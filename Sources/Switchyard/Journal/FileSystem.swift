@@ -120,14 +120,16 @@ public enum FileSystem {
     /// Replaces a file atomically and durably: write a temporary file beside it, fsync, rename, fsync the directory.
     /// With `durable: false` nothing is synced: the file is whole or absent after a crash of the
     /// process, but may be lost in a power cut.
+    /// `sync` replaces `fsync` for the file and the directory (a ``StorageThread`` counts its syncs).
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644,
-                                       durable: Bool = true) throws(FileSystemError) {
+                                       durable: Bool = true, sync: ((Int32) -> Bool)? = nil) throws(FileSystemError) {
+        let syncFile: (Int32) -> Bool = sync ?? { fsync($0) == 0 }
         let temporary = path + ".tmp-\(getpid())-\(temporaryCounter.add(1, ordering: .relaxed).newValue)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw FileSystemError(operation: "create", path: temporary, code: errno) }
         do throws(FileSystemError) {
             try writeAll(fd, bytes, path: temporary)
-            if durable, fsync(fd) != 0 { throw FileSystemError(operation: "fsync", path: temporary, code: errno) }
+            if durable, !syncFile(fd) { throw FileSystemError(operation: "fsync", path: temporary, code: errno) }
             fchmod(fd, mode)
             close(fd)
         } catch {
@@ -140,7 +142,7 @@ public enum FileSystem {
             unlink(temporary)
             throw FileSystemError(operation: "rename", path: path, code: code)
         }
-        if durable { syncDirectory(of: path) }
+        if durable { syncDirectory(of: path, sync: syncFile) }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileSystemError) {
@@ -156,10 +158,12 @@ public enum FileSystem {
     }
 
     /// Fsyncs the directory holding `path`, so a rename or unlink in it survives a power cut.
-    public static func syncDirectory(of path: String) {
+    public static func syncDirectory(of path: String, sync: ((Int32) -> Bool)? = nil) {
         let directory = parent(of: path)
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 { fsync(fd); close(fd) }
+        guard fd >= 0 else { return }
+        if let sync { _ = sync(fd) } else { fsync(fd) }
+        close(fd)
     }
 
     public static func parent(of path: String) -> String {
@@ -169,6 +173,8 @@ public enum FileSystem {
 
     /// Creates a directory and its parents (like `mkdir -p`).
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(FileSystemError) {
+        // Most calls find the parents there: one mkdir instead of one per component.
+        if mkdir(path, mode) == 0 || errno == EEXIST { return }
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component

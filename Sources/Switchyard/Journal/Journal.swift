@@ -10,19 +10,26 @@ import Musl
 /// The durable record of which operations this agent has taken on, how far each got, and the final
 /// status of each until the platform has acknowledged it.
 ///
-/// An append-only file of JSON lines (`journal.jsonl` in the state directory). It is what makes
-/// execution at-most-once: an operation id found here is never started again, however often it is
-/// delivered, across restarts. And it is what lets the agent reconcile with the platform: a
-/// finished operation the platform still shows as PENDING or EXECUTING gets its final status again
-/// from here (``unacknowledged()``).
+/// An append-only file of JSON lines (`journal.jsonl` in the state directory), written through a
+/// ``RecordLog`` on the agent's ``StorageThread``. It is what makes execution at-most-once: an
+/// operation id found here is never started again, however often it is delivered, across restarts
+/// (within its window: the unfinished and unacknowledged entries and the newest `keepFinished`
+/// finished ones). And it is what lets the agent reconcile with the platform: a finished operation
+/// the platform still shows as PENDING or EXECUTING gets its final status again from here
+/// (``unacknowledged()``).
 ///
-/// Durability: `accepted`, `started` and `finished` records are fsynced (three syncs per operation);
-/// `acknowledged` is not (losing it only means the final status may be sent once more, which the
-/// platform takes as it is). A record is written whole or not at all: a failed write (a full disk)
-/// is cut off again, and when even that fails the next record starts on a new line, so a torn
-/// record never swallows the one after it; a torn last line (a crash mid-write) is skipped when the
-/// file is read. The file is compacted at open and whenever enough records have piled up while
-/// running, to the unfinished and unacknowledged entries and the most recent finished ones.
+/// Durability, two fsyncs per operation (shared by the operations of a burst through group commit):
+/// - `started` is fsynced before the handler runs: a run that got that far is never run again.
+/// - `finished` is fsynced before its final status is queued in the ``Outbox``: from here on the
+///   final status survives a power cut until the platform acknowledges it; the outbox need not sync it.
+/// - `accepted` and `acknowledged` are only written (they survive a crash of the agent, not a power
+///   cut). Losing `accepted` leaves the operation PENDING on the platform, so the next start takes
+///   it again; losing `acknowledged` means the final status may be sent once more, which the platform
+///   takes as it is.
+///
+/// The in-memory state changes before a record is queued, and is put back when the write fails, so
+/// a compaction (which writes the memory) always contains every record queued before it. The file
+/// is compacted at open and whenever enough records have piled up while running.
 public actor Journal {
     /// How far an operation got.
     public enum Stage: String, Sendable, Codable {
@@ -44,57 +51,50 @@ public actor Journal {
         public var final: JSONValue?
         /// Whether the platform has acknowledged the final status.
         public var acknowledged = false
+
+        /// The entry as one record (a compacted file holds one per entry).
+        var record: JSONValue {
+            ["id": .string(id), "stage": .string(stage.rawValue), "operation": operation,
+             "fragment": fragment.map(JSONValue.string) ?? .null, "status": status.map(JSONValue.string) ?? .null,
+             "final": final ?? JSONValue.null, "acknowledged": .bool(acknowledged)]
+        }
     }
 
-    private let path: String
     private let logger: Logger
     private let keepFinished: Int
     private var entries: [String: Entry]
     private var order: [String]
-    private var fd: Int32
-    /// The file's length up to the end of its last whole record.
-    private var length: Int
-    /// A write failed and could not be cut off: the next record starts with a newline.
-    private var torn = false
+    private var log: RecordLog
     /// Records appended since the file was last compacted.
     private var appendedSinceCompaction = 0
 
-    /// - Parameter keepFinished: how many acknowledged finished entries are kept for duplicate detection.
-    public init(directory: String, keepFinished: Int = 2000, logger: Logger) throws(FileSystemError) {
+    /// - Parameters:
+    ///   - keepFinished: how many acknowledged finished entries are kept for duplicate detection.
+    ///   - storage: the thread the file is written on (one per agent).
+    public init(directory: String, keepFinished: Int = 2000, storage: StorageThread = StorageThread(),
+                logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory, mode: 0o700)
         let path = directory + "/journal.jsonl"
-        self.path = path
         self.logger = logger
         self.keepFinished = keepFinished
-        let (entries, order, damaged) = try Self.readRecords(path)
+        let (records, damaged) = try RecordLog.read(path)
         if damaged > 0 {
             logger.warning("journal had unreadable lines (a crash mid-write); they were skipped",
                            metadata: ["file": "\(path)", "lines": "\(damaged)"])
         }
+        let (entries, order) = Self.entries(from: records)
         let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
         do {
-            (fd, length) = try Self.rewrite(path, kept, keptOrder)
+            try FileSystem.writeAtomically(path, Self.bytes(kept, keptOrder), mode: 0o600, sync: storage.sync)
         } catch where error.isDiskFull {
             // A full disk at start-up must not keep the agent from starting: append to the file as
             // it is (compacted next time), after a newline if its last record was cut short.
             logger.warning("cannot compact the journal: the disk is full; appending to it as it is",
                            metadata: ["file": "\(path)", "error": "\(error)"])
-            (fd, length, torn) = try Self.openForAppending(path)
         }
+        self.log = try RecordLog(path: path, thread: storage)
         self.entries = kept
         self.order = keptOrder
-    }
-
-    /// Opens the file as it is for appending; `torn` when it does not end with a newline.
-    private static func openForAppending(_ path: String) throws(FileSystemError) -> (Int32, Int, Bool) {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, code: errno) }
-        let bytes = (try? FileSystem.read(path)) ?? nil
-        return (fd, bytes?.count ?? 0, bytes.map { !$0.isEmpty && $0.last != UInt8(ascii: "\n") } ?? false)
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
     }
 
     /// The entry of an operation, if this agent has taken it on.
@@ -117,83 +117,85 @@ public actor Journal {
     }
 
     /// The size of the file, for housekeeping figures.
-    public var fileSize: Int { length }
+    public var fileSize: Int { log.length }
 
-    /// Records that an operation was taken on. Returns `false` if it was already known (a duplicate).
-    public func accept(_ id: String, operation: JSONValue, fragment: String?) throws(FileSystemError) -> Bool {
+    /// Records that an operation was taken on (written, not fsynced). Returns `false` if it was
+    /// already known (a duplicate).
+    public func accept(_ id: String, operation: JSONValue, fragment: String?) async throws(FileSystemError) -> Bool {
         guard entries[id] == nil else { return false }
-        try append(["id": .string(id), "stage": "accepted", "operation": operation,
-                    "fragment": fragment.map(JSONValue.string) ?? .null])
         entries[id] = Entry(id: id, stage: .accepted, operation: operation, fragment: fragment)
         order.append(id)
+        do {
+            try await append(["id": .string(id), "stage": "accepted", "operation": operation,
+                              "fragment": fragment.map(JSONValue.string) ?? .null], wait: .written)
+        } catch {
+            entries[id] = nil
+            order.removeAll { $0 == id }
+            throw error
+        }
         return true
     }
 
-    public func started(_ id: String) throws(FileSystemError) {
-        try append(["id": .string(id), "stage": "started"])
+    /// Records that the operation's handler starts (fsynced: once this returns, it never runs again).
+    public func started(_ id: String) async throws(FileSystemError) {
+        let before = entries[id]
         entries[id]?.stage = .started
+        do {
+            try await append(["id": .string(id), "stage": "started"], wait: .durable)
+        } catch {
+            if let before, entries[id] != nil { entries[id] = before }
+            throw error
+        }
     }
 
-    /// Records the operation's end; `final` is the status update queued for the platform, kept until
-    /// ``acknowledged(_:)`` so that it can be sent again if the platform never got it.
-    public func finished(_ id: String, status: String, final: JSONValue? = nil) throws(FileSystemError) {
-        try append(["id": .string(id), "stage": "finished", "status": .string(status), "final": final ?? .null])
+    /// Records the operation's end (fsynced); `final` is the status update queued for the platform,
+    /// kept until ``acknowledged(_:)`` so that it can be sent again if the platform never got it.
+    public func finished(_ id: String, status: String, final: JSONValue? = nil) async throws(FileSystemError) {
+        let before = entries[id]
         entries[id]?.stage = .finished
         entries[id]?.status = status
         entries[id]?.final = final
         entries[id]?.acknowledged = final.isNone
         entries[id]?.operation = .null  // the body is no longer needed
+        do {
+            try await append(["id": .string(id), "stage": "finished", "status": .string(status), "final": final ?? .null],
+                             wait: .durable)
+        } catch {
+            if let before, entries[id] != nil { entries[id] = before }
+            throw error
+        }
     }
 
     /// Records that the platform has the operation's final status (not fsynced: see the type's notes).
-    public func acknowledged(_ id: String) {
+    public func acknowledged(_ id: String) async {
         guard let entry = entries[id], entry.stage == .finished, !entry.acknowledged else { return }
+        entries[id]?.acknowledged = true
+        entries[id]?.final = nil
         do {
-            try append(["id": .string(id), "stage": "acknowledged"], sync: false)
+            try await append(["id": .string(id), "stage": "acknowledged"], wait: .written)
         } catch {
             logger.debug("cannot record an acknowledgement; the final status may be sent again",
                          metadata: ["operation": "\(id)", "error": "\(error)"])
         }
-        entries[id]?.acknowledged = true
-        entries[id]?.final = nil
-        compactIfDue()
+        await compactIfDue()
     }
 
-    private func append(_ record: JSONValue, sync: Bool = true) throws(FileSystemError) {
-        var bytes = record.encoded() + [UInt8(ascii: "\n")]
-        if torn { bytes.insert(UInt8(ascii: "\n"), at: 0) }
-        do throws(FileSystemError) {
-            try FileSystem.writeAll(fd, bytes, path: path)
-            if sync, fsync(fd) != 0 { throw FileSystemError(operation: "fsync", path: path, code: errno) }
-        } catch {
-            // Cut the partial record off, so the next one does not glue to it (a file that already
-            // ended in a torn record stays marked: the next record still needs its newline).
-            if ftruncate(fd, off_t(length)) != 0 { torn = true }
-            throw error
-        }
-        length += bytes.count
-        torn = false
+    private func append(_ record: JSONValue, wait: RecordLog.Wait) async throws(FileSystemError) {
         appendedSinceCompaction += 1
+        try await log.append(record, wait: wait).value()
     }
 
     /// Compacts the file while running once it holds many more records than live entries
     /// (amortised: one rewrite, two syncs, per thousands of operations).
-    private func compactIfDue() {
+    private func compactIfDue() async {
         guard appendedSinceCompaction > max(1000, 2 * entries.count) else { return }
-        let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
+        (entries, order) = Self.compacted(entries, order, keepFinished: keepFinished)
+        appendedSinceCompaction = 0
         do {
-            let (newFD, newLength) = try Self.rewrite(path, kept, keptOrder)
-            close(fd)
-            fd = newFD
-            length = newLength
-            entries = kept
-            order = keptOrder
-            appendedSinceCompaction = 0
-            torn = false
+            try await log.replace(with: order.compactMap { entries[$0]?.record }).value()
         } catch {
-            // Retried at the next acknowledgement: appends to the old file go on meanwhile.
-            logger.warning("cannot compact the journal", metadata: ["file": "\(path)", "error": "\(error)"])
-            appendedSinceCompaction = 0
+            // Retried once enough records have piled up again: appends to the old file go on meanwhile.
+            logger.warning("cannot compact the journal", metadata: ["file": "\(log.path)", "error": "\(error)"])
         }
     }
 
@@ -208,22 +210,12 @@ public actor Journal {
         return (entries, order)
     }
 
-    /// Rewrites the file with the given entries, then opens it for appending.
-    private static func rewrite(_ path: String, _ entries: [String: Entry], _ order: [String]) throws(FileSystemError) -> (Int32, Int) {
+    private static func bytes(_ entries: [String: Entry], _ order: [String]) -> [UInt8] {
         var bytes: [UInt8] = []
         for id in order {
-            guard let entry = entries[id] else { continue }
-            let record: JSONValue = [
-                "id": .string(id), "stage": .string(entry.stage.rawValue), "operation": entry.operation,
-                "fragment": entry.fragment.map(JSONValue.string) ?? .null, "status": entry.status.map(JSONValue.string) ?? .null,
-                "final": entry.final ?? JSONValue.null, "acknowledged": .bool(entry.acknowledged),
-            ]
-            bytes += record.encoded() + [UInt8(ascii: "\n")]
+            if let entry = entries[id] { bytes += entry.record.encoded() + [UInt8(ascii: "\n")] }
         }
-        try FileSystem.writeAtomically(path, bytes, mode: 0o600)
-        let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
-        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, code: errno) }
-        return (fd, bytes.count)
+        return bytes
     }
 
     /// A value that is present and not JSON `null` (JSONValue takes `nil` literals, so this is spelled out).
@@ -234,26 +226,18 @@ public actor Journal {
         }
     }
 
-    private static func readRecords(_ path: String) throws(FileSystemError) -> ([String: Entry], [String], Int) {
+    /// Replays the records (in file order) into entries; records of unknown stages are ignored.
+    private static func entries(from records: [JSONValue]) -> ([String: Entry], [String]) {
         var entries: [String: Entry] = [:]
         var order: [String] = []
-        var damaged = 0
-        guard let bytes = try FileSystem.read(path) else { return ([:], [], 0) }
-        for line in bytes.split(separator: UInt8(ascii: "\n")) where !line.isEmpty {
-            guard let record = try? JSONValue.parse(line), let id = record["id"]?.stringValue,
-                  let stageName = record["stage"]?.stringValue else {
-                damaged += 1
-                continue
-            }
+        for record in records {
+            guard let id = record["id"]?.stringValue, let stageName = record["stage"]?.stringValue else { continue }
             if stageName == "acknowledged" {
                 entries[id]?.acknowledged = true
                 entries[id]?.final = nil
                 continue
             }
-            guard let stage = Stage(rawValue: stageName) else {
-                damaged += 1
-                continue
-            }
+            guard let stage = Stage(rawValue: stageName) else { continue }
             let final = Self.nonNull(record["final"])
             if entries[id] == nil {
                 order.append(id)
@@ -272,7 +256,7 @@ public actor Journal {
                 }
             }
         }
-        return (entries, order, damaged)
+        return (entries, order)
     }
 }
 

@@ -3,125 +3,225 @@ import JSONSupport
 import Logging
 import ServiceLifecycle
 
-/// Operation status updates, and the inventory updates, events and measurements handlers send,
-/// on their way to the platform.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Operation status updates, and the inventory updates, events, measurements and alarms handlers
+/// send, on their way to the platform.
 ///
-/// Each request is written to its own file in `outbox/` (atomically, fsynced) before it is sent,
-/// and deleted only when the platform has acknowledged it. Updates are sent one at a time in the
-/// order they were queued, so an operation's updates never overtake each other; a retryable
-/// failure (network, 5xx, 429, 401) is retried with backoff, holding back the ones behind it.
-/// An update the platform refuses outright (another 4xx) is logged with the answer and set aside
-/// in `outbox/rejected/` for inspection, so one bad update cannot block all the others. A 2xx whose
-/// body is not the platform's JSON (a captive portal, a proxy) is not an answer at all: it is
-/// retried like a network failure. A delivered final status is acknowledged in the ``Journal``.
+/// Each request is appended to `outbox/outbox.jsonl` (a ``RecordLog``) before it is sent; a record
+/// that it was delivered follows once the platform has acknowledged it. Status updates are only
+/// written, not fsynced: the journal holds an operation's final status durably until it is
+/// acknowledged, and EXECUTING is reported again after a restart when the platform still says
+/// PENDING. Every other request is fsynced (with group commit) before `enqueue` returns.
+///
+/// Up to `concurrency` requests are in flight at once. A request waits for every earlier one that
+/// shares a key with it (``keys``): the same operation, the same resource updated, the same alarm
+/// type of a device. So an operation's updates never overtake each other, and its final status never
+/// overtakes what its handler sent before it; unrelated requests do not wait for each other.
+///
+/// A retryable failure (network, 5xx, 429, 401) pauses sending with backoff and then probes with
+/// one request at a time until one gets through. A request the platform refuses outright (another
+/// 4xx) is logged with the answer and set aside in `outbox/rejected/` for inspection, so one bad
+/// request cannot block the others. A 2xx whose body is not the platform's JSON (a captive portal,
+/// a proxy) is not an answer at all: it is retried like a network failure. A delivered final
+/// status is acknowledged in the ``Journal``.
 public actor Outbox: Service {
     /// One queued request. Status updates are `PUT /devicecontrol/operations/<id>`.
-    struct Item {
+    struct Item: Sendable {
         let sequence: UInt64
         let operationID: String?
         let method: String
         let path: String
         let accept: String
         let body: JSONValue
-        var file: String
+        let keys: [String]
 
-        var record: JSONValue {
-            ["operationId": operationID.map(JSONValue.string) ?? .null, "method": .string(method), "path": .string(path),
-             "accept": .string(accept), "body": body]
-        }
-
-        /// Reads a stored record; `nil` for anything else.
-        init?(record: JSONValue, sequence: UInt64, file: String) {
-            guard let method = record["method"]?.stringValue, let path = record["path"]?.stringValue,
-                  let accept = record["accept"]?.stringValue, let body = record["body"] else { return nil }
-            self.init(sequence: sequence, operationID: record["operationId"]?.stringValue, method: method, path: path,
-                      accept: accept, body: body, file: file)
-        }
-
-        init(sequence: UInt64, operationID: String?, method: String, path: String, accept: String, body: JSONValue, file: String) {
+        init(sequence: UInt64, operationID: String?, method: String, path: String, accept: String, body: JSONValue) {
             self.sequence = sequence
             self.operationID = operationID
             self.method = method
             self.path = path
             self.accept = accept
             self.body = body
-            self.file = file
+            self.keys = Outbox.keys(operationID: operationID, method: method, path: path, body: body)
+        }
+
+        var record: JSONValue {
+            ["sequence": .int(Int64(sequence)), "operationId": operationID.map(JSONValue.string) ?? .null,
+             "method": .string(method), "path": .string(path), "accept": .string(accept), "body": body]
+        }
+
+        /// Reads a stored request (`sequence` from the record unless given); `nil` for anything else.
+        init?(record: JSONValue, sequence: UInt64? = nil) {
+            guard let sequence = sequence ?? record["sequence"]?.intValue.flatMap(UInt64.init(exactly:)),
+                  let method = record["method"]?.stringValue, let path = record["path"]?.stringValue,
+                  let accept = record["accept"]?.stringValue, let body = record["body"] else { return nil }
+            self.init(sequence: sequence, operationID: record["operationId"]?.stringValue, method: method, path: path,
+                      accept: accept, body: body)
+        }
+
+        var isStatusUpdate: Bool { operationID != nil && method == "PUT" && path.hasPrefix("/devicecontrol/operations/") }
+
+        /// The name a set-aside request gets in `rejected/` (and a request of the older layout had in `outbox/`).
+        var fileName: String {
+            String(repeating: "0", count: max(0, 16 - String(sequence).count)) + String(sequence) + ".json"
         }
     }
+
+    /// What a request must not overtake: the keys it shares with earlier requests.
+    static func keys(operationID: String?, method: String, path: String, body: JSONValue) -> [String] {
+        var keys: [String] = []
+        if let operationID { keys.append("operation " + operationID) }
+        if method == "PUT" { keys.append("PUT " + path) }
+        if path == "/alarm/alarms", let source = body["source"]?["id"]?.idValue, let type = body["type"]?.stringValue {
+            keys.append(alarmKey(device: source, type: type))
+        }
+        return keys
+    }
+
+    /// The key of a device's alarms of one type (a raise, then the clear that must follow it).
+    static func alarmKey(device: String, type: String) -> String { "alarm \(device) \(type)" }
 
     private let directory: String
     private let client: PlatformClient
     private let backoff: Backoff
     private let logger: Logger
     private let journal: Journal?
+    private let concurrency: Int
+    private let log: RecordLog
     private var queue: [Item]
+    private var inFlight: Set<UInt64> = []
     private var nextSequence: UInt64
+    /// Retryable failures in a row; while there are any, one request at a time probes the platform.
+    private var failures = 0
+    private var pause: Duration?
+    private var appendedSinceCompaction = 0
     private var wakeup: CheckedContinuation<Void, Never>?
     private var idleWaiters = Waiters()
+    private var keyWaiters: [UInt64: (key: String, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var nextKeyWaiter: UInt64 = 0
 
-    /// - Parameter journal: told when an operation's final status has been delivered.
+    /// - Parameters:
+    ///   - journal: told when an operation's final status has been delivered.
+    ///   - concurrency: how many requests may be in flight at once.
+    ///   - storage: the thread the file is written on (one per agent).
     public init(directory: String, client: PlatformClient, backoff: Backoff = Backoff(), journal: Journal? = nil,
-                logger: Logger) throws(FileSystemError) {
+                concurrency: Int = 8, storage: StorageThread = StorageThread(), logger: Logger) throws(FileSystemError) {
         try FileSystem.makeDirectories(directory + "/rejected", mode: 0o700)
         self.directory = directory
         self.journal = journal
         self.client = client
         self.backoff = backoff
+        self.concurrency = max(1, concurrency)
         self.logger = logger
-        var queue: [Item] = []
-        var nextSequence: UInt64 = 1
-        for name in try FileSystem.list(directory) ?? [] where name.hasSuffix(".json") {
+        let path = directory + "/outbox.jsonl"
+        let (records, damaged) = try RecordLog.read(path)
+        if damaged > 0 {
+            logger.warning("outbox had unreadable lines (a crash mid-write); they were skipped",
+                           metadata: ["file": "\(path)", "lines": "\(damaged)"])
+        }
+        var pending: [UInt64: Item] = [:]
+        for record in records {
+            if let done = record["done"]?.intValue.flatMap(UInt64.init(exactly:)) {
+                pending[done] = nil
+            } else if let item = Item(record: record) {
+                pending[item.sequence] = item
+            }
+        }
+        // Requests left by a version that kept a file per request come first: they are older.
+        let legacy = Self.readLegacy(directory, logger: logger)
+        var queue = legacy
+        var nextSequence = (legacy.map(\.sequence).max() ?? 0) + 1
+        for item in pending.values.sorted(by: { $0.sequence < $1.sequence }) {
+            queue.append(Item(sequence: nextSequence, operationID: item.operationID, method: item.method, path: item.path,
+                              accept: item.accept, body: item.body))
+            nextSequence += 1
+        }
+        var bytes: [UInt8] = []
+        for item in queue { bytes += item.record.encoded() + [UInt8(ascii: "\n")] }
+        do {
+            try FileSystem.writeAtomically(path, bytes, mode: 0o600, sync: storage.sync)
+            for item in legacy { FileSystem.remove(directory + "/" + item.fileName) }
+        } catch where error.isDiskFull && legacy.isEmpty {
+            logger.warning("cannot compact the outbox: the disk is full; appending to it as it is",
+                           metadata: ["file": "\(path)", "error": "\(error)"])
+            queue = pending.values.sorted { $0.sequence < $1.sequence }
+            nextSequence = (queue.last?.sequence ?? 0) + 1
+        }
+        self.log = try RecordLog(path: path, thread: storage)
+        self.queue = queue
+        self.nextSequence = nextSequence
+    }
+
+    /// The requests of the older layout, one file each (`outbox/0000000000000001.json`), in order;
+    /// an unreadable one is set aside.
+    private static func readLegacy(_ directory: String, logger: Logger) -> [Item] {
+        var items: [Item] = []
+        for name in (try? FileSystem.list(directory)) ?? [] where name.hasSuffix(".json") {
             let file = directory + "/" + name
-            guard let sequence = UInt64(name.dropLast(5)),
-                  let bytes = try FileSystem.read(file), let record = try? JSONValue.parse(bytes),
-                  let item = Item(record: record, sequence: sequence, file: file) else {
+            guard let sequence = UInt64(name.dropLast(5)), let bytes = try? FileSystem.read(file),
+                  let record = try? JSONValue.parse(bytes), let item = Item(record: record, sequence: sequence) else {
                 logger.error("unreadable outbox entry set aside", metadata: ["file": "\(file)"])
                 _ = Glibc.rename(file, directory + "/rejected/" + name)
                 continue
             }
-            queue.append(item)
-            nextSequence = max(nextSequence, sequence + 1)
+            items.append(item)
         }
-        self.queue = queue.sorted { $0.sequence < $1.sequence }
-        self.nextSequence = nextSequence
+        return items.sorted { $0.sequence < $1.sequence }
     }
 
-    /// Queues a status update durably. When this returns, the update survives a crash.
-    public func enqueue(operationID: String, _ update: JSONValue) throws(FileSystemError) {
-        try enqueue(method: "PUT", path: "/devicecontrol/operations/" + percentEncoded(operationID),
-                    accept: MediaType.operation, body: update, operationID: operationID)
+    /// Queues an operation's status update. When this returns it is in the file (the journal keeps
+    /// the final status durably; see the type's notes).
+    public func enqueue(operationID: String, _ update: JSONValue) async throws(FileSystemError) {
+        try await enqueue(method: "PUT", path: "/devicecontrol/operations/" + percentEncoded(operationID),
+                          accept: MediaType.operation, body: update, operationID: operationID)
     }
 
-    /// Queues any platform request durably (inventory updates, events, measurements, alarms).
-    public func enqueue(method: String, path: String, accept: String, body: JSONValue, operationID: String? = nil) throws(FileSystemError) {
-        let sequence = nextSequence
+    /// Queues any platform request (inventory updates, events, measurements, alarms); when this
+    /// returns it survives a power cut (a status update: a crash of the agent).
+    public func enqueue(method: String, path: String, accept: String, body: JSONValue, operationID: String? = nil) async throws(FileSystemError) {
+        let item = Item(sequence: nextSequence, operationID: operationID, method: method, path: path, accept: accept, body: body)
         nextSequence += 1
-        let name = String(repeating: "0", count: max(0, 16 - String(sequence).count)) + String(sequence) + ".json"
-        let item = Item(sequence: sequence, operationID: operationID, method: method, path: path, accept: accept,
-                        body: body, file: directory + "/" + name)
-        try FileSystem.writeAtomically(item.file, item.record.encoded(), mode: 0o600)
+        // Queued in memory first, so that a compaction under way includes it; sent only once written.
         queue.append(item)
-        wakeup?.resume()
-        wakeup = nil
+        inFlight.insert(item.sequence)
+        appendedSinceCompaction += 1
+        do {
+            try await log.append(item.record, wait: item.isStatusUpdate ? .written : .durable).value()
+        } catch {
+            queue.removeAll { $0.sequence == item.sequence }
+            inFlight.remove(item.sequence)
+            resumeWaiters()
+            throw error
+        }
+        inFlight.remove(item.sequence)
+        wake()
     }
 
     /// Whether a status update with this status is queued for the operation.
     public func hasUpdate(for operationID: String, status: String) -> Bool {
-        queue.contains { $0.operationID == operationID && $0.method == "PUT" && $0.body["status"]?.stringValue == status }
+        queue.contains { $0.isStatusUpdate && $0.operationID == operationID && $0.body["status"]?.stringValue == status }
     }
 
     /// Whether any status update is queued for the operation.
     public func hasUpdate(for operationID: String) -> Bool {
-        queue.contains { $0.operationID == operationID && $0.method == "PUT" }
+        queue.contains { $0.isStatusUpdate && $0.operationID == operationID }
     }
 
-    /// Updates not yet acknowledged.
+    /// Requests not yet delivered or set aside.
     public var pendingCount: Int { queue.count }
+
+    /// The queued requests in order, as stored (`operationId`, `method`, `path`, `body`).
+    func queuedRecords() -> [JSONValue] { queue.map(\.record) }
 
     /// Returns at once: that it returns at all tells the watchdog the actor is not stuck.
     public func ping() {}
 
-    /// Waits until every queued request has been acknowledged or set aside, or the task is cancelled.
+    /// Waits until every queued request has been delivered or set aside, or the task is cancelled.
     public func waitUntilEmpty() async {
         if queue.isEmpty { return }
         let key = idleWaiters.newKey()
@@ -132,52 +232,144 @@ public actor Outbox: Service {
         }
     }
 
+    /// Waits until no queued request has `key` (say, an alarm's raise before its clear), or the task is cancelled.
+    func waitUntilDelivered(key: String) async {
+        guard queue.contains(where: { $0.keys.contains(key) }) else { return }
+        nextKeyWaiter += 1
+        let waiter = nextKeyWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { keyWaiters[waiter] = (key, $0) }
+        } onCancel: {
+            Task { await self.releaseKeyWaiter(waiter) }
+        }
+    }
+
     private func releaseWaiter(_ key: UInt64) {
         idleWaiters.resume(key)
     }
 
-    /// Sends queued updates until cancelled.
+    private func releaseKeyWaiter(_ waiter: UInt64) {
+        keyWaiters.removeValue(forKey: waiter)?.continuation.resume()
+    }
+
+    /// Resumes the waiters whose condition holds now.
+    private func resumeWaiters() {
+        if queue.isEmpty { idleWaiters.resumeAll() }
+        guard !keyWaiters.isEmpty else { return }
+        let queuedKeys = Set(queue.flatMap(\.keys))
+        for (waiter, entry) in keyWaiters where !queuedKeys.contains(entry.key) {
+            keyWaiters[waiter] = nil
+            entry.continuation.resume()
+        }
+    }
+
+    /// Sends queued requests until cancelled.
     public func run() async throws {
-        var failures = 0
-        while !Task.isCancelled {
-            guard let item = queue.first else {
-                idleWaiters.resumeAll()
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { wakeup = $0 }
-                } onCancel: {
-                    Task { await self.wake() }
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                if let delay = pause {
+                    do { try await Task.sleep(for: delay) } catch { break }
+                    pause = nil
+                    continue
                 }
-                continue
+                let ready = readyItems()
+                if ready.isEmpty {
+                    await withTaskCancellationHandler {
+                        await withCheckedContinuation { wakeup = $0 }
+                    } onCancel: {
+                        Task { await self.wake() }
+                    }
+                    continue
+                }
+                for item in ready {
+                    inFlight.insert(item.sequence)
+                    group.addTask { await self.deliver(item) }
+                }
             }
-            do {
-                _ = try await client.send(item.method, item.path, body: item.body, accept: item.accept)
-                if failures > 0 {
-                    logger.notice("delivering again", metadata: ["after": "\(failures) failed attempts", "queued": "\(queue.count)"])
-                }
-                failures = 0
-                remove(item)
-                logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
-                if let id = item.operationID, let status = item.body["status"]?.stringValue, OperationItem.finalStatuses.contains(status) {
-                    await journal?.acknowledged(id)
-                }
-            } catch where error.isCancellation {
-                return
-            } catch where error.isRetryable {
+            group.cancelAll()
+        }
+    }
+
+    /// The requests that may go now: in queue order, not in flight, sharing no key with an earlier
+    /// request still queued, as many as the free places allow (one while the platform fails).
+    private func readyItems() -> [Item] {
+        let limit = failures > 0 ? 1 : concurrency
+        var free = limit - inFlight.count
+        guard free > 0 else { return [] }
+        var ready: [Item] = []
+        var held = Set<String>()
+        for item in queue {
+            let blocked = inFlight.contains(item.sequence) || item.keys.contains(where: held.contains)
+            held.formUnion(item.keys)
+            if blocked { continue }
+            ready.append(item)
+            free -= 1
+            if free == 0 { break }
+        }
+        return ready
+    }
+
+    private func deliver(_ item: Item) async {
+        do {
+            _ = try await client.send(item.method, item.path, body: item.body, accept: item.accept)
+            if failures > 0 {
+                logger.notice("delivering again", metadata: ["after": "\(failures) failed attempts", "queued": "\(queue.count)"])
+            }
+            failures = 0
+            logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
+            await remove(item)
+            if let id = item.operationID, item.isStatusUpdate, let status = item.body["status"]?.stringValue,
+               OperationItem.finalStatuses.contains(status) {
+                await journal?.acknowledged(id)
+            }
+        } catch where error.isCancellation {
+            inFlight.remove(item.sequence)
+            return
+        } catch where error.isRetryable {
+            inFlight.remove(item.sequence)
+            if pause == nil {
                 failures += 1
                 let delay = backoff.delay(attempt: failures)
+                pause = delay
                 // Once per streak: an outage of hours must not fill the log.
                 logger.log(level: failures == 1 ? .warning : .debug, "not delivered; will retry", metadata: [
                     "operation": "\(item.operationID ?? "-")", "error": "\(error)", "retryIn": "\(delay.readable)", "queued": "\(queue.count)",
                 ])
-                do { try await Task.sleep(for: delay) } catch { return }
-            } catch {
-                logger.error("platform refused a queued request; set aside", metadata: [
-                    "operation": "\(item.operationID ?? "-")", "error": "\(error)",
-                ])
-                let name = String(item.file.split(separator: "/").last ?? "")
-                rename(item.file, to: directory + "/rejected/" + name)
-                queue.removeFirst()
             }
+        } catch {
+            logger.error("platform refused a queued request; set aside", metadata: [
+                "operation": "\(item.operationID ?? "-")", "request": "\(item.method) \(item.path)", "error": "\(error)",
+            ])
+            try? FileSystem.writeAtomically(directory + "/rejected/" + item.fileName, item.record.encoded(), mode: 0o600, durable: false)
+            await remove(item)
+        }
+        wake()
+    }
+
+    /// Forgets a delivered (or set-aside) request and records that in the file (written, not synced:
+    /// after a power cut it may be sent once more).
+    private func remove(_ item: Item) async {
+        queue.removeAll { $0.sequence == item.sequence }
+        inFlight.remove(item.sequence)
+        resumeWaiters()
+        appendedSinceCompaction += 1
+        do {
+            try await log.append(["done": .int(Int64(item.sequence))], wait: .written).value()
+        } catch {
+            logger.debug("cannot record a delivery; the request may be sent again after a restart",
+                         metadata: ["request": "\(item.method) \(item.path)", "error": "\(error)"])
+        }
+        await compactIfDue()
+    }
+
+    /// Rewrites the file with the queued requests once it holds many more records than that.
+    private func compactIfDue() async {
+        guard appendedSinceCompaction > max(1000, 4 * queue.count) else { return }
+        appendedSinceCompaction = 0
+        do {
+            try await log.replace(with: queue.map(\.record)).value()
+        } catch {
+            logger.warning("cannot compact the outbox", metadata: ["file": "\(log.path)", "error": "\(error)"])
         }
     }
 
@@ -185,20 +377,4 @@ public actor Outbox: Service {
         wakeup?.resume()
         wakeup = nil
     }
-
-    private func remove(_ item: Item) {
-        FileSystem.remove(item.file)
-        FileSystem.syncDirectory(of: item.file)
-        queue.removeFirst()
-    }
-
-    private nonisolated func rename(_ from: String, to: String) {
-        _ = Glibc.rename(from, to)
-    }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif

@@ -21,6 +21,11 @@ public struct Agent: Service {
     public struct Tuning: Sendable {
         public var bayeux = BayeuxListener.Configuration()
         public var outboxBackoff = Backoff()
+        /// How many platform requests the outbox has in flight at once (of different operations).
+        public var outboxConcurrency = 8
+        /// The thread the journal and the outbox write on; a new one per run when `nil` (a test or the
+        /// benchmark passes its own, to count the fsyncs).
+        public var storage: StorageThread?
         public var startupBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
         /// How often `handlers.d` is checked for changes.
         public var reloadInterval: Duration = .seconds(1)
@@ -148,9 +153,12 @@ public struct Agent: Service {
 
         let state = configuration.stateDirectory
         try FileSystem.makeDirectories(state, mode: 0o711)
-        let journal = try Journal(directory: state, logger: logger)
+        // The journal's and the outbox's writes and fsyncs happen on a thread of their own.
+        let storage = tuning.storage ?? StorageThread()
+        defer { if tuning.storage == nil { storage.finish() } }
+        let journal = try Journal(directory: state, storage: storage, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, journal: journal,
-                                logger: logger)
+                                concurrency: tuning.outboxConcurrency, storage: storage, logger: logger)
         await parts.set(outbox: outbox)
 
         let proxy = startProxy(client: client, state: state)

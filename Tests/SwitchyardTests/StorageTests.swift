@@ -1,0 +1,232 @@
+import Cumulocity
+import Foundation
+import JSONSupport
+import Logging
+import Sandbox
+import Testing
+@testable import Switchyard
+
+/// The journal's and the outbox's files: group commit on the storage thread, what is synced and
+/// what is only written, compaction while records keep coming, and the older outbox layout.
+struct StorageTests {
+    let logger = Logger(label: "test")
+
+    /// Holds the storage thread until `release` is called, so that what is queued meanwhile goes out as one batch.
+    final class Hold: @unchecked Sendable {
+        private let semaphore = DispatchSemaphore(value: 0)
+        init(_ storage: StorageThread) { storage.queue.submit { [semaphore] in semaphore.wait() } }
+        func release() { semaphore.signal() }
+    }
+
+    @Test func recordsQueuedDuringOneSyncShareTheNext() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let storage = StorageThread()
+        defer { storage.finish() }
+        let log = try RecordLog(path: dir + "/log.jsonl", thread: storage)
+        let hold = Hold(storage)
+        let tickets = (0..<200).map { log.append(["n": .int(Int64($0))], wait: .durable) }
+        hold.release()
+        for ticket in tickets { try await ticket.value() }
+        #expect(storage.syncs == 1)
+        let (records, damaged) = try RecordLog.read(dir + "/log.jsonl")
+        #expect(damaged == 0)
+        #expect(records.map { $0["n"]?.intValue ?? -1 } == (0..<200).map(Int64.init))
+    }
+
+    @Test func writtenRecordsAreNotSynced() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let storage = StorageThread()
+        defer { storage.finish() }
+        let log = try RecordLog(path: dir + "/log.jsonl", thread: storage)
+        try await log.append(["a": 1], wait: .written).value()
+        #expect(storage.syncs == 0)
+        try await log.append(["b": 2], wait: .durable).value()
+        #expect(storage.syncs == 1)
+        #expect(try RecordLog.read(dir + "/log.jsonl").records.count == 2)
+    }
+
+    /// A compaction contains what was queued before it; what is queued after it follows it in the new file.
+    @Test func aReplacementKeepsTheRecordsQueuedAfterIt() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let storage = StorageThread()
+        defer { storage.finish() }
+        let log = try RecordLog(path: dir + "/log.jsonl", thread: storage)
+        try await log.append(["old": 1], wait: .written).value()
+        let hold = Hold(storage)
+        let before = log.append(["before": 1], wait: .durable)
+        let replacement = log.replace(with: [["compacted": 1]])
+        let after = log.append(["after": 1], wait: .written)
+        hold.release()
+        try await before.value()
+        try await replacement.value()
+        try await after.value()
+        #expect(try RecordLog.read(dir + "/log.jsonl").records == [["compacted": 1], ["after": 1]])
+        // The file written after a replacement is appended to, not overwritten.
+        try await log.append(["last": 1], wait: .durable).value()
+        #expect(try RecordLog.read(dir + "/log.jsonl").records.count == 3)
+    }
+
+    /// The journal spends two fsyncs per operation (`started`, `finished`); accepting and acknowledging only write.
+    @Test func theJournalSyncsTwicePerOperation() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let storage = StorageThread()
+        defer { storage.finish() }
+        let journal = try Journal(directory: dir, storage: storage, logger: logger)
+        let opened = storage.syncs
+        for id in 1...10 {
+            _ = try await journal.accept("\(id)", operation: ["id": .string("\(id)")], fragment: "c8y_Message")
+            try await journal.started("\(id)")
+            try await journal.finished("\(id)", status: "SUCCESSFUL", final: ["status": "SUCCESSFUL"])
+            await journal.acknowledged("\(id)")
+        }
+        #expect(storage.syncs - opened == 20)
+        let reopened = try Journal(directory: dir, logger: logger)
+        #expect(await reopened.entry("10")?.stage == .finished)
+        #expect(await reopened.unacknowledged().isEmpty)
+    }
+
+    private func client(_ url: String, _ transport: CurlTransport, _ settings: Tenant.Settings) -> PlatformClient {
+        PlatformClient(baseURL: url, transport: transport,
+                       credentials: BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password))
+    }
+
+    /// Status updates are only written (the journal keeps the final one durably); any other request is fsynced.
+    @Test func statusUpdatesAreWrittenOtherRequestsSynced() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let storage = StorageThread()
+        defer { storage.finish() }
+        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
+                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        do {
+            let outbox = try Outbox(directory: dir, client: client, storage: storage, logger: logger)
+            let opened = storage.syncs
+            try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])
+            try await outbox.enqueue(operationID: "1", ["status": "SUCCESSFUL"])
+            #expect(storage.syncs == opened)
+            try await outbox.enqueue(method: "POST", path: "/event/events", accept: MediaType.event,
+                                     body: ["type": "acme_Event", "text": "x", "source": ["id": "1"]])
+            #expect(storage.syncs == opened + 1)
+        }
+        let reopened = try Outbox(directory: dir, client: client, logger: logger)
+        #expect(await reopened.queuedRecords().map { $0["body"]?["status"]?.stringValue ?? $0["path"]?.stringValue ?? "" }
+            == ["EXECUTING", "SUCCESSFUL", "/event/events"])
+    }
+
+    /// An outbox of the older layout (a file per request) is taken over in order, and its files removed.
+    @Test func theOlderOutboxLayoutIsTakenOver() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
+                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        for (sequence, status) in [(7, "EXECUTING"), (8, "SUCCESSFUL")] {
+            write("{\"operationId\":\"5\",\"method\":\"PUT\",\"path\":\"/devicecontrol/operations/5\",\"accept\":\"application/json\",\"body\":{\"status\":\"\(status)\"}}",
+                  to: dir + "/00000000000000\(sequence < 10 ? "0" : "")\(sequence).json")
+        }
+        write("not json", to: dir + "/0000000000000009.json")
+        let outbox = try Outbox(directory: dir, client: client, logger: logger)
+        #expect(await outbox.queuedRecords().map { $0["body"]?["status"]?.stringValue } == ["EXECUTING", "SUCCESSFUL"])
+        #expect(try FileSystem.list(dir)?.sorted() == ["outbox.jsonl", "rejected"])
+        #expect(try FileSystem.list(dir + "/rejected") == ["0000000000000009.json"])
+        try await outbox.enqueue(operationID: "6", ["status": "EXECUTING"])
+        let reopened = try Outbox(directory: dir, client: client, logger: logger)
+        #expect(await reopened.pendingCount == 3)
+    }
+
+    /// Requests of different operations are in flight together; one operation's updates keep their
+    /// order: a held EXECUTING of one operation holds back its SUCCESSFUL, not another operation's.
+    @Test func operationsDoNotWaitForEachOther() async throws {
+        let server = try await SandboxServer.start(settings: .init(), logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
+        defer { Task { await server.stop() } }
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let settings = server.tenant.settings
+        let client = client(server.url, transport, settings)
+        let device = try #require(try await client.createManagedObject(["name": "d", "c8y_IsDevice": [:]])["id"]?.idValue)
+        let slow = try #require(await server.tenant.createOperation(["deviceId": .string(device), "acme_Slow": [:]])?["id"]?.idValue)
+        let quick = try #require(await server.tenant.createOperation(["deviceId": .string(device), "acme_Quick": [:]])?["id"]?.idValue)
+        await server.tenant.delay(next: 1, by: .seconds(4), method: "PUT", pathPrefix: "/devicecontrol/operations/\(slow)")
+        let outbox = try Outbox(directory: dir, client: client, logger: logger)
+        let sender = Task { try await outbox.run() }
+        defer { sender.cancel() }
+        try await outbox.enqueue(operationID: slow, ["status": "EXECUTING"])
+        try await outbox.enqueue(operationID: slow, ["status": "SUCCESSFUL"])
+        try await outbox.enqueue(operationID: quick, ["status": "EXECUTING"])
+        try await outbox.enqueue(operationID: quick, ["status": "SUCCESSFUL"])
+        try await eventually("the quick operation SUCCESSFUL") { await server.tenant.operation(quick)?["status"] == "SUCCESSFUL" }
+        #expect(await server.tenant.operation(slow)?["status"] == "PENDING")
+        try await eventually("the slow operation SUCCESSFUL") { await server.tenant.operation(slow)?["status"] == "SUCCESSFUL" }
+        #expect(await server.tenant.history(of: slow).compactMap { $0["status"]?.stringValue } == ["PENDING", "EXECUTING", "SUCCESSFUL"])
+        await outbox.waitUntilEmpty()
+    }
+}
+
+/// Time limits that end early leave nothing scheduled behind them.
+struct DeadlineTests {
+    @Test func cancelledSleepsLeaveNothingBehind() async throws {
+        let deadlines = Deadlines()
+        for _ in 0..<1000 {
+            let value = await withTimeLimit(.seconds(600), deadlines: deadlines) { 42 }
+            #expect(value == 42)
+        }
+        #expect(deadlines.count == 0)
+    }
+
+    @Test func aSleepEndsAtItsDeadline() async throws {
+        let deadlines = Deadlines()
+        let started = ContinuousClock.now
+        #expect(await deadlines.sleep(for: .milliseconds(50)))
+        #expect(ContinuousClock.now - started >= .milliseconds(50))
+        let timedOut = await withTimeLimit(.milliseconds(50), deadlines: deadlines) { () async -> Int in
+            _ = await deadlines.sleep(for: .seconds(600))
+            return 1
+        }
+        #expect(timedOut == nil)
+        #expect(deadlines.count == 0)
+    }
+
+    @Test func aSleepCancelledBeforeItStartsEndsAtOnce() async throws {
+        let deadlines = Deadlines()
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await deadlines.sleep(for: .seconds(600))
+        }
+        #expect(await task.value == false)
+        #expect(deadlines.count == 0)
+    }
+}
+
+/// What durability costs an operation of the running agent: two fsyncs (the journal's `started` and
+/// `finished`), whatever else it writes.
+@Suite(.serialized)
+struct SyncsPerOperationTests {
+    @Test func anOperationCostsTwoSyncs() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        let storage = StorageThread()
+        var tuning = Harness.tuning
+        tuning.storage = storage
+        try await harness.startAgent(harness.configuration, tuning: tuning, waitForRegistration: true)
+        let warmUp = try await harness.createOperation(["c8y_Message": ["text": "warm up"]])
+        #expect(try await harness.waitForEnd(warmUp)["status"] == "SUCCESSFUL")
+        let before = storage.syncs
+        for index in 0..<20 {
+            let id = try await harness.createOperation(["c8y_Message": ["text": .string("\(index)")]])
+            #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        }
+        let perOperation = Double(storage.syncs - before) / 20
+        #expect(perOperation <= 2, "\(perOperation) fsyncs per operation")
+        await harness.close()
+        storage.finish()
+    }
+}
