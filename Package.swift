@@ -13,6 +13,8 @@ let package = Package(
     products: [
         .executable(name: "switchyard", targets: ["switchyard"]),
         .executable(name: "switchyard-sandbox", targets: ["switchyard-sandbox"]),
+        // Workbench: the agent measured against this machine's limits (docs/performance.md).
+        .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
         .library(name: "HandlerKit", targets: ["HandlerKit"]),
         // For handler authors' unit tests: a recording HandlerContext (no agent, no sandbox).
         .library(name: "HandlerKitTesting", targets: ["HandlerKitTesting"]),
@@ -96,6 +98,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+
+        .executableTarget(name: "switchyard-bench", dependencies: [
+            "Cumulocity", "JSONSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
         .testTarget(name: "SwitchyardTests", dependencies: [

@@ -276,6 +276,26 @@ struct Routes: Sendable {
         router.get("/sandbox/operations/{id}/history") { _, context -> Response in
             Self.json(.array(await tenant.history(of: context.parameters.get("id") ?? "")))
         }
+        // For the benchmark: status times, an operation's end without polling, subscription times, latency.
+        router.get("/sandbox/operations/{id}/timeline") { _, context -> Response in
+            guard let timeline = await tenant.timeline(of: context.parameters.get("id") ?? "") else {
+                return Self.error(404, "devicecontrol/Not Found", "no such operation")
+            }
+            return Self.json(timeline)
+        }
+        router.get("/sandbox/operations/{id}/end") { request, context -> Response in
+            let seconds = request.uri.queryParameters.get("timeout").flatMap { Int($0) } ?? 60
+            let ended = await tenant.waitForEnd(of: context.parameters.get("id") ?? "", timeout: .seconds(max(1, min(seconds, 3600))))
+            return Self.json(["ended": .bool(ended)])
+        }
+        router.get("/sandbox/subscriptions") { _, _ -> Response in
+            Self.json(.array(await tenant.subscriptionTimes.map { .int($0) }))
+        }
+        router.post("/sandbox/latency") { request, _ -> Response in
+            let milliseconds = try await Self.body(request)?["milliseconds"]?.intValue ?? 0
+            await tenant.setAnswerLatency(milliseconds > 0 ? .milliseconds(milliseconds) : nil)
+            return Self.json(["ok": true])
+        }
         router.get("/sandbox/inventory/{id}/updates") { _, context -> Response in
             Self.json(.array(await tenant.updates(of: context.parameters.get("id") ?? "")))
         }

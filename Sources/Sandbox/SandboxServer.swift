@@ -141,6 +141,14 @@ struct PlatformGate: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         if Self.ownAuthentication.contains(where: { path.hasPrefix($0) }) { return try await next(request, context) }
+        let response = try await checked(request, context: context, next: next)
+        // A remote tenant: the answer arrives that much later (what it did has been done).
+        if let latency = await tenant.answerLatency { try await Task.sleep(for: latency) }
+        return response
+    }
+
+    private func checked(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
         if let delay = await tenant.takeDelay(method: request.method.rawValue, path: path) {
             try await Task.sleep(for: delay)
         }

@@ -46,6 +46,16 @@ public actor Tenant {
     private var closing = false
     private var delays = Fault(answer: Duration.zero)
     private var originals: [String: JSONValue] = [:]
+    /// For the benchmark (Tenant+Timing.swift): each operation's statuses with wall-clock times,
+    /// the subscriptions' times, and who waits for an operation's end.
+    var timelines: [String: [(status: String, at: Int64)]] = [:]
+    var subscriptions: [Int64] = []
+    var endWaiters: [Int: (id: String, continuation: CheckedContinuation<Bool, Never>)] = [:]
+    var nextEndWaiter = 0
+    /// Added to every platform answer (a remote tenant), as `--latency` or `POST /sandbox/latency` set it.
+    public var answerLatency: Duration?
+
+    public func setAnswerLatency(_ latency: Duration?) { answerLatency = latency }
     /// How many Bayeux handshakes the tenant has answered.
     public private(set) var handshakeCount = 0
     private var bayeux: [String: BayeuxClient] = [:]
@@ -351,6 +361,7 @@ public actor Tenant {
         operations[id] = .object(operation)
         operationOrder.append(id)
         statusHistory[id] = [["status": "PENDING", "time": .string(Self.now())]]
+        recordStatus(id, "PENDING")
         originals[id] = .object(operation)
         deliver(.object(operation))
         return .object(operation)
@@ -405,6 +416,7 @@ public actor Tenant {
         }
         let updated = current.merging(.object(changes))
         operations[id] = updated
+        if let next = changes["status"]?.stringValue { recordStatus(id, next) }
         return .updated(updated)
     }
 
@@ -477,6 +489,7 @@ public actor Tenant {
     func subscribe(_ clientID: String, to channel: String) -> Bool {
         guard bayeux[clientID] != nil else { return false }
         bayeux[clientID]?.subscriptions.insert(channel)
+        recordSubscription()
         return true
     }
 

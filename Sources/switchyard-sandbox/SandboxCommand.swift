@@ -51,6 +51,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port of the mTLS listener (0: any free port).") var mtlsPort = 8112
     @Option(help: "Lifetime of device access tokens, in seconds.") var tokenLifetime = 3600
     @Option(help: "The OAuth2 client id that may get tokens with its certificate.") var oauthClientId = "switchyard-device"
+    @Option(help: "Milliseconds added to every platform answer, to stand for a remote tenant.") var latency = 0
     @OptionGroup var tenant: TenantOptions
 
     func run() async throws {
@@ -65,7 +66,9 @@ struct Serve: AsyncParsableCommand {
         default: throw ValidationError("--tls-cert, --tls-key and --client-ca go together")
         }
         let server = try await SandboxServer.start(host: host, port: port, settings: settings, tls: tls, mtlsPort: mtlsPort)
-        print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))")
+        if latency > 0 { await server.tenant.setAnswerLatency(.milliseconds(latency)) }
+        print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))"
+              + (latency > 0 ? "; every answer \(latency) ms late" : ""))
         if let mtls = server.mtlsURL {
             print("mTLS (device certificates, OAuth2) at \(mtls); tokens live \(tokenLifetime) s")
             print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_C8Y_MTLS_URL=\(mtls) SWITCHYARD_AUTH_MODE=certificate SWITCHYARD_AUTH_CA=… SWITCHYARD_AUTH_CERTIFICATE_CERT=… SWITCHYARD_AUTH_CERTIFICATE_KEY=…")

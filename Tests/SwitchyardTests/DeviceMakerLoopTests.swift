@@ -91,6 +91,23 @@ struct DeviceMakerLoopTests {
         try await eventually("advertised again once executable") { await harness.advertised()?.arrayValue?.contains("acme_Hello") == true }
     }
 
+    /// inotify, not a poll, notices a new declaration and a program's lost executable bit: the
+    /// fallback check is an hour away.
+    @Test func changesAreNoticedWithoutPolling() async throws {
+        let harness = try await Harness()
+        defer { Task { await harness.close() } }
+        var tuning = Harness.tuning
+        tuning.reloadInterval = .seconds(3600)
+        try await harness.startAgent(harness.configuration, tuning: tuning, waitForRegistration: true)
+        let program = harness.script("late.sh", "echo late")
+        harness.declare("late.yaml", "operation: acme_Late\nexec: {command: [\(program)]}\n")
+        try await eventually("advertised", within: 10) { await harness.advertised()?.arrayValue?.contains("acme_Late") == true }
+        chmod(program, 0o644)
+        try await eventually("withdrawn once not executable", within: 10) {
+            await harness.advertised()?.arrayValue?.contains("acme_Late") == false
+        }
+    }
+
     @Test func directiveLinesStayOutOfTheLogAndAnInvalidOneIsAWarning() async throws {
         let harness = try await Harness()
         defer { Task { await harness.close() } }

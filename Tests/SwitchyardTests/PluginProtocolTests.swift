@@ -306,9 +306,10 @@ struct PluginEdgeTests {
         let harness = try await Harness()
         let program = harness.script("vanishing.sh", "exit 0")
         harness.declare("vanishing.yaml", "operation: acme_Vanishing\nexec: {command: [../bin/vanishing.sh]}\n")
-        // The program goes between two looks of the watcher (which would withdraw the declaration).
+        // The program goes unseen by the watcher (which would withdraw the declaration).
         var tuning = Harness.tuning
         tuning.reloadInterval = .seconds(3600)
+        tuning.fileEvents = false
         try await harness.startAgent(harness.configuration, tuning: tuning, waitForRegistration: true)
         try FileManager.default.removeItem(atPath: program)
         let id = try await harness.createOperation(["acme_Vanishing": [:]])

@@ -38,7 +38,7 @@ public final class CurlTransport: Sendable {
         self.multi = MultiHandle(raw: handle)
         self.tls = tls
         self.maxResponseBytes = maxResponseBytes
-        _ = sy_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, 8)
+        _ = sy_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, 16)
         try startLoop()
     }
 
@@ -179,7 +179,9 @@ public final class CurlTransport: Sendable {
                 let code = sy_msg_result(message)
                 complete(transfer, easy: easy, active: &active, transfer.result(code))
             }
-            curl_multi_poll(multi.raw, nil, 0, 1000, nil)
+            // libcurl shortens the wait to its own next timeout; every request of ours wakes it
+            // (curl_multi_wakeup): the long wait only means no wake-ups while nothing happens.
+            curl_multi_poll(multi.raw, nil, 0, 60_000, nil)
         }
     }
 

@@ -21,14 +21,18 @@ public struct Agent: Service {
     public struct Tuning: Sendable {
         public var bayeux = BayeuxListener.Configuration()
         public var outboxBackoff = Backoff()
-        /// How many platform requests the outbox has in flight at once (of different operations).
+        /// How many platform requests the outbox has in flight at once (of different operations), at
+        /// least; twice `operations.concurrency` when that is more (each operation sends two updates).
         public var outboxConcurrency = 8
         /// The thread the journal and the outbox write on; a new one per run when `nil` (a test or the
         /// benchmark passes its own, to count the fsyncs).
         public var storage: StorageThread?
         public var startupBackoff = Backoff(initial: .seconds(1), maximum: .seconds(60))
-        /// How often `handlers.d` is checked for changes.
-        public var reloadInterval: Duration = .seconds(1)
+        /// How often `handlers.d` is checked for changes without being told (inotify and SIGHUP tell
+        /// at once; this covers file systems without inotify).
+        public var reloadInterval: Duration = .seconds(30)
+        /// Whether inotify tells of changes in `handlers.d` (off: only the `reloadInterval` check and SIGHUP).
+        public var fileEvents = true
         /// How often the device certificate is checked for rotation and expiry (`auth.mode: certificate`).
         public var certificateCheckInterval: Duration = .seconds(60)
         /// How many finished operation directories are kept, and for how long.
@@ -158,7 +162,8 @@ public struct Agent: Service {
         defer { if tuning.storage == nil { storage.finish() } }
         let journal = try Journal(directory: state, storage: storage, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, journal: journal,
-                                concurrency: tuning.outboxConcurrency, storage: storage, logger: logger)
+                                concurrency: max(tuning.outboxConcurrency, 2 * configuration.concurrency), storage: storage,
+                                logger: logger)
         await parts.set(outbox: outbox)
 
         let proxy = startProxy(client: client, state: state)
@@ -240,7 +245,8 @@ public struct Agent: Service {
             for (keeper, directory) in [(keeper, registry.directory)] + keepers {
                 await keeper.sync()
                 let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
-                                                      initial: fingerprints[directory])
+                                                      initial: fingerprints[directory], retry: min(tuning.reloadInterval, .seconds(1)),
+                                                      fileEvents: tuning.fileEvents)
                 group.addTask {
                     await watcher.run(programs: { await keeper.registry.programs }, changed: { await keeper.reload() },
                                       tick: { await keeper.sync() })

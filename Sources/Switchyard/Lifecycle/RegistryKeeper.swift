@@ -54,9 +54,10 @@ actor RegistryKeeper {
         await sync()
     }
 
-    /// Brings the platform in line with the registry, if it is not already.
-    func sync() async {
-        guard !synced else { return }
+    /// Brings the platform in line with the registry, if it is not already; whether it is now.
+    @discardableResult
+    func sync() async -> Bool {
+        guard !synced else { return true }
         var ok = true
         if advertised != registry.supportedOperations {
             do {
@@ -77,6 +78,7 @@ actor RegistryKeeper {
             logger.warning("cannot update handler file alarms; will retry", metadata: ["error": "\(error)"])
         }
         synced = ok
+        return ok
     }
 
     static func alarmType(for file: String) -> String {

@@ -7,14 +7,22 @@ import Glibc
 import Musl
 #endif
 
-/// Notices changes in a handlers directory: it compares a fingerprint of the declaration files and of
-/// the programs they name (names, sizes, modes, modification times, inodes) every `interval`, and
-/// reacts at once to SIGHUP.
+/// Notices changes in a handlers directory: inotify (``FileEvents``) on the directory and on the
+/// directories of the programs its declarations name wakes it, SIGHUP wakes it, and a slow fallback
+/// check every `interval` covers file systems without inotify. Each wake-up compares a fingerprint
+/// of the declaration files and the programs (names, sizes, modes, modification times, inodes) with
+/// the last one; SIGHUP reloads whether or not anything changed. Nothing runs while nothing happens.
 struct HandlerDirectoryWatcher: Sendable {
     let directory: String
+    /// The fallback check's period (a file system without inotify, a change inotify does not report
+    /// such as a program replaced behind a symbolic link).
     let interval: Duration
     /// The directory's fingerprint taken just before the registry was read from it.
     var initial: [String]? = nil
+    /// How soon `tick` is called again after it reported unfinished work (`false`).
+    var retry: Duration = .seconds(1)
+    /// Whether inotify wakes the watcher (off: only the fallback check and SIGHUP do).
+    var fileEvents = true
 
     /// What identifies the directory's current contents.
     static func fingerprint(_ directory: String, programs: [String] = []) -> [String] {
@@ -39,31 +47,68 @@ struct HandlerDirectoryWatcher: Sendable {
     }
 
     /// Calls `changed` after every change (and after SIGHUP, changed or not) until cancelled.
-    /// `tick` is called on every check, for work that must be retried until it succeeds.
-    /// `programs` names the programs the current declarations use.
+    /// `tick` is called after every check, for work that must be retried until it succeeds: when it
+    /// returns `false` it is called again after `retry`. `programs` names the programs the current
+    /// declarations use.
     func run(programs: @escaping @Sendable () async -> [String] = { [] },
-             changed: @escaping @Sendable () async -> Void, tick: @escaping @Sendable () async -> Void) async {
+             changed: @escaping @Sendable () async -> Void, tick: @escaping @Sendable () async -> Bool) async {
         let hangup = HangupFlag()
         let signals = await UnixSignalsSequence(trapping: .sighup)
+        let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let events = fileEvents ? FileEvents() : nil
+        defer { events?.stop() }
+        let (directory, interval, retry, initial) = (self.directory, self.interval, self.retry, self.initial)
         await withDiscardingTaskGroup { group in
             group.addTask {
-                for await _ in signals { hangup.raise() }
+                for await _ in signals {
+                    hangup.raise()
+                    wake.yield()
+                }
+            }
+            if let events {
+                group.addTask {
+                    for await _ in events.wakeups {
+                        // An editor writes in several steps: look once they are done.
+                        try? await Task.sleep(for: .milliseconds(50))
+                        wake.yield()
+                    }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: interval) } catch { break }
+                    wake.yield()
+                }
             }
             group.addTask {
                 // The fingerprint taken before the registry was loaded: a file changed since is noticed.
-                var last: [String]
-                if let initial { last = initial } else { last = Self.fingerprint(directory, programs: await programs()) }
-                while !Task.isCancelled {
-                    do { try await Task.sleep(for: interval) } catch { break }
-                    let now = Self.fingerprint(directory, programs: await programs())
+                var current = await programs()
+                var last = initial ?? Self.fingerprint(directory, programs: current)
+                events?.watch([directory] + Self.directories(of: current))
+                for await _ in wakeups {
+                    current = await programs()
+                    let now = Self.fingerprint(directory, programs: current)
                     if now != last || hangup.take() {
                         last = now
                         await changed()
+                        // Taken before the reload read the files, so a change during it is noticed next.
+                        events?.watch([directory] + Self.directories(of: await programs()))
                     }
-                    await tick()
+                    if await !tick() {
+                        // One short-lived timer per failed attempt.
+                        Task {
+                            try? await Task.sleep(for: retry)
+                            wake.yield()
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// The directories holding `programs` (watched: a program replaced or changed there is an event in it).
+    static func directories(of programs: [String]) -> Set<String> {
+        Set(programs.map(FileSystem.parent(of:)))
     }
 }
 
