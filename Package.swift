@@ -103,6 +103,7 @@ let package = Package(
         .executableTarget(name: "switchyard-bench", dependencies: [
             "Cumulocity", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
 
         .testTarget(name: "SwitchyardTests", dependencies: [

@@ -101,7 +101,7 @@ final class Bench: @unchecked Sendable {
             "SWITCHYARD_C8Y_URL": url, "SWITCHYARD_DEVICE_EXTERNAL_ID": "bench-gw", "SWITCHYARD_AUTH_TENANT": "t100",
             "SWITCHYARD_AUTH_USERNAME": "device", "SWITCHYARD_AUTH_PASSWORD": "device-secret",
             "SWITCHYARD_HANDLERS": work + "/handlers", "SWITCHYARD_STATE_DIR": work + "/state", "SWITCHYARD_PROXY_PORT": "0",
-            "SWITCHYARD_OPERATIONS_CONCURRENCY": "\(concurrency)", "SWITCHYARD_LOG_LEVEL": "warning",
+            "SWITCHYARD_OPERATIONS_CONCURRENCY": "\(concurrency)", "SWITCHYARD_LOG_LEVEL": "notice",
         ]
         let argv = (pinned ? ["/usr/bin/taskset", "-c", "0"] : []) + [binaries + "/switchyard", "run"]
         let started = wallClock()
@@ -203,7 +203,12 @@ final class Bench: @unchecked Sendable {
 
     func row(_ figure: String, _ value: String, limit: String = "", ratio: String = "") {
         rows.append((figure, value, limit, ratio))
-        print(String(format: "%-58@ %-22@ %-26@ %@", figure as NSString, value as NSString, limit as NSString, ratio as NSString))
+        say(Self.format(figure, value, limit, ratio))
+    }
+
+    static func format(_ figure: String, _ value: String, _ limit: String, _ ratio: String) -> String {
+        func pad(_ text: String, _ width: Int) -> String { text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count) }
+        return pad(figure, 62) + pad(value, 26) + pad(limit, 34) + ratio
     }
 
     func until(_ what: String, seconds: Double = 30, _ condition: @Sendable () async throws -> Bool) async throws {
@@ -221,6 +226,9 @@ final class Bench: @unchecked Sendable {
         print("\nfigures written to \(output)")
     }
 }
+
+/// Prints a line at once (also into a pipe, where `print` would wait for a full buffer).
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 func f(_ value: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", value) }
 func ratio(_ value: Double, _ limit: Double) -> String { limit > 0 && value.isFinite ? f(value / limit, 2) + "×" : "" }

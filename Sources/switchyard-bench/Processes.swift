@@ -66,16 +66,21 @@ struct ProcessFigures {
 
     var descriptors: Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count }
 
-    /// Context switches of all its threads so far: each is a wake-up.
-    var contextSwitches: Int {
-        var total = 0
+    /// Context switches so far of each of its threads: each is a wake-up.
+    var contextSwitches: [String: Int] {
+        var switches: [String: Int] = [:]
         for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
             let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)) ?? ""
             for line in text.split(separator: "\n") where line.contains("ctxt_switches:") {
-                total += Int(line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
+                switches[task, default: 0] += Int(line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
             }
         }
-        return total
+        return switches
+    }
+
+    /// Wake-ups between two samples of ``contextSwitches`` (a thread started meanwhile counts from zero).
+    static func wakeups(from before: [String: Int], to after: [String: Int]) -> Int {
+        after.reduce(0) { $0 + $1.value - (before[$1.key] ?? 0) }
     }
 
     /// Resets the peak resident size (VmHWM) to the current one.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Cumulocity
 import Foundation
 import JSONSupport
+import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -22,8 +23,8 @@ extension Bench {
 
     /// Every figure of docs/performance.md, each with its limit measured in this run.
     func all(operations: Int, burst size: Int, soak: Int, latency: Int, staticBinary: String?, output: String) async throws {
-        print("switchyard-bench: \(ProcessInfo.processInfo.activeProcessorCount) CPUs; \(operations) sequential operations per latency figure, bursts of \(size)\n")
-        print(String(format: "%-58@ %-22@ %-26@ %@", "figure", "value", "limit", "ratio"))
+        say("switchyard-bench: \(ProcessInfo.processInfo.activeProcessorCount) CPUs; \(operations) sequential operations per latency figure, bursts of \(size)\n")
+        say(Self.format("figure", "value", "limit", "ratio"))
 
         // The limits.
         try FileManager.default.createDirectory(atPath: work + "/state", withIntermediateDirectories: true)
@@ -46,7 +47,9 @@ extension Bench {
         let capacity = try await putCapacity(connections: 16, seconds: 3)
         row("limit: PUT round trip, same client, median", f(roundTrip, 3) + " ms")
         row("limit: sandbox PUT capacity (16 connections)", f(capacity, 0) + "/s", limit: f(capacity / 2, 0) + " ops/s")
-        let floor = 3 * roundTrip + 2 * sync
+        let floors = try await floorLatency(count: min(operations, 500), sync: work + "/state")
+        let floor = median(floors)
+        row("limit: minimal agent (same client and listener, 2 fsyncs), p50 / p99", f(floor, 3) + " / " + f(percentile(floors, 0.99), 3) + " ms")
         figures["limits"] = ["fsyncMs": .double(sync), "spawnTruePerSecond": .double(spawnTrue.perSecond),
                              "spawnShellMs": .double(spawnShell.medianMilliseconds), "parallelSpawnPerSecond": .double(spawnParallel.perSecond),
                              "putRoundTripMs": .double(roundTrip), "putCapacityPerSecond": .double(capacity), "floorMs": .double(floor)]
@@ -73,13 +76,17 @@ extension Bench {
             figures["latency " + name] = ["p50": .double(p50), "p90": .double(p90), "p99": .double(p99), "floor": .double(limit)]
         }
 
-        // fsyncs per operation, counted by strace on the running agent.
-        if let strace = which("strace"), let pid = agent?.pid {
-            let count = min(operations, 200)
-            let syncs = try await countSyncs(strace: strace, pid: pid, count: count)
-            row("fsyncs per operation (strace, \(count) sequential)", syncs.map { f($0, 2) } ?? "n/a", limit: "2")
-            if let syncs { figures["fsyncsPerOperation"] = .double(syncs) }
+        // fsyncs per operation: the agent's own count (every journal and outbox sync), logged when it
+        // stops; a run without operations gives what start-up and shutdown cost.
+        let count = min(operations, 200)
+        let base = try await syncsOfOneRun(operations: 0)
+        let loaded = try await syncsOfOneRun(operations: count)
+        if let base, let loaded {
+            let perOperation = Double(loaded - base) / Double(count)
+            row("fsyncs per operation (\(count) sequential c8y_Message)", f(perOperation, 2), limit: "2", ratio: ratio(perOperation, 2))
+            figures["fsyncsPerOperation"] = .double(perOperation)
         }
+        try await startAgent()
 
         // Throughput, memory in a burst.
         guard let pid = agent?.pid else { return }
@@ -140,13 +147,45 @@ extension Bench {
         try save(output)
     }
 
+    /// The floor of one operation's end-to-end time: a minimal agent in this process (the agent's HTTP
+    /// client and Bayeux listener, no journal, no dispatch, no outbox) takes each operation as it
+    /// arrives, appends and fsyncs a record, sends EXECUTING, appends and fsyncs again, sends
+    /// SUCCESSFUL; measured like the agent's operations, on the sandbox's clock.
+    func floorLatency(count: Int, sync directory: String) async throws -> [Double] {
+        let floorDevice = try await client.createManagedObject(["name": "bench-floor", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+        let client = self.client
+        let fd = open(directory + "/floor-journal", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer { Glibc.close(fd) }
+        let record = [UInt8](repeating: 0x61, count: 120) + [0x0A]
+        let listener = BayeuxListener(client: client, channel: "/" + floorDevice, logger: Logger(label: "floor", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let before = try await subscriptions().count
+        let task = Task {
+            await listener.run(onSubscribed: {}, onMessage: { item in
+                guard case .operation(let operation) = item, let id = operation["id"]?.idValue else { return }
+                _ = record.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                fsync(fd)
+                _ = try? await client.send("PUT", "/devicecontrol/operations/" + id, body: ["status": "EXECUTING"], accept: "application/json")
+                _ = record.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                fsync(fd)
+                _ = try? await client.send("PUT", "/devicecontrol/operations/" + id, body: ["status": "SUCCESSFUL"], accept: "application/json")
+            })
+        }
+        defer { task.cancel() }
+        try await until("the minimal agent subscribed") { try await self.subscriptions().count > before }
+        let device = self.device
+        self.device = floorDevice
+        defer { self.device = device }
+        _ = try await sequential(Self.message, count: 20)
+        return try await sequential(Self.message, count: count)
+    }
+
     /// Idle: resident memory and its kinds, threads, descriptors, and wake-ups over `seconds`.
     func idleFigures(seconds: Int) throws -> JSONValue {
         guard let pid = agent?.pid else { return .null }
         let figures = ProcessFigures(pid: pid)
         let switchesBefore = figures.contextSwitches
         Thread.sleep(forTimeInterval: Double(seconds))
-        let wakeups = Double(figures.contextSwitches - switchesBefore) / Double(seconds)
+        let wakeups = Double(ProcessFigures.wakeups(from: switchesBefore, to: figures.contextSwitches)) / Double(seconds)
         row("idle: RSS / anonymous / PSS", "\(f(figures.rssMiB, 1)) / \(f(figures.anonymousMiB, 1)) / \(f(figures.pssMiB, 1)) MiB",
             limit: "RSS ≤ 16, anon ≤ 3 MiB")
         row("idle: threads / descriptors", "\(figures.threads) / \(figures.descriptors)")
@@ -188,23 +227,16 @@ extension Bench {
         return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
 
-    /// fsyncs and fdatasyncs of the agent while `count` c8y_Message operations run one after the other.
-    func countSyncs(strace: String, pid: pid_t, count: Int) async throws -> Double? {
-        let log = work + "/strace.txt"
-        let tracer = try Child("strace", [strace, "-f", "-qq", "-c", "-e", "trace=fsync,fdatasync,sync_file_range", "-o", log, "-p", "\(pid)"],
-                               log: work + "/strace.log")
-        try await Task.sleep(for: .milliseconds(500))  // attached to every thread
-        _ = try await sequential(Self.message, count: count)
-        kill(tracer.pid, SIGINT)
-        tracer.process.waitUntilExit()
-        guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return nil }
-        var calls = 0
-        for line in text.split(separator: "\n") {
-            let columns = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard let name = columns.last, ["fsync", "fdatasync", "sync_file_range"].contains(String(name)), columns.count >= 5 else { continue }
-            calls += Int(columns[3]) ?? 0
-        }
-        return Double(calls) / Double(count)
+    /// The fsyncs of one run of the agent (start, `operations` sequential c8y_Message, stop), from its last log line.
+    func syncsOfOneRun(operations: Int) async throws -> Int? {
+        try await startAgent()
+        if operations > 0 { _ = try await sequential(Self.message, count: operations) }
+        agent?.stop()
+        let log = work + "/agent-\(startups.count - 1).log"
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").last(where: { $0.contains("stopped") && $0.contains("fsyncs=") }),
+              let range = line.range(of: "fsyncs=") else { return nil }
+        return Int(line[range.upperBound...].prefix { $0.isNumber })
     }
 
     /// Binary sizes, stripped, and the modules that take most of the dynamic build.
@@ -273,7 +305,7 @@ extension Bench {
               maxImageBytes: \(Int64(imageMiB + 1) << 20)
 
             """)
-        print("one core: image of \(imageMiB) MiB")
+        say("one core: image of \(imageMiB) MiB")
         var image = [UInt8](repeating: 0, count: imageMiB << 20)
         for index in stride(from: 0, to: image.count, by: 4096) { image[index] = UInt8(truncatingIfNeeded: index >> 12) }
         let imageFile = work + "/image"
@@ -295,7 +327,7 @@ extension Bench {
             ended = status == "SUCCESSFUL" || status == "FAILED"
         }
         let firmwareSpan = try await span(firmware)
-        print(String(format: "%-58@ %-22@ %-26@ %@", "figure", "value", "limit", "ratio"))
+        say(Self.format("figure", "value", "limit", "ratio"))
         row("one core: firmware \(imageMiB) MiB (download, SHA-256, fsync)", firmwareSpan.status + " in " + f(Double(firmwareSpan.ended - firmwareSpan.created) / 1e9, 1) + " s")
         row("one core: c8y_Message idle p50 / p99 (\(idle.count))", "\(f(median(idle))) / \(f(percentile(idle, 0.99))) ms")
         row("one core: c8y_Message during the firmware p50 / p99 (\(loaded.count))", "\(f(median(loaded))) / \(f(percentile(loaded, 0.99))) ms",

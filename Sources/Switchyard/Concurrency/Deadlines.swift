@@ -11,8 +11,11 @@ import Musl
 /// Every handler run races its time limit (600 s by default). A cancelled `Task.sleep` stays
 /// scheduled, with its task and continuation, until its deadline: a flood of short operations
 /// held one sleeping task each for ten minutes (≈ 1 KB per operation, hundreds of MB in a flood).
-/// Here a cancelled sleep is removed and resumed at once. One thread waits on a condition variable
-/// (monotonic clock) for the earliest deadline.
+/// And on Linux any pending `Task.sleep` wakes libdispatch's timer thread every second (measured
+/// with strace on a program that only sleeps), so the long sleeps of an idle agent (the periodic
+/// reconciliation, the handlers.d fallback check, the watchdog) wait here too. A cancelled sleep
+/// is removed and resumed at once. One thread waits on a condition variable (monotonic clock) for
+/// the earliest deadline, and wakes only then.
 final class Deadlines: Sendable {
     /// The process's one timer thread.
     static let shared = Deadlines()

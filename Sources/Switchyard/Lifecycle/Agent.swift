@@ -159,7 +159,11 @@ public struct Agent: Service {
         try FileSystem.makeDirectories(state, mode: 0o711)
         // The journal's and the outbox's writes and fsyncs happen on a thread of their own.
         let storage = tuning.storage ?? StorageThread()
-        defer { if tuning.storage == nil { storage.finish() } }
+        defer {
+            // What durability cost this run (switchyard-bench reads it).
+            logger.notice("stopped", metadata: ["fsyncs": "\(storage.syncs)"])
+            if tuning.storage == nil { storage.finish() }
+        }
         let journal = try Journal(directory: state, storage: storage, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, journal: journal,
                                 concurrency: max(tuning.outboxConcurrency, 2 * configuration.concurrency), storage: storage,

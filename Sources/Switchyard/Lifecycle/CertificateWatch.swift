@@ -40,7 +40,7 @@ actor CertificateWatch {
     func run(interval: Duration) async {
         while !Task.isCancelled {
             await check()
-            do { try await Task.sleep(for: interval) } catch { return }
+            guard await Deadlines.shared.sleep(for: interval) else { return }
         }
     }
 

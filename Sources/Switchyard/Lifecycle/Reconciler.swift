@@ -68,7 +68,8 @@ actor Reconciler {
         let base = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
         while !Task.isCancelled {
             let seconds = base * Double.random(in: 0.9...1.1)
-            do { try await Task.sleep(for: .milliseconds(Int64(seconds * 1000))) } catch { return }
+            // On the timer thread: a pending Task.sleep wakes the process every second on Linux.
+            guard await Deadlines.shared.sleep(for: .milliseconds(Int64(seconds * 1000))) else { return }
             await request("periodic")
         }
     }

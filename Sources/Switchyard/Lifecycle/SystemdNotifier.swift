@@ -101,7 +101,7 @@ public struct Watchdog: Sendable {
                              metadata: ["stalled": .array(stalled.map { .string($0) })])
                 withheld = true
             }
-            do { try await Task.sleep(for: interval / 2) } catch { return }
+            guard await Deadlines.shared.sleep(for: interval / 2) else { return }
         }
     }
 }

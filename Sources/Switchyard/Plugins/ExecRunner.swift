@@ -120,8 +120,8 @@ struct ExecRunner: Sendable {
                 }
             }
             group.addTask {
-                do { try await Task.sleep(for: timeout) } catch { return nil }
-                return .timedOut(timeout)
+                // Not Task.sleep: a cancelled one stays scheduled, with its task, until its deadline.
+                await Deadlines.shared.sleep(for: timeout) ? .timedOut(timeout) : nil
             }
             var ending: ExecResult.Ending?
             while let next = await group.next() {

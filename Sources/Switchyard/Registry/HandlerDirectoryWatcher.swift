@@ -76,7 +76,7 @@ struct HandlerDirectoryWatcher: Sendable {
             }
             group.addTask {
                 while !Task.isCancelled {
-                    do { try await Task.sleep(for: interval) } catch { break }
+                    guard await Deadlines.shared.sleep(for: interval) else { break }
                     wake.yield()
                 }
             }
