@@ -40,7 +40,12 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let directory = binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let bench = try await Bench(binaries: directory)
+        if oneCore {
+            // The agent alone on CPU 0: the bench and the sandbox keep to CPU 1.
+            guard ProcessInfo.processInfo.activeProcessorCount >= 2 else { throw ValidationError("--one-core needs two CPUs") }
+            if ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_PINNED"] == nil { pinToCPU(1) }
+        }
+        let bench = try await Bench(binaries: directory, sandboxCPU: oneCore ? 1 : nil)
         defer { bench.close() }
         if oneCore {
             try await bench.oneCore(imageMiB: imageMiB, output: output)
@@ -65,7 +70,7 @@ final class Bench: @unchecked Sendable {
     var rows: [(String, String, String, String)] = []
     var startups: [Double] = []
 
-    init(binaries: String) async throws {
+    init(binaries: String, sandboxCPU: Int? = nil) async throws {
         self.binaries = binaries
         for program in ["switchyard", "switchyard-sandbox"] where access(binaries + "/" + program, X_OK) != 0 {
             throw ValidationError("\(binaries)/\(program) is missing: swift build -c release --product \(program)")
@@ -77,7 +82,8 @@ final class Bench: @unchecked Sendable {
         transport = try CurlTransport()
         client = PlatformClient(baseURL: url, transport: transport,
                                 credentials: BasicCredentials(tenant: "t100", username: "device", password: "device-secret"))
-        sandbox = try Child("sandbox", [binaries + "/switchyard-sandbox", "serve", "--port", "\(port)", "--mtls-port", "0"],
+        let pin = sandboxCPU.map { ["/usr/bin/taskset", "-c", "\($0)"] } ?? []
+        sandbox = try Child("sandbox", pin + [binaries + "/switchyard-sandbox", "serve", "--port", "\(port)", "--mtls-port", "0"],
                             log: work + "/sandbox.log")
         try await until("the sandbox answers") { (try? await self.transport.send(HTTPRequest(method: "GET", url: self.url + "/"))) != nil }
     }
@@ -225,6 +231,16 @@ final class Bench: @unchecked Sendable {
         try Data(JSONValue.object(figures).encoded()).write(to: URL(fileURLWithPath: output))
         print("\nfigures written to \(output)")
     }
+}
+
+/// Runs this program again on one CPU (through taskset); returns only when that cannot be done.
+func pinToCPU(_ cpu: Int) {
+    setenv("SWITCHYARD_BENCH_PINNED", "\(cpu)", 1)
+    let program = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    let argv = ["/usr/bin/taskset", "-c", "\(cpu)", program] + CommandLine.arguments.dropFirst()
+    let cArguments = argv.map { strdup($0) } + [nil]
+    execv(argv[0], cArguments)
+    say("cannot pin the bench to CPU \(cpu) (taskset); it shares the agent's CPU")
 }
 
 /// Prints a line at once (also into a pipe, where `print` would wait for a full buffer).

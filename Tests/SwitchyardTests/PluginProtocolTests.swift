@@ -167,6 +167,22 @@ struct PluginProtocolTests {
         await harness.close()
     }
 
+    /// The restart a plugin asks for runs the c8y_Restart plugin like any operation's: its directives
+    /// are applied (an event here) and it writes its log to restart.log.
+    @Test func anExecRestartHandlerAskedForByAPluginHasItsDirectivesApplied() async throws {
+        let harness = try await Harness()
+        harness.script("reboot.sh", "echo '{\"switchyard\":\"event\",\"type\":\"acme_GoingDown\",\"text\":\"rebooting\"}'\necho down >&2")
+        harness.declare("restart.yaml", "operation: c8y_Restart\nexec: {command: [../bin/reboot.sh]}\n")
+        harness.script("update.sh", "echo '{\"switchyard\":\"restart\"}'")
+        harness.declare("update.yaml", "operation: acme_Update\nexec: {command: [../bin/update.sh]}\nresumable: true\n")
+        try await harness.startAgent()
+        let id = try await harness.createOperation(["acme_Update": [:]])
+        try await eventually("the restart handler's event") { await !harness.tenant.eventList(type: "acme_GoingDown").isEmpty }
+        #expect(harness.log(id, phase: "restart").contains("down"))
+        #expect(await harness.tenant.operation(id)?["status"] == "EXECUTING")
+        await harness.close()
+    }
+
     @Test func restartRequestWithoutARestartHandlerFails() async throws {
         let harness = try await Harness()
         harness.script("update.sh", "echo '{\"switchyard\":\"restart\"}'")

@@ -230,3 +230,24 @@ struct SyncsPerOperationTests {
         storage.finish()
     }
 }
+
+/// The one wording of failure reasons, and the tail of standard error they carry.
+struct FailureReasonTests {
+    @Test func theTailKeepsWholeLines() {
+        let text = (1...300).map { "line \($0)" }.joined(separator: "\n")
+        let tail = ExecResult.lastLines(text, limit: 100)
+        #expect(tail.hasPrefix("…line "))
+        #expect(tail.hasSuffix("line 300"))
+        #expect(tail.count <= 101)
+        #expect(ExecResult.lastLines(String(repeating: "x", count: 2000), limit: 10) == "…xxxxxxxxxx")
+        #expect(ExecResult.lastLines("short") == "short")
+    }
+
+    @Test func endingsAreWordedOnce() {
+        #expect(ExecResult.Ending.exited(3).reason(program: "/p", tail: "") == "exited with code 3 (no error output)")
+        #expect(ExecResult.Ending.exited(3).reason(program: "/p", tail: "boom") == "exited with code 3: boom")
+        #expect(ExecResult.Ending.signalled(9).reason(program: "/p", tail: "") == "killed by signal 9")
+        #expect(ExecResult.Ending.timedOut(.seconds(5)).reason(program: "/p", tail: "").hasPrefix("timed out after 5"))
+        #expect(ExecResult.Ending.couldNotStart("No such file").reason(program: "/p", tail: "x") == "could not start /p: No such file")
+    }
+}

@@ -42,7 +42,7 @@ public actor Dispatcher {
     /// More variables for executable plugins (the plugin proxy's URL and secret).
     private let pluginVariables: [String: String]
     private let logger: Logger
-    private let runner = ExecRunner()
+    private let execRunner = ExecRunner()
     private let global: AsyncSemaphore
     private var perDeclaration: [String: AsyncSemaphore] = [:]
     private var draining = false
@@ -93,6 +93,9 @@ public actor Dispatcher {
     public func update(registry: Registry, for deviceID: String? = nil, externalId: String? = nil) {
         let id = deviceID ?? device.id
         devices[id] = (registry, externalId ?? devices[id]?.externalId ?? "")
+        // Slots of declarations gone from every registry go too (a running operation keeps its own).
+        let live = Set(devices.values.flatMap { $0.registry.declarations.map(\.location) })
+        perDeclaration = perDeclaration.filter { live.contains($0.key) }
     }
 
     private func registry(for deviceID: String) -> Registry? { devices[deviceID]?.registry }
@@ -160,7 +163,8 @@ public actor Dispatcher {
             logger.debug("operation not PENDING; not taken", metadata: ["operation": "\(id)", "status": "\(status)"])
             return
         }
-        let fragment = match(json)
+        let job = makeJob(id: id, json: json, phase: .execute, reportExecuting: true)
+        let fragment = job.declaration == nil ? nil : job.operation.fragment
         do {
             guard try await journal.accept(id, operation: json, fragment: fragment) else {
                 logger.debug("operation delivered again; already taken", metadata: ["operation": "\(id)", "source": "\(source)"])
@@ -173,7 +177,7 @@ public actor Dispatcher {
             return
         }
         logger.info("operation received", metadata: ["operation": "\(id)", "fragment": "\(fragment ?? "-")", "source": "\(source)"])
-        jobSink.yield(makeJob(id: id, json: json, phase: .execute, reportExecuting: true))
+        jobSink.yield(job)
     }
 
     /// Returns at once: that it returns at all tells the watchdog the actor is not stuck.
@@ -290,15 +294,16 @@ public actor Dispatcher {
     /// An operation the platform says is EXECUTING that this agent has no record of: left by a run
     /// whose journal is gone, so it is resumed (or FAILED, if its handler is not resumable).
     private func adopt(executing json: JSONValue, id: String) async {
+        let job = makeJob(id: id, json: json, phase: .resume, reportExecuting: false)
         do {
-            guard try await journal.accept(id, operation: json, fragment: match(json)) else { return }
+            guard try await journal.accept(id, operation: json, fragment: job.declaration == nil ? nil : job.operation.fragment) else { return }
             try await journal.started(id)
         } catch {
             logger.error("cannot record operation in the journal", metadata: ["operation": "\(id)", "error": "\(error)"])
             return
         }
         logger.notice("operation EXECUTING on the platform with no local record", metadata: ["operation": "\(id)"])
-        jobSink.yield(makeJob(id: id, json: json, phase: .resume, reportExecuting: false))
+        jobSink.yield(job)
     }
 
     /// The handled fragment of an operation: the first key, in sorted order, that a declaration handles.
@@ -416,152 +421,54 @@ public actor Dispatcher {
         await finish(operation.id, outcome, metadata: metadata)
     }
 
-    /// Creates the operation's directory, with `operation.json` for an executable plugin (not
-    /// synced: after a crash the journal has the operation, and the directory is made again); the
-    /// error when that fails.
+    /// Creates the operation's workspace (with `operation.json` for an executable plugin); the error when that fails.
     private func prepareWorkspace(_ operation: Operation, for declaration: HandlerDeclaration) -> FileSystemError? {
-        let directory = stateDirectory + "/operations/" + operation.id
         do {
-            // Traversable (not listable) by others, so a plugin declared with `user:` reaches its own directory.
-            try FileSystem.makeDirectories(directory, mode: 0o711)
-            if case .exec = declaration.kind {
-                try FileSystem.writeAtomically(directory + "/operation.json", operation.json.encoded(), mode: 0o600, durable: false)
-            }
+            let isExec = if case .exec = declaration.kind { true } else { false }
+            try OperationWorkspace(stateDirectory: stateDirectory, operationID: operation.id)
+                .prepare(operation.json, writeOperationFile: isExec)
             return nil
         } catch {
             return error
         }
     }
 
-    /// Runs the handler; `nil` when the operation stays open across a device restart the plugin asked for.
+    /// The runner of a declaration's handler: in-process for a compiled one, a process for an executable.
+    private func runner(for declaration: HandlerDeclaration) -> any HandlerRunner {
+        switch declaration.kind {
+        case .swift(_, let handler):
+            return CompiledHandlerRunner(handler: handler)
+        case .exec(let spec):
+            return ExecPluginRunner(spec: spec, declaration: declaration.location, runner: execRunner, baseURL: client.baseURL,
+                                    variables: pluginVariables, logger: logger)
+        }
+    }
+
+    /// The context a handler runs with: its phase, its workspace, the log `log` names, the outbox.
+    private func context(_ operation: Operation, phase: Phase, workspace: OperationWorkspace, log: String) -> OperationContext {
+        OperationContext(phase: phase, stateDirectory: workspace.directory, logFile: workspace.logFile(log),
+                         deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
+                         variables: pluginVariables)
+    }
+
+    /// Runs the handler; `nil` when the operation stays open across a device restart it asked for.
     private func run(_ operation: Operation, _ declaration: HandlerDeclaration, phase: Phase) async -> Outcome? {
-        let directory = stateDirectory + "/operations/" + operation.id
-        let logFile = directory + "/\(phase.rawValue).log"
         if phase == .resume && !declaration.resumable {
             return .failed("the agent restarted while this operation was executing; its handler (\(declaration.handlerName)) is not resumable")
         }
-        switch declaration.kind {
-        case .swift(_, let handler):
-            let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
-                                           variables: pluginVariables)
-            let outcome = await runCompiled(handler, operation, context: context, timeout: declaration.timeout)
-            if outcome == .restartRequired { return await restartDevice(for: operation, declaration: declaration) }
-            return outcome
-        case .exec(let spec):
-            let environment = pluginEnvironment(operation, phase: phase, directory: directory)
-            let context = OperationContext(phase: phase, stateDirectory: directory, logFile: logFile,
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
-                                           variables: pluginVariables)
-            let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
-            let applier = Task { [logger] in
-                for await directive in directives {
-                    await Self.apply(directive, context: context, client: client, logger: logger, operationID: operation.id)
-                }
-            }
-            let user = spec.user.flatMap { user -> RunAs? in
-                if geteuid() == 0 { return user }
-                logger.notice("not running as root; the plugin runs as the agent's user", metadata: ["user": "\(user.name)"])
-                return nil
-            }
-            if let user { chown(directory, user.uid, user.gid) }
-            let result = await runner.run(spec, operation: operation.json, environment: environment,
-                                          timeout: declaration.timeout, workingDirectory: directory, logFile: logFile,
-                                          user: user, onDirective: { sink.yield($0) },
-                                          onInvalidDirective: { [logger] why, line in
-                                              logger.warning("plugin printed an invalid directive; ignored", metadata: [
-                                                  "operation": "\(operation.id)", "declaration": "\(declaration.location)",
-                                                  "problem": "\(why)", "line": "\(line)",
-                                              ])
-                                          })
-            sink.finish()
-            await applier.value
-            if result.restartRequested, result.ending == .exited(0) {
-                return await restartDevice(for: operation, declaration: declaration)
-            }
-            return Self.outcome(of: result, program: spec.command[0])
+        let workspace = OperationWorkspace(stateDirectory: stateDirectory, operationID: operation.id)
+        let context = context(operation, phase: phase, workspace: workspace, log: phase.rawValue)
+        switch await runner(for: declaration).run(operation, phase: phase, timeout: declaration.timeout, context: context,
+                                                  workspace: workspace) {
+        case .outcome(let outcome): return outcome
+        case .restartRequested: return await restartDevice(for: operation, declaration: declaration, workspace: workspace)
         }
     }
 
-    /// The `SWITCHYARD_*` variables an executable plugin gets (docs/plugin-protocol.md §2).
-    private func pluginEnvironment(_ operation: Operation, phase: Phase, directory: String) -> [String: String] {
-        [
-            "SWITCHYARD_OPERATION_ID": operation.id,
-            "SWITCHYARD_FRAGMENT": operation.fragment,
-            "SWITCHYARD_DEVICE_ID": operation.deviceId,
-            "SWITCHYARD_EXTERNAL_ID": operation.externalId ?? "",
-            "SWITCHYARD_PHASE": phase.rawValue,
-            "SWITCHYARD_STATE_DIR": directory,
-            "SWITCHYARD_OPERATION_FILE": directory + "/operation.json",
-            "SWITCHYARD_C8Y_URL": client.baseURL,
-        ].merging(pluginVariables) { first, _ in first }
-    }
-
-    private func runCompiled(_ handler: any OperationHandler, _ operation: Operation, context: OperationContext,
-                             timeout: Duration) async -> Outcome {
-        let outcome = await withTimeLimit(timeout) { () async -> Outcome in
-            do {
-                return context.phase == .resume
-                    ? try await handler.resume(operation, context: context)
-                    : try await handler.execute(operation, context: context)
-            } catch {
-                return .failed(Task.isCancelled ? "cancelled" : "\(error)")
-            }
-        }
-        return outcome ?? .failed("timed out after \(timeout) and was cancelled")
-    }
-
-    /// The outcome of an executable's run: exit 0 → SUCCESSFUL, otherwise FAILED with the plugin's
-    /// own reason (a `failure` directive) or why it ended and the tail of its standard error.
-    static func outcome(of result: ExecResult, program: String) -> Outcome {
-        let tail = lastLines(result.stderrTail)
-        if result.ending == .exited(0) { return .successful(result: result.result) }
-        if let reason = result.failureReason { return .failed(reason: lastLines(reason), result: result.result) }
-        switch result.ending {
-        case .exited(0):
-            return .successful(result: result.result)
-        case .exited(let code):
-            return .failed(tail.isEmpty ? "exited with code \(code) (no error output)" : "exited with code \(code): \(tail)")
-        case .signalled(let signal):
-            return .failed("killed by signal \(signal)" + (tail.isEmpty ? "" : ": \(tail)"))
-        case .timedOut(let limit):
-            return .failed("timed out after \(limit) and was stopped (SIGTERM, then SIGKILL)" + (tail.isEmpty ? "" : ": \(tail)"))
-        case .couldNotStart(let why):
-            return .failed("could not start \(program): \(why)")
-        }
-    }
-
-    /// Carries out a directive that acts on the platform. Failures are logged in the agent's and the
-    /// operation's log; they do not fail the operation.
-    static func apply(_ directive: Directive, context: OperationContext, client: PlatformClient, logger: Logger,
-                      operationID: String) async {
-        let device = context.deviceID
-        do {
-            switch directive {
-            case .progress(let message):
-                logger.info("progress", metadata: ["operation": "\(operationID)", "message": "\(message)"])
-            case .inventory(let fragments):
-                try await context.updateInventory(fragments)
-            case .event(let type, let text, let fragments):
-                try await context.sendEvent(type: type, text: text, fragments: fragments)
-            case .measurement(let type, let fragments):
-                try await context.sendMeasurement(type: type, fragments: fragments)
-            case .alarm(let type, let severity, let text, let fragments):
-                try await context.raiseAlarm(type: type, severity: severity, text: text, fragments: fragments)
-            case .clearAlarm(let type):
-                try await clearActiveAlarms(type: type, device: device, client: client, outbox: context.outbox)
-            case .result, .failure, .restart:
-                break
-            }
-        } catch {
-            logger.warning("plugin directive failed", metadata: ["operation": "\(operationID)", "error": "\(error)"])
-            await context.log("[switchyard: directive failed: \(error)]")
-        }
-    }
-
-    /// A plugin asked for a device restart: hand it to the device's `c8y_Restart` handler. The operation
-    /// stays `started` in the journal, so after the restart it is resumed (phase `resume`).
-    private func restartDevice(for operation: Operation, declaration: HandlerDeclaration) async -> Outcome? {
+    /// A handler asked for a device restart: hand it to the device's `c8y_Restart` handler, run like
+    /// any other (an executable one as its declared user, its directives applied). The operation stays
+    /// `started` in the journal, so after the restart it is resumed (phase `resume`).
+    private func restartDevice(for operation: Operation, declaration: HandlerDeclaration, workspace: OperationWorkspace) async -> Outcome? {
         guard declaration.resumable else {
             return .failed("the plugin asked for a device restart, but its declaration is not resumable: it could not finish after the restart")
         }
@@ -571,35 +478,14 @@ public actor Dispatcher {
         logger.notice("plugin asked for a device restart", metadata: ["operation": "\(operation.id)", "restartHandler": "\(restart.handlerName)"])
         let request = Operation(id: operation.id, deviceId: operation.deviceId, externalId: operation.externalId,
                                 fragment: "c8y_Restart", json: operation.json.merging(["c8y_Restart": [:]]))
-        let outcome: Outcome?
-        switch restart.kind {
-        case .swift(_, let handler):
-            let context = OperationContext(phase: .execute, stateDirectory: stateDirectory + "/operations/" + operation.id,
-                                           logFile: stateDirectory + "/operations/\(operation.id)/restart.log",
-                                           deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
-                                           variables: pluginVariables)
-            outcome = await runCompiled(handler, request, context: context, timeout: restart.timeout)
-        case .exec(let spec):
-            let directory = stateDirectory + "/operations/" + operation.id
-            // A compiled handler's workspace has no operation.json: the restart plugin reads the request.
-            if !FileSystem.exists(directory + "/operation.json") {
-                try? FileSystem.writeAtomically(directory + "/operation.json", request.json.encoded(), mode: 0o600, durable: false)
-            }
-            let result = await runner.run(spec, operation: request.json,
-                                          environment: pluginEnvironment(request, phase: .execute, directory: directory),
-                                          timeout: restart.timeout, workingDirectory: directory, logFile: directory + "/restart.log")
-            outcome = Self.outcome(of: result, program: spec.command[0])
-        }
-        if case .failed(let reason, _)? = outcome {
+        // A compiled handler's workspace has no operation.json: the restart plugin reads the request.
+        if case .exec = restart.kind, !FileSystem.exists(workspace.operationFile) { try? workspace.writeOperation(request.json) }
+        let context = context(request, phase: .execute, workspace: workspace, log: "restart")
+        let end = await runner(for: restart).run(request, phase: .execute, timeout: restart.timeout, context: context, workspace: workspace)
+        if case .outcome(.failed(let reason, _)) = end {
             return .failed("the plugin asked for a device restart, which failed: \(reason)")
         }
         return nil
-    }
-
-    /// The failure reason's part from standard error: its last lines, at most 1000 characters.
-    static func lastLines(_ text: String, limit: Int = 1000) -> String {
-        guard text.count > limit else { return text }
-        return "…" + String(text.suffix(limit))
     }
 
     private func report(_ id: String, executing: Bool) async {

@@ -167,13 +167,12 @@ func runDeviceCommand(_ argv: [String], input: [UInt8]?, environment: [String: S
     let result = await ExecRunner().run(spec, operation: .null, environment: [:], timeout: timeout,
                                         workingDirectory: directory, logFile: logFile, templated: false,
                                         stdin: input ?? [], captureOutput: 1 << 20, logging: logging)
-    let tail = Dispatcher.lastLines(result.stderrTail)
+    let tail = ExecResult.lastLines(result.stderrTail)
     let outcome: CommandResult
-    switch result.ending {
-    case .exited(let code): outcome = CommandResult(exitCode: code, detail: tail, output: result.output)
-    case .signalled(let signal): outcome = CommandResult(exitCode: nil, detail: "killed by signal \(signal)")
-    case .timedOut(let limit): outcome = CommandResult(exitCode: nil, detail: "timed out after \(limit)")
-    case .couldNotStart(let why): outcome = CommandResult(exitCode: nil, detail: "could not start \(program): \(why)")
+    if case .exited(let code) = result.ending {
+        outcome = CommandResult(exitCode: code, detail: tail, output: result.output)
+    } else {
+        outcome = CommandResult(exitCode: nil, detail: result.ending.reason(program: program, tail: ""))
     }
     let ending = outcome.exitCode.map { "exit status \($0)" } ?? outcome.detail
     appendLine("[switchyard: \(ending), after \((ContinuousClock.now - started).readable)]", to: logFile)

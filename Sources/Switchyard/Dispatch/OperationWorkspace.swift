@@ -1,0 +1,31 @@
+import HandlerKit
+import JSONSupport
+
+/// An operation's directory in the state directory (`operations/<id>/`) and the files in it: what a
+/// handler runs in, logs to and keeps state in across restarts. Pruned by ``Housekeeping`` some time
+/// after the operation ends.
+struct OperationWorkspace: Sendable {
+    let directory: String
+
+    init(stateDirectory: String, operationID: String) {
+        directory = stateDirectory + "/operations/" + operationID
+    }
+
+    /// The log of one phase (`execute.log`, `resume.log`, `report.log`, `restart.log`).
+    func logFile(_ name: String) -> String { directory + "/\(name).log" }
+
+    /// The operation as the platform sent it, for an executable plugin (`SWITCHYARD_OPERATION_FILE`).
+    var operationFile: String { directory + "/operation.json" }
+
+    /// Creates the directory (traversable, not listable, by others, so that a plugin declared with
+    /// `user:` reaches its own), with `operation.json` when asked (not synced: after a crash the
+    /// journal has the operation, and the workspace is prepared again).
+    func prepare(_ operation: JSONValue, writeOperationFile: Bool) throws(FileSystemError) {
+        try FileSystem.makeDirectories(directory, mode: 0o711)
+        if writeOperationFile { try writeOperation(operation) }
+    }
+
+    func writeOperation(_ operation: JSONValue) throws(FileSystemError) {
+        try FileSystem.writeAtomically(operationFile, operation.encoded(), mode: 0o600, durable: false)
+    }
+}
