@@ -239,7 +239,8 @@ public struct Agent: Service {
             await dispatcher.recover(executingOnPlatform: executing)
             await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, client: client, state: state)
             let housekeeping = Housekeeping(stateDirectory: state, journal: journal, retention: tuning.retention, logger: logger)
-            await housekeeping.prune()
+            // In the background: thousands of old directories must not delay the subscription.
+            group.addTask(priority: .background) { await housekeeping.prune() }
             await dispatcher.setHousekeeping(housekeeping)
 
             // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
