@@ -123,8 +123,7 @@ struct JournalTests {
         defer { FileSystem.removeTree(dir) }
         let transport = try CurlTransport()
         defer { transport.shutdown() }
-        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
-                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        let client = unreachableClient(transport)
         do {
             let outbox = try Outbox(directory: dir, client: client, logger: logger)
             try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])

@@ -102,8 +102,7 @@ struct StorageTests {
         defer { transport.shutdown() }
         let storage = StorageThread()
         defer { storage.finish() }
-        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
-                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        let client = unreachableClient(transport)
         do {
             let outbox = try Outbox(directory: dir, client: client, storage: storage, logger: logger)
             let opened = storage.syncs
@@ -125,8 +124,7 @@ struct StorageTests {
         defer { FileSystem.removeTree(dir) }
         let transport = try CurlTransport()
         defer { transport.shutdown() }
-        let client = PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
-                                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
+        let client = unreachableClient(transport)
         for (sequence, status) in [(7, "EXECUTING"), (8, "SUCCESSFUL")] {
             write("{\"operationId\":\"5\",\"method\":\"PUT\",\"path\":\"/devicecontrol/operations/5\",\"accept\":\"application/json\",\"body\":{\"status\":\"\(status)\"}}",
                   to: dir + "/00000000000000\(sequence < 10 ? "0" : "")\(sequence).json")
@@ -169,6 +167,12 @@ struct StorageTests {
         #expect(await server.tenant.history(of: slow).compactMap { $0["status"]?.stringValue } == ["PENDING", "EXECUTING", "SUCCESSFUL"])
         await outbox.waitUntilEmpty()
     }
+}
+
+/// A client whose requests go nowhere (port 9): for outbox tests that only queue.
+func unreachableClient(_ transport: CurlTransport) -> PlatformClient {
+    PlatformClient(baseURL: "http://127.0.0.1:9", transport: transport,
+                   credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
 }
 
 /// Time limits that end early leave nothing scheduled behind them.

@@ -288,7 +288,8 @@ public struct Agent: Service {
         do {
             try proxy.start(port: port)
             let record: JSONValue = ["url": .string(proxy.url), "secret": .string(proxy.secret)]
-            try FileSystem.writeAtomically(state + "/" + PluginProxy.file, record.encoded(), mode: 0o600)
+            // Written again at every start: it need not survive a power cut (no fsync on the way to the subscription).
+            try FileSystem.writeAtomically(state + "/" + PluginProxy.file, record.encoded(), mode: 0o600, durable: false)
         } catch {
             logger.error("the plugin proxy is not available; plugins get no SWITCHYARD_PROXY_URL", metadata: ["error": "\(error)"])
             proxy.stop()
