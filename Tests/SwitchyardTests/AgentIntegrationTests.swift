@@ -321,6 +321,20 @@ struct PlatformFaultTests {
         await harness.close()
     }
 
+    /// A created device answered without an id breaks the API's promise: said so, with the request,
+    /// and registration is tried again (the next answer has the id).
+    @Test func aCreatedDeviceWithoutAnIdIsRetried() async throws {
+        let harness = try await Harness()
+        harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
+        await harness.tenant.answerRaw(next: 1, status: 201, contentType: "application/vnd.com.nsn.cumulocity.managedobject+json",
+                                       body: Array("{\"name\":\"no id\"}".utf8), method: "POST", pathPrefix: "/inventory/managedObjects")
+        try await harness.startAgent()
+        #expect(harness.logs.contains("POST /inventory/managedObjects: no id in the created managed object"))
+        let id = try await harness.createOperation(["c8y_Message": ["text": "registered after all"]])
+        #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
+        await harness.close()
+    }
+
     @Test func updateThePlatformRefusesOutrightIsSetAsideAndOthersProceed() async throws {
         let harness = try await Harness()
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")

@@ -39,7 +39,10 @@ struct DeviceRegistration {
             }
             logger.notice("device created", metadata: ["device": "\(id ?? "?")"])
         }
-        guard let id else { throw PlatformError.credentials("created device has no id") }
+        // createManagedObject refuses an answer without an id; this only keeps the compiler certain.
+        guard let id else {
+            throw PlatformError.malformed("POST", "/inventory/managedObjects", status: 201, body: [], "the created device has no id")
+        }
         try await client.registerExternalID(type: device.externalIdType, externalId: device.externalId, managedObjectID: id)
         FileSystem.remove(pendingFile)
         logger.notice("device registered", metadata: ["device": "\(id)", "externalId": "\(device.externalIdType)/\(device.externalId)"])

@@ -1,0 +1,166 @@
+import Cumulocity
+import HandlerKit
+import Subprocess
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Collects a plugin's output: appends it to the log file up to a limit (then a note), keeps the
+/// tail of standard error, and reads directives from standard output line by line. Memory stays
+/// bounded whatever the plugin prints.
+final class LogCapture: Sendable {
+    struct Collected {
+        var result: [String: JSONValue] = [:]
+        var failureReason: String?
+        var restart = false
+        var forwarded = 0
+    }
+    private struct State {
+        var fd: Int32
+        var written = 0
+        var truncated = false
+        var tail: [UInt8] = []
+        var lines: LineSplitter
+        var collected = Collected()
+        var captured: [UInt8] = []
+        var outputLines = 0
+    }
+    /// The longest stdout line read as a possible directive.
+    static let lineLimit = 256 * 1024
+    /// Platform-facing directives forwarded per run; more are logged and ignored.
+    static let directiveLimit = 1000
+
+    private let state: Mutex<State>
+    private let limit: Int
+    private let tailBytes: Int
+    private let captureLimit: Int
+    /// Standard output is counted, not copied (``CommandLogging/outputSummary``).
+    private let summary: Bool
+    private let onDirective: @Sendable (Directive) -> Void
+    private let onInvalidDirective: @Sendable (_ why: String, _ line: String) -> Void
+
+    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0, summary: Bool = false,
+         onDirective: @escaping @Sendable (Directive) -> Void = { _ in },
+         onInvalidDirective: @escaping @Sendable (_ why: String, _ line: String) -> Void = { _, _ in }) {
+        self.limit = limit
+        self.tailBytes = tailBytes
+        self.captureLimit = captureLimit
+        self.summary = summary
+        self.onDirective = onDirective
+        self.onInvalidDirective = onInvalidDirective
+        self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600),
+                                 lines: LineSplitter(limit: Self.lineLimit)))
+    }
+
+    deinit {
+        state.withLock { if $0.fd >= 0 { close($0.fd) } }
+    }
+
+    func take(_ chunk: SubprocessOutputSequence.Buffer, stderr: Bool) {
+        chunk.withUnsafeBytes { bytes in
+            state.withLock { s in
+                if stderr {
+                    s.tail += bytes.suffix(tailBytes)
+                    if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
+                    append(bytes, to: &s)
+                    return
+                }
+                if s.captured.count < captureLimit {
+                    s.captured += bytes.prefix(captureLimit - s.captured.count)
+                }
+                // Plain output goes to the log as it comes; lines that may be directives wait until whole
+                // and are logged only when they are not directives.
+                var lines = s.lines
+                var complete: [([UInt8], Bool)] = []
+                lines.feed(bytes, plain: { part in
+                    if summary {
+                        s.outputLines += part.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+                    } else {
+                        append(part, to: &s)
+                    }
+                }, line: { line, whole in complete.append((line, whole)) })
+                s.lines = lines
+                for (line, whole) in complete {
+                    if whole { read(line, into: &s) } else { logLine(line, to: &s) }
+                }
+            }
+        }
+    }
+
+    /// A stdout line that is no directive, with its newline.
+    private func logLine(_ line: [UInt8], to s: inout State) {
+        if summary {
+            s.outputLines += 1
+            return
+        }
+        (line + [UInt8(ascii: "\n")]).withUnsafeBytes { append($0, to: &s) }
+    }
+
+    /// Reads a last stdout line that had no newline.
+    func finish() {
+        state.withLock { s in
+            var lines = s.lines
+            var last: [UInt8]?
+            lines.finish { line, whole in if whole { last = line } }
+            s.lines = lines
+            if let last { read(last, into: &s) }
+            if summary { note("[switchyard: \(s.outputLines) lines of standard output, read by the handler, not copied here]", to: &s) }
+        }
+    }
+
+    private func read(_ line: [UInt8], into s: inout State) {
+        switch Directive.parse(line) {
+        case .log:
+            logLine(line, to: &s)
+        case .invalid(let why):
+            let excerpt = String(decoding: line.prefix(200), as: UTF8.self)
+            note("[switchyard: directive ignored: \(why): \(excerpt)]", to: &s)
+            onInvalidDirective(why, excerpt)
+        case .directive(.result(let fragments)):
+            s.collected.result.merge(fragments) { _, new in new }
+        case .directive(.failure(let reason)):
+            s.collected.failureReason = reason
+        case .directive(.restart):
+            s.collected.restart = true
+        case .directive(let directive):
+            s.collected.forwarded += 1
+            if s.collected.forwarded <= Self.directiveLimit {
+                onDirective(directive)
+            } else if s.collected.forwarded == Self.directiveLimit + 1 {
+                note("[switchyard: more than \(Self.directiveLimit) directives; the rest are ignored]", to: &s)
+            }
+        }
+    }
+
+    private func note(_ text: String, to s: inout State) {
+        let bytes = Array(("\n" + text + "\n").utf8)
+        bytes.withUnsafeBytes { _ = write(s.fd, $0.baseAddress, $0.count) }
+    }
+
+    private func append(_ bytes: UnsafeRawBufferPointer, to s: inout State) {
+        guard s.fd >= 0, !s.truncated else { return }
+        let room = limit - s.written
+        let part = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
+        _ = write(s.fd, part.baseAddress, part.count)
+        s.written += part.count
+        if bytes.count > room {
+            s.truncated = true
+            note("[switchyard: output truncated at \(limit) bytes]", to: &s)
+        }
+    }
+
+    var truncated: Bool { state.withLock { $0.truncated } }
+    var capturedOutput: String { String(decoding: state.withLock { $0.captured }, as: UTF8.self) }
+    var collected: Collected { state.withLock { $0.collected } }
+
+    /// The last non-empty lines of standard error, as text.
+    var stderrTail: String {
+        let bytes = state.withLock { $0.tail }
+        let text = String(decoding: bytes, as: UTF8.self)
+        return text.trimmingCharacters(in: " \t\r\n")
+    }
+}
