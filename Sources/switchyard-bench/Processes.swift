@@ -129,12 +129,15 @@ enum Limits {
         waitpid(pid, &status, 0)
     }
 
+    /// A journal-sized record (120 bytes and a newline).
+    static let record = [UInt8](repeating: 0x61, count: 120) + [0x0A]
+
     /// One append of a journal-sized record and its fsync, in `directory`: the median (ms) of `count`.
     static func appendAndSync(in directory: String, count: Int) -> Double {
         let path = directory + "/bench-fsync"
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { close(fd); unlink(path) }
-        let record = [UInt8](repeating: 0x61, count: 120) + [0x0A]
+        let record = Self.record
         var durations: [Double] = []
         for _ in 0..<count {
             let before = DispatchTime.now().uptimeNanoseconds

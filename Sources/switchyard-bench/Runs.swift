@@ -156,7 +156,7 @@ extension Bench {
         let client = self.client
         let fd = open(directory + "/floor-journal", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { Glibc.close(fd) }
-        let record = [UInt8](repeating: 0x61, count: 120) + [0x0A]
+        let record = Limits.record
         let listener = BayeuxListener(client: client, channel: "/" + floorDevice, logger: Logger(label: "floor", factory: { _ in SwiftLogNoOpLogHandler() }))
         let before = try await subscriptions().count
         let task = Task {
@@ -200,8 +200,7 @@ extension Bench {
         for index in 0..<count {
             let started = ContinuousClock.now
             try await client.updateManagedObject(id: device, fragments: ["bench_Counter": .int(Int64(index))])
-            durations.append(Double((ContinuousClock.now - started).components.attoseconds) / 1e15
-                             + Double((ContinuousClock.now - started).components.seconds) * 1000)
+            durations.append(inSeconds(ContinuousClock.now - started) * 1000)
         }
         return median(durations)
     }
@@ -223,8 +222,7 @@ extension Bench {
             }
             return try await group.reduce(0, +)
         }
-        let elapsed = ContinuousClock.now - started
-        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(total) / inSeconds(ContinuousClock.now - started)
     }
 
     /// The fsyncs of one run of the agent (start, `operations` sequential c8y_Message, stop), from its last log line.

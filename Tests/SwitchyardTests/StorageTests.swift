@@ -139,6 +139,34 @@ struct StorageTests {
         #expect(await reopened.pendingCount == 3)
     }
 
+    /// Sequence numbers only grow across restarts, past the requests set aside: their file names
+    /// sort by age (housekeeping keeps the newest), and a new one never overwrites an old one.
+    @Test func numbersKeepGrowingPastTheRequestsSetAside() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        write("{}", to: dir + "/rejected/0000000000000005.json")
+        let outbox = try Outbox(directory: dir, client: unreachableClient(transport), logger: logger)
+        try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])
+        #expect(await outbox.queuedRecords().map { $0["sequence"]?.intValue } == [6])
+    }
+
+    /// A takeover of the older layout interrupted after the file was written, before the old files
+    /// went, does not queue their requests twice.
+    @Test func anInterruptedTakeoverDoesNotQueueTwice() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let transport = try CurlTransport()
+        defer { transport.shutdown() }
+        let request = "\"operationId\":\"5\",\"method\":\"PUT\",\"path\":\"/devicecontrol/operations/5\",\"accept\":\"application/json\",\"body\":{\"status\":\"EXECUTING\"}"
+        write("{\(request)}", to: dir + "/0000000000000007.json")
+        write("{\"sequence\":7,\(request)}\n", to: dir + "/outbox.jsonl")
+        let outbox = try Outbox(directory: dir, client: unreachableClient(transport), logger: logger)
+        #expect(await outbox.pendingCount == 1)
+        #expect(try FileSystem.list(dir)?.sorted() == ["outbox.jsonl", "rejected"])
+    }
+
     /// Requests of different operations are in flight together; one operation's updates keep their
     /// order: a held EXECUTING of one operation holds back its SUCCESSFUL, not another operation's.
     @Test func operationsDoNotWaitForEachOther() async throws {

@@ -85,7 +85,7 @@ public actor Journal {
         let (entries, order) = Self.entries(from: records)
         let (kept, keptOrder) = Self.compacted(entries, order, keepFinished: keepFinished)
         do {
-            try FileSystem.writeAtomically(path, Self.bytes(kept, keptOrder), mode: 0o600, sync: storage.sync)
+            try RecordLog.rewrite(path, with: keptOrder.compactMap { kept[$0]?.record }, thread: storage)
         } catch where error.isDiskFull {
             // A full disk at start-up must not keep the agent from starting: append to the file as
             // it is (compacted next time), after a newline if its last record was cut short.
@@ -208,14 +208,6 @@ public actor Journal {
         order.removeAll { dropped.contains($0) }
         for id in dropped { entries[id] = nil }
         return (entries, order)
-    }
-
-    private static func bytes(_ entries: [String: Entry], _ order: [String]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for id in order {
-            if let entry = entries[id] { bytes += entry.record.encoded() + [UInt8(ascii: "\n")] }
-        }
-        return bytes
     }
 
     /// A value that is present and not JSON `null` (JSONValue takes `nil` literals, so this is spelled out).

@@ -95,6 +95,8 @@ public actor Outbox: Service {
     private let log: RecordLog
     private var queue: [Item]
     private var inFlight: Set<UInt64> = []
+    /// Queued requests whose record is not in the file yet: not sent before it is.
+    private var writing: Set<UInt64> = []
     private var nextSequence: UInt64
     /// Retryable failures in a row; while there are any, one request at a time probes the platform.
     private var failures = 0
@@ -125,36 +127,32 @@ public actor Outbox: Service {
                            metadata: ["file": "\(path)", "lines": "\(damaged)"])
         }
         var pending: [UInt64: Item] = [:]
+        var seen = Set<UInt64>()
         for record in records {
             if let done = record["done"]?.intValue.flatMap(UInt64.init(exactly:)) {
                 pending[done] = nil
+                seen.insert(done)
             } else if let item = Item(record: record) {
                 pending[item.sequence] = item
+                seen.insert(item.sequence)
             }
         }
-        // Requests left by a version that kept a file per request come first: they are older.
+        // Requests left by a version that kept a file per request (older than any in the file, and
+        // numbered alike: one taken over before a crash is in the file already).
         let legacy = Self.readLegacy(directory, logger: logger)
-        var queue = legacy
-        var nextSequence = (legacy.map(\.sequence).max() ?? 0) + 1
-        for item in pending.values.sorted(by: { $0.sequence < $1.sequence }) {
-            queue.append(Item(sequence: nextSequence, operationID: item.operationID, method: item.method, path: item.path,
-                              accept: item.accept, body: item.body))
-            nextSequence += 1
-        }
-        var bytes: [UInt8] = []
-        for item in queue { bytes += item.record.encoded() + [UInt8(ascii: "\n")] }
+        let queue = (legacy.filter { !seen.contains($0.sequence) } + pending.values).sorted { $0.sequence < $1.sequence }
+        // Numbers only grow, also past the requests set aside (their file names sort by age).
+        let setAside = ((try? FileSystem.list(directory + "/rejected")) ?? []).compactMap { UInt64($0.dropLast(5)) }
+        nextSequence = (seen.union(legacy.map(\.sequence)).union(setAside).max() ?? 0) + 1
         do {
-            try FileSystem.writeAtomically(path, bytes, mode: 0o600, sync: storage.sync)
+            try RecordLog.rewrite(path, with: queue.map(\.record), thread: storage)
             for item in legacy { FileSystem.remove(directory + "/" + item.fileName) }
         } catch where error.isDiskFull && legacy.isEmpty {
             logger.warning("cannot compact the outbox: the disk is full; appending to it as it is",
                            metadata: ["file": "\(path)", "error": "\(error)"])
-            queue = pending.values.sorted { $0.sequence < $1.sequence }
-            nextSequence = (queue.last?.sequence ?? 0) + 1
         }
         self.log = try RecordLog(path: path, thread: storage)
         self.queue = queue
-        self.nextSequence = nextSequence
     }
 
     /// The requests of the older layout, one file each (`outbox/0000000000000001.json`), in order;
@@ -188,17 +186,16 @@ public actor Outbox: Service {
         nextSequence += 1
         // Queued in memory first, so that a compaction under way includes it; sent only once written.
         queue.append(item)
-        inFlight.insert(item.sequence)
+        writing.insert(item.sequence)
+        defer { writing.remove(item.sequence) }
         appendedSinceCompaction += 1
         do {
             try await log.append(item.record, wait: item.isStatusUpdate ? .written : .durable).value()
         } catch {
             queue.removeAll { $0.sequence == item.sequence }
-            inFlight.remove(item.sequence)
             resumeWaiters()
             throw error
         }
-        inFlight.remove(item.sequence)
         wake()
     }
 
@@ -299,7 +296,7 @@ public actor Outbox: Service {
         var ready: [Item] = []
         var held = Set<String>()
         for item in queue {
-            let blocked = inFlight.contains(item.sequence) || item.keys.contains(where: held.contains)
+            let blocked = inFlight.contains(item.sequence) || writing.contains(item.sequence) || item.keys.contains(where: held.contains)
             held.formUnion(item.keys)
             if blocked { continue }
             ready.append(item)

@@ -104,16 +104,27 @@ final class RecordLog: Sendable {
     /// Queues one record; the returned ticket tells when it is written (or durable, as `wait` says).
     /// The record is queued before this returns, so records reach the file in the order of these calls.
     func append(_ record: JSONValue, wait: Wait) -> Ticket {
-        submit(record.encoded() + [UInt8(ascii: "\n")], durable: wait == .durable, replaces: false)
+        submit(Self.lines([record]), durable: wait == .durable, replaces: false)
     }
 
     /// Queues the replacement of the whole file, atomically and durably, by `records` (a compaction).
     /// The records appended before this call must be among them; those appended after it follow in
     /// the new file.
     func replace(with records: [JSONValue]) -> Ticket {
+        submit(Self.lines(records), durable: true, replaces: true)
+    }
+
+    /// Replaces the file at `path` by `records`, atomically and durably (two fsyncs, counted by
+    /// `thread`): a compaction when the file is opened, before any ``RecordLog`` appends to it.
+    static func rewrite(_ path: String, with records: [JSONValue], thread: StorageThread) throws(FileSystemError) {
+        try FileSystem.writeAtomically(path, lines(records), mode: 0o600, sync: thread.sync)
+    }
+
+    /// Records as the file holds them: one JSON object a line.
+    private static func lines(_ records: [JSONValue]) -> [UInt8] {
         var bytes: [UInt8] = []
         for record in records { bytes += record.encoded() + [UInt8(ascii: "\n")] }
-        return submit(bytes, durable: true, replaces: true)
+        return bytes
     }
 
     private func submit(_ bytes: [UInt8], durable: Bool, replaces: Bool) -> Ticket {
