@@ -134,7 +134,7 @@ struct JournalTests {
         #expect(await reopened.hasUpdate(for: "1", status: "EXECUTING"))
         try await reopened.enqueue(operationID: "2", ["status": "EXECUTING"])
         let again = try Outbox(directory: dir, client: client, logger: logger)
-        let order = await again.queuedRecords().map { "\($0["operationId"]?.stringValue ?? "-") \($0["body"]?["status"]?.stringValue ?? "-")" }
+        let order = await again.queuedRequests().map { "\($0.operationID ?? "-") \($0.request.body?["status"]?.stringValue ?? "-")" }
         #expect(order == ["1 EXECUTING", "1 SUCCESSFUL", "2 EXECUTING"])
     }
 }

@@ -109,12 +109,11 @@ struct StorageTests {
             try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])
             try await outbox.enqueue(operationID: "1", ["status": "SUCCESSFUL"])
             #expect(storage.syncs == opened)
-            try await outbox.enqueue(method: "POST", path: "/event/events", accept: MediaType.event,
-                                     body: ["type": "acme_Event", "text": "x", "source": ["id": "1"]])
+            try await outbox.enqueue(.createEvent(["type": "acme_Event", "text": "x", "source": ["id": "1"]]))
             #expect(storage.syncs == opened + 1)
         }
         let reopened = try Outbox(directory: dir, client: client, logger: logger)
-        #expect(await reopened.queuedRecords().map { $0["body"]?["status"]?.stringValue ?? $0["path"]?.stringValue ?? "" }
+        #expect(await reopened.queuedRequests().map { $0.request.body?["status"]?.stringValue ?? $0.request.path }
             == ["EXECUTING", "SUCCESSFUL", "/event/events"])
     }
 
@@ -131,7 +130,7 @@ struct StorageTests {
         }
         write("not json", to: dir + "/0000000000000009.json")
         let outbox = try Outbox(directory: dir, client: client, logger: logger)
-        #expect(await outbox.queuedRecords().map { $0["body"]?["status"]?.stringValue } == ["EXECUTING", "SUCCESSFUL"])
+        #expect(await outbox.queuedRequests().map { $0.request.body?["status"]?.stringValue } == ["EXECUTING", "SUCCESSFUL"])
         #expect(try FileSystem.list(dir)?.sorted() == ["outbox.jsonl", "rejected"])
         #expect(try FileSystem.list(dir + "/rejected") == ["0000000000000009.json"])
         try await outbox.enqueue(operationID: "6", ["status": "EXECUTING"])
@@ -149,7 +148,7 @@ struct StorageTests {
         write("{}", to: dir + "/rejected/0000000000000005.json")
         let outbox = try Outbox(directory: dir, client: unreachableClient(transport), logger: logger)
         try await outbox.enqueue(operationID: "1", ["status": "EXECUTING"])
-        #expect(await outbox.queuedRecords().map { $0["sequence"]?.intValue } == [6])
+        #expect(await outbox.queuedRequests().map(\.sequence) == [6])
     }
 
     /// A takeover of the older layout interrupted after the file was written, before the old files

@@ -1,4 +1,5 @@
 public import JSONSupport
+import FoundationEssentials
 import Synchronization
 
 /// Keeps the first and last 64 KiB of an answer and counts the rest, for an answer too large to
@@ -72,6 +73,19 @@ public struct PlatformClient: Sendable {
         }
     }
 
+    /// Sends one of the agent's requests (see ``PlatformRequest``) and returns the answer's body.
+    @discardableResult
+    public func send(_ request: PlatformRequest) async throws(PlatformError) -> JSONValue? {
+        if case .clearAlarms(let source, let type) = request {
+            for alarm in try await alarms(source: source, status: "ACTIVE", type: type) {
+                guard let id = alarm["id"]?.idValue else { continue }
+                try await updateAlarm(id: id, ["status": "CLEARED"])
+            }
+            return nil
+        }
+        return try await send(request.method, request.path, body: request.body, accept: request.mediaType).json
+    }
+
     /// A path with its query, percent-encoded.
     static func target(_ path: String, _ query: [(String, String)]) -> String {
         query.isEmpty ? path : path + "?" + query.map { "\(percentEncoded($0.0))=\(percentEncoded($0.1))" }.joined(separator: "&")
@@ -101,21 +115,57 @@ public struct PlatformClient: Sendable {
         }
     }
 
-    /// Runs `exchange` with the current authorization; after a 401 the authorization is renewed and
-    /// the exchange run once more.
+    /// Downloads `url` into the open file `fd`, streamed (see ``CurlTransport/download(_:into:resumeFrom:maxBytes:)``):
+    /// with the tenant's credentials when the URL is the tenant's, a configured host's own credentials
+    /// for that host (``hostCredentials``), none elsewhere. A 401 renews the credentials once. The
+    /// answer is returned whatever its status; its body is empty for a 2xx.
+    public func download(_ url: String, into fd: Int32, resumeFrom offset: Int64, maxBytes: Int64,
+                         timeout: Duration) async throws(PlatformError) -> HTTPResponse {
+        let origin = Self.origin(of: url)
+        let credentials: (any CredentialProvider)? = origin == nil ? nil
+            : origin == Self.origin(of: baseURL) ? self.credentials
+            : hostCredentials.first { Self.origin(of: $0.key) == origin }?.value
+        return try await withRenewal("GET", url, credentials: credentials) { authorization throws(TransportError) in
+            let headers: [(name: String, value: String)] = [("Accept", "*/*")] + (authorization.map { [("Authorization", $0)] } ?? [])
+            return try await transport.download(HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
+                                                into: fd, resumeFrom: offset, maxBytes: maxBytes)
+        }
+    }
+
+    /// The scheme, host and port of a URL, as RFC 6454 compares them: lower-cased, the default port
+    /// left out (`https://H:443/x` → `https://h`); `nil` for anything but an http(s) URL with a host
+    /// and no user information.
+    public static func origin(of url: String) -> String? {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host?.lowercased(), !host.isEmpty,
+              components.user == nil, components.password == nil else { return nil }
+        let defaultPort = scheme == "https" ? 443 : 80
+        guard let port = components.port, port != defaultPort else { return scheme + "://" + host }
+        return scheme + "://" + host + ":" + String(port)
+    }
+
     private func withRenewal(_ method: String, _ pathAndQuery: String,
                              _ exchange: (String) async throws(TransportError) -> HTTPResponse) async throws(PlatformError) -> HTTPResponse {
+        try await withRenewal(method, pathAndQuery, credentials: credentials) { authorization throws(TransportError) in
+            try await exchange(authorization ?? "")
+        }
+    }
+
+    /// Runs `exchange` with the current authorization (`nil` without credentials); after a 401 the
+    /// authorization is renewed and the exchange run once more.
+    private func withRenewal(_ method: String, _ pathAndQuery: String, credentials: (any CredentialProvider)?,
+                             _ exchange: (String?) async throws(TransportError) -> HTTPResponse) async throws(PlatformError) -> HTTPResponse {
         var attempt = 0
         while true {
             attempt += 1
-            let authorization = try await credentials.authorization()
+            let authorization = try await credentials?.authorization()
             let response: HTTPResponse
             do {
                 response = try await exchange(authorization)
             } catch {
                 throw PlatformError.transport(method, pathAndQuery, error)
             }
-            if response.status == 401 && attempt == 1 {
+            if response.status == 401 && attempt == 1, let credentials, let authorization {
                 await credentials.invalidate(authorization)
                 continue
             }
@@ -165,10 +215,7 @@ public struct PlatformClient: Sendable {
     /// Updates fragments of a managed object. A `name` member is never sent: the device's name
     /// belongs to its users once it exists (seed step 4).
     public func updateManagedObject(id: String, fragments: [String: JSONValue]) async throws(PlatformError) {
-        var fragments = fragments
-        fragments["name"] = nil
-        _ = try await send("PUT", "/inventory/managedObjects/\(percentEncoded(id))", body: .object(fragments),
-                           accept: MediaType.managedObject)
+        try await send(.updateManagedObject(id: id, fragments: fragments))
     }
 
     /// Links a child device under its parent (seed step 5).
@@ -257,17 +304,23 @@ public struct PlatformClient: Sendable {
 
     /// Raises an alarm and returns it with its `id`.
     public func createAlarm(_ alarm: JSONValue) async throws(PlatformError) -> JSONValue {
-        let (_, json) = try await send("POST", "/alarm/alarms", body: alarm, accept: MediaType.alarm)
-        return json ?? .null
+        try await send(.createAlarm(alarm)) ?? .null
     }
 
-    /// Alarms of a source, optionally filtered by status and type.
+    /// Alarms of a source, optionally filtered by status and type, all pages.
     public func alarms(source: String, status: String? = nil, type: String? = nil) async throws(PlatformError) -> [JSONValue] {
-        var query = [("source", source), ("pageSize", "100")]
-        if let status { query.append(("status", status)) }
-        if let type { query.append(("type", type)) }
-        let (_, json) = try await send("GET", "/alarm/alarms", query: query, accept: MediaType.alarmCollection)
-        return json?["alarms"]?.arrayValue ?? []
+        var all: [JSONValue] = []
+        let pageSize = 100
+        for page in 1... {
+            var query = [("source", source), ("pageSize", String(pageSize)), ("currentPage", String(page))]
+            if let status { query.append(("status", status)) }
+            if let type { query.append(("type", type)) }
+            let (_, json) = try await send("GET", "/alarm/alarms", query: query, accept: MediaType.alarmCollection)
+            let alarms = json?["alarms"]?.arrayValue ?? []
+            all += alarms
+            if alarms.count < pageSize || page >= 100 { break }
+        }
+        return all
     }
 
     public func updateAlarm(id: String, _ update: JSONValue) async throws(PlatformError) {

@@ -389,7 +389,7 @@ enum OAuth2Host {
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             return fail("unknown key '\(unknown)' in oauth2 entry (expected \(known.joined(separator: ", ")))")
         }
-        guard let host = object["host"]?.stringValue, let origin = Downloader.origin(host), origin.hasPrefix("https://") else {
+        guard let host = object["host"]?.stringValue, let origin = PlatformClient.origin(of: host), origin.hasPrefix("https://") else {
             return fail("oauth2 entry \(json) needs host: an https:// URL such as https://artifacts.example.com")
         }
         guard let issuer = object["issuer"]?.stringValue, issuer.hasPrefix("https://") else {

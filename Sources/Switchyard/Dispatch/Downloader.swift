@@ -6,49 +6,27 @@ import Glibc
 import Musl
 #endif
 
-/// Downloads artifacts for handlers: streamed to a file, resumed with Range after an interruption,
-/// with the tenant's credentials only for URLs on the tenant's host.
+/// Downloads artifacts for handlers: streamed to a file (``PlatformClient/download(_:into:resumeFrom:maxBytes:timeout:)``,
+/// which picks the credentials), resumed with Range after an interruption, synced off the cooperative pool.
 struct Downloader {
     let client: PlatformClient
     var attempts = 4
     var timeout: Duration = .seconds(3600)
 
-    /// The scheme, host and port of a URL (`https://host:8443`), lower-cased.
-    static func origin(_ url: String) -> String? {
-        guard let schemeEnd = url.firstRange(of: "://") else { return nil }
-        let rest = url[schemeEnd.upperBound...]
-        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        guard !authority.isEmpty, !authority.contains("@") else { return nil }
-        return (url[..<schemeEnd.upperBound] + authority).lowercased()
-    }
-
     func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
-        guard let origin = Self.origin(url), origin.hasPrefix("http://") || origin.hasPrefix("https://") else {
+        guard PlatformClient.origin(of: url) != nil else {
             throw DownloadError(url: url, detail: "not an http(s) URL")
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw DownloadError(url: url, detail: "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        // The tenant's credentials go to the tenant only; a configured artifact host gets its own token.
-        let credentials: (any CredentialProvider)? =
-            origin == Self.origin(client.baseURL) ? client.credentials : client.hostCredentials[origin]
-        var refusedOnce = false
         var attempt = 0
         while true {
             attempt += 1
-            var headers: [(name: String, value: String)] = [("Accept", "*/*")]
-            let authorization = try await credentials?.authorization()
-            if let authorization { headers.append(("Authorization", authorization)) }
             let offset = lseek(fd, 0, SEEK_END)
             do {
-                let response = try await client.transport.download(
-                    HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
-                    into: fd, resumeFrom: Int64(max(0, offset)), maxBytes: maxBytes)
-                if response.status == 401, let credentials, let authorization, !refusedOnce {
-                    refusedOnce = true  // the token was refused: get a new one, once
-                    await credentials.invalidate(authorization)
-                    continue
-                }
+                let response = try await client.download(url, into: fd, resumeFrom: Int64(max(0, offset)), maxBytes: maxBytes,
+                                                         timeout: timeout)
                 if response.status == 416 && offset > 0 {
                     _ = ftruncate(fd, 0)  // the partial file does not fit what the server has: start over
                     continue
@@ -61,11 +39,11 @@ struct Downloader {
                 let synced = await BlockingPool.run { () -> Int32 in fsync(fd) == 0 ? 0 : errno }
                 guard synced == 0 else { throw DownloadError(url: url, detail: "fsync failed: \(String(cString: strerror(synced)))") }
                 return Int64(lseek(fd, 0, SEEK_END))
-            } catch let error as TransportError where error.kind == .network || error.kind == .timeout {
+            } catch let error as PlatformError where error.transport?.kind == .network || error.transport?.kind == .timeout {
                 guard attempt < attempts else { throw DownloadError(url: url, detail: "\(error.detail) (after \(attempt) attempts)") }
                 try await Task.sleep(for: .milliseconds(200 * attempt))
-            } catch let error as TransportError {
-                throw DownloadError(url: url, detail: error.detail)
+            } catch let error as PlatformError {
+                throw DownloadError(url: url, detail: error.kind == .credentials ? error.description : error.detail)
             }
         }
     }

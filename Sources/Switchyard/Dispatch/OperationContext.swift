@@ -45,7 +45,7 @@ struct OperationContext: HandlerContext {
     }
 
     func clearAlarm(type: String) async throws {
-        try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
+        try await outbox.enqueue(.clearAlarms(source: deviceID, type: type), for: operationID)
     }
 
     func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
@@ -68,10 +68,7 @@ struct OperationContext: HandlerContext {
     }
 
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
-        var fragments = fragments
-        fragments["name"] = nil  // never from an agent (seed step 4)
-        try await outbox.enqueue(method: "PUT", path: "/inventory/managedObjects/" + percentEncoded(deviceID),
-                                 accept: MediaType.managedObject, body: .object(fragments), operationID: operationID)
+        try await outbox.enqueue(.updateManagedObject(id: deviceID, fragments: fragments), for: operationID)
     }
 
     func sendEvent(type: String, text: String, fragments: [String: JSONValue]) async throws {
@@ -80,8 +77,7 @@ struct OperationContext: HandlerContext {
         event["type"] = .string(type)
         event["text"] = .string(text)
         event["time"] = .string(timestamp())
-        try await outbox.enqueue(method: "POST", path: "/event/events", accept: MediaType.event, body: .object(event),
-                                 operationID: operationID)
+        try await outbox.enqueue(.createEvent(.object(event)), for: operationID)
     }
 
     func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
@@ -89,15 +85,13 @@ struct OperationContext: HandlerContext {
         measurement["source"] = ["id": .string(deviceID)]
         measurement["type"] = .string(type)
         measurement["time"] = .string(timestamp())
-        try await outbox.enqueue(method: "POST", path: "/measurement/measurements", accept: MediaType.measurement,
-                                 body: .object(measurement), operationID: operationID)
+        try await outbox.enqueue(.createMeasurement(.object(measurement)), for: operationID)
     }
 
     /// Raises an alarm on the target device (through the outbox).
     func raiseAlarm(type: String, severity: String, text: String, fragments: [String: JSONValue]) async throws {
-        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm,
-                                 body: alarmBody(device: deviceID, type: type, severity: severity, text: text, fragments: fragments),
-                                 operationID: operationID)
+        try await outbox.enqueue(.createAlarm(alarmBody(device: deviceID, type: type, severity: severity, text: text,
+                                                        fragments: fragments)), for: operationID)
     }
 }
 
@@ -109,10 +103,7 @@ struct ReportContext: DeviceContext {
     let client: PlatformClient
 
     func updateInventory(_ fragments: [String: JSONValue]) async throws {
-        var fragments = fragments
-        fragments["name"] = nil
-        try await outbox.enqueue(method: "PUT", path: "/inventory/managedObjects/" + percentEncoded(deviceID),
-                                 accept: MediaType.managedObject, body: .object(fragments))
+        try await outbox.enqueue(.updateManagedObject(id: deviceID, fragments: fragments))
     }
 
     func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
@@ -122,12 +113,11 @@ struct ReportContext: DeviceContext {
     }
 
     func raiseAlarm(type: String, severity: AlarmSeverity, text: String) async throws {
-        try await outbox.enqueue(method: "POST", path: "/alarm/alarms", accept: MediaType.alarm,
-                                 body: alarmBody(device: deviceID, type: type, severity: severity.rawValue, text: text))
+        try await outbox.enqueue(.createAlarm(alarmBody(device: deviceID, type: type, severity: severity.rawValue, text: text)))
     }
 
     func clearAlarm(type: String) async throws {
-        try await clearActiveAlarms(type: type, device: deviceID, client: client, outbox: outbox)
+        try await outbox.enqueue(.clearAlarms(source: deviceID, type: type))
     }
 
     func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
@@ -143,15 +133,6 @@ func alarmBody(device: String, type: String, severity: String, text: String, fra
     alarm["status"] = "ACTIVE"
     alarm["time"] = .string(timestamp())
     return .object(alarm)
-}
-
-/// Clears the device's active alarms of `type`. Clearing needs the alarms' ids, so it lets the raises
-/// of that type queued before it go out first, waiting at most 10 s, then asks.
-func clearActiveAlarms(type: String, device: String, client: PlatformClient, outbox: Outbox) async throws {
-    _ = await withTimeLimit(.seconds(10)) { await outbox.waitUntilDelivered(key: Outbox.alarmKey(device: device, type: type)) }
-    for alarm in try await client.alarms(source: device, status: "ACTIVE", type: type) {
-        if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
-    }
 }
 
 /// Runs a handler's command through the executable runner (own process group, time limit, capped

@@ -30,41 +30,41 @@ import Musl
 /// a proxy) is not an answer at all: it is retried like a network failure. A delivered final
 /// status is acknowledged in the ``Journal``.
 public actor Outbox: Service {
-    /// One queued request. Status updates are `PUT /devicecontrol/operations/<id>`.
+    /// One queued request, with the operation it was sent for.
     struct Item: Sendable {
         let sequence: UInt64
         let operationID: String?
-        let method: String
-        let path: String
-        let accept: String
-        let body: JSONValue
+        let request: PlatformRequest
         let keys: [String]
 
-        init(sequence: UInt64, operationID: String?, method: String, path: String, accept: String, body: JSONValue) {
+        init(sequence: UInt64, operationID: String?, request: PlatformRequest) {
             self.sequence = sequence
             self.operationID = operationID
-            self.method = method
-            self.path = path
-            self.accept = accept
-            self.body = body
-            self.keys = Outbox.keys(operationID: operationID, method: method, path: path, body: body)
+            self.request = request
+            self.keys = Outbox.keys(operationID: operationID, request: request)
         }
 
         var record: JSONValue {
-            ["sequence": .int(Int64(sequence)), "operationId": operationID.map(JSONValue.string) ?? .null,
-             "method": .string(method), "path": .string(path), "accept": .string(accept), "body": body]
+            ["sequence": .int(Int64(sequence)), "operationId": operationID.map(JSONValue.string) ?? .null, "request": request.json]
         }
 
-        /// Reads a stored request (`sequence` from the record unless given); `nil` for anything else.
+        /// Reads a stored request (`sequence` from the record unless given), also as version 0.2
+        /// stored it (`method`, `path`, `body`); `nil` for anything else.
         init?(record: JSONValue, sequence: UInt64? = nil) {
-            guard let sequence = sequence ?? record["sequence"]?.intValue.flatMap(UInt64.init(exactly:)),
-                  let method = record["method"]?.stringValue, let path = record["path"]?.stringValue,
-                  let accept = record["accept"]?.stringValue, let body = record["body"] else { return nil }
-            self.init(sequence: sequence, operationID: record["operationId"]?.stringValue, method: method, path: path,
-                      accept: accept, body: body)
+            guard let sequence = sequence ?? record["sequence"]?.intValue.flatMap(UInt64.init(exactly:)) else { return nil }
+            let request: PlatformRequest?
+            if let stored = record["request"] {
+                request = PlatformRequest(json: stored)
+            } else if let method = record["method"]?.stringValue, let path = record["path"]?.stringValue, let body = record["body"] {
+                request = PlatformRequest(method: method, path: path, body: body)
+            } else {
+                request = nil
+            }
+            guard let request else { return nil }
+            self.init(sequence: sequence, operationID: record["operationId"]?.stringValue, request: request)
         }
 
-        var isStatusUpdate: Bool { operationID != nil && method == "PUT" && path.hasPrefix("/devicecontrol/operations/") }
+        var isStatusUpdate: Bool { request.updatedOperation != nil }
 
         /// The name a set-aside request gets in `rejected/` (and a request of the older layout had in `outbox/`).
         var fileName: String {
@@ -73,13 +73,11 @@ public actor Outbox: Service {
     }
 
     /// What a request must not overtake: the keys it shares with earlier requests.
-    static func keys(operationID: String?, method: String, path: String, body: JSONValue) -> [String] {
+    static func keys(operationID: String?, request: PlatformRequest) -> [String] {
         var keys: [String] = []
         if let operationID { keys.append("operation " + operationID) }
-        if method == "PUT" { keys.append("PUT " + path) }
-        if path == "/alarm/alarms", let source = body["source"]?["id"]?.idValue, let type = body["type"]?.stringValue {
-            keys.append(alarmKey(device: source, type: type))
-        }
+        if request.method == "PUT" { keys.append("PUT " + request.path) }
+        if let alarm = request.alarm { keys.append(alarmKey(device: alarm.source, type: alarm.type)) }
         return keys
     }
 
@@ -104,8 +102,6 @@ public actor Outbox: Service {
     private var appendedSinceCompaction = 0
     private var wakeup: CheckedContinuation<Void, Never>?
     private var idleWaiters = Waiters()
-    private var keyWaiters: [UInt64: (key: String, continuation: CheckedContinuation<Void, Never>)] = [:]
-    private var nextKeyWaiter: UInt64 = 0
 
     /// - Parameters:
     ///   - journal: told when an operation's final status has been delivered.
@@ -175,14 +171,14 @@ public actor Outbox: Service {
     /// Queues an operation's status update. When this returns it is in the file (the journal keeps
     /// the final status durably; see the type's notes).
     public func enqueue(operationID: String, _ update: JSONValue) async throws(FileSystemError) {
-        try await enqueue(method: "PUT", path: "/devicecontrol/operations/" + percentEncoded(operationID),
-                          accept: MediaType.operation, body: update, operationID: operationID)
+        try await enqueue(.updateOperation(id: operationID, update: update), for: operationID)
     }
 
-    /// Queues any platform request (inventory updates, events, measurements, alarms); when this
-    /// returns it survives a power cut (a status update: a crash of the agent).
-    public func enqueue(method: String, path: String, accept: String, body: JSONValue, operationID: String? = nil) async throws(FileSystemError) {
-        let item = Item(sequence: nextSequence, operationID: operationID, method: method, path: path, accept: accept, body: body)
+    /// Queues a platform request (inventory updates, events, measurements, alarms) sent for an
+    /// operation, or for none; when this returns it survives a power cut (a status update: a crash
+    /// of the agent).
+    public func enqueue(_ request: PlatformRequest, for operationID: String? = nil) async throws(FileSystemError) {
+        let item = Item(sequence: nextSequence, operationID: operationID, request: request)
         nextSequence += 1
         // Queued in memory first, so that a compaction under way includes it; sent only once written.
         queue.append(item)
@@ -201,19 +197,21 @@ public actor Outbox: Service {
 
     /// Whether a status update with this status is queued for the operation.
     public func hasUpdate(for operationID: String, status: String) -> Bool {
-        queue.contains { $0.isStatusUpdate && $0.operationID == operationID && $0.body["status"]?.stringValue == status }
+        queue.contains { $0.request.updatedOperation == operationID && $0.request.body?["status"]?.stringValue == status }
     }
 
     /// Whether any status update is queued for the operation.
     public func hasUpdate(for operationID: String) -> Bool {
-        queue.contains { $0.isStatusUpdate && $0.operationID == operationID }
+        queue.contains { $0.request.updatedOperation == operationID }
     }
 
     /// Requests not yet delivered or set aside.
     public var pendingCount: Int { queue.count }
 
-    /// The queued requests in order, as stored (`operationId`, `method`, `path`, `body`).
-    func queuedRecords() -> [JSONValue] { queue.map(\.record) }
+    /// The queued requests in order, with their numbers and the operation each was sent for.
+    func queuedRequests() -> [(sequence: UInt64, operationID: String?, request: PlatformRequest)] {
+        queue.map { ($0.sequence, $0.operationID, $0.request) }
+    }
 
     /// Returns at once: that it returns at all tells the watchdog the actor is not stuck.
     public func ping() {}
@@ -229,35 +227,13 @@ public actor Outbox: Service {
         }
     }
 
-    /// Waits until no queued request has `key` (say, an alarm's raise before its clear), or the task is cancelled.
-    func waitUntilDelivered(key: String) async {
-        guard queue.contains(where: { $0.keys.contains(key) }) else { return }
-        nextKeyWaiter += 1
-        let waiter = nextKeyWaiter
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { keyWaiters[waiter] = (key, $0) }
-        } onCancel: {
-            Task { await self.releaseKeyWaiter(waiter) }
-        }
-    }
-
     private func releaseWaiter(_ key: UInt64) {
         idleWaiters.resume(key)
-    }
-
-    private func releaseKeyWaiter(_ waiter: UInt64) {
-        keyWaiters.removeValue(forKey: waiter)?.continuation.resume()
     }
 
     /// Resumes the waiters whose condition holds now.
     private func resumeWaiters() {
         if queue.isEmpty { idleWaiters.resumeAll() }
-        guard !keyWaiters.isEmpty else { return }
-        let queuedKeys = Set(queue.flatMap(\.keys))
-        for (waiter, entry) in keyWaiters where !queuedKeys.contains(entry.key) {
-            keyWaiters[waiter] = nil
-            entry.continuation.resume()
-        }
     }
 
     /// Sends queued requests until cancelled.
@@ -308,14 +284,14 @@ public actor Outbox: Service {
 
     private func deliver(_ item: Item) async {
         do {
-            _ = try await client.send(item.method, item.path, body: item.body, accept: item.accept)
+            try await client.send(item.request)
             if failures > 0 {
                 logger.notice("delivering again", metadata: ["after": "\(failures) failed attempts", "queued": "\(queue.count)"])
             }
             failures = 0
-            logger.debug("delivered", metadata: ["request": "\(item.method) \(item.path)", "operation": "\(item.operationID ?? "-")"])
+            logger.debug("delivered", metadata: ["request": "\(item.request.method) \(item.request.path)", "operation": "\(item.operationID ?? "-")"])
             await remove(item)
-            if let id = item.operationID, item.isStatusUpdate, let status = item.body["status"]?.stringValue,
+            if let id = item.request.updatedOperation, let status = item.request.body?["status"]?.stringValue,
                OperationItem.finalStatuses.contains(status) {
                 await journal?.acknowledged(id)
             }
@@ -335,7 +311,7 @@ public actor Outbox: Service {
             }
         } catch {
             logger.error("platform refused a queued request; set aside", metadata: [
-                "operation": "\(item.operationID ?? "-")", "request": "\(item.method) \(item.path)", "error": "\(error)",
+                "operation": "\(item.operationID ?? "-")", "request": "\(item.request.method) \(item.request.path)", "error": "\(error)",
             ])
             try? FileSystem.writeAtomically(directory + "/rejected/" + item.fileName, item.record.encoded(), mode: 0o600, durable: false)
             await remove(item)
@@ -354,7 +330,7 @@ public actor Outbox: Service {
             try await log.append(["done": .int(Int64(item.sequence))], wait: .written).value()
         } catch {
             logger.debug("cannot record a delivery; the request may be sent again after a restart",
-                         metadata: ["request": "\(item.method) \(item.path)", "error": "\(error)"])
+                         metadata: ["request": "\(item.request.method) \(item.request.path)", "error": "\(error)"])
         }
         await compactIfDue()
     }

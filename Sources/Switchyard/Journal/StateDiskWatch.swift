@@ -26,6 +26,7 @@ public actor StateDiskWatch {
     private let logger: Logger
     private var onWritable: @Sendable () async -> Void = {}
     private var probing: Task<Void, Never>?
+    private let alarms: AgentAlarms
 
     public init(directory: String, client: PlatformClient, deviceID: String, interval: Duration, logger: Logger) {
         self.directory = directory
@@ -33,6 +34,7 @@ public actor StateDiskWatch {
         self.deviceID = deviceID
         self.interval = interval
         self.logger = logger
+        self.alarms = AgentAlarms(client: client, device: deviceID, scope: .type(Self.alarmType))
     }
 
     public func setOnWritable(_ action: @escaping @Sendable () async -> Void) { onWritable = action }
@@ -75,16 +77,10 @@ public actor StateDiskWatch {
     }
 
     private func send(raise: Bool) async {
+        let alarm = AgentAlarms.Alarm(text: "The agent's state directory \(directory) is full: operations cannot be recorded or run",
+                                      severity: "MAJOR")
         do {
-            if raise {
-                _ = try await client.createAlarm(alarmBody(
-                    device: deviceID, type: Self.alarmType, severity: "MAJOR",
-                    text: "The agent's state directory \(directory) is full: operations cannot be recorded or run"))
-            } else {
-                for alarm in try await client.alarms(source: deviceID, status: "ACTIVE", type: Self.alarmType) {
-                    if let id = alarm["id"]?.idValue { try await client.updateAlarm(id: id, ["status": "CLEARED"]) }
-                }
-            }
+            try await alarms.sync(raise ? [Self.alarmType: alarm] : [:])
         } catch {
             logger.warning("cannot \(raise ? "raise" : "clear") the \(Self.alarmType) alarm", metadata: ["error": "\(error)"])
         }

@@ -18,8 +18,7 @@ actor CertificateWatch {
     let deviceID: String
     let logger: Logger
     private var fingerprint: String?
-    private var alarm: (id: String, text: String)?
-    private var alarmKnown = false
+    private let alarms: AgentAlarms
 
     init(settings: AgentConfiguration.CertificateAuthentication, provider: DeviceTokenProvider, client: PlatformClient,
          deviceID: String, logger: Logger) {
@@ -29,6 +28,7 @@ actor CertificateWatch {
         self.deviceID = deviceID
         self.logger = logger
         self.fingerprint = Self.fingerprint(settings)
+        self.alarms = AgentAlarms(client: client, device: deviceID, scope: .type(Self.alarmType))
     }
 
     static func fingerprint(_ settings: AgentConfiguration.CertificateAuthentication) -> String {
@@ -78,28 +78,13 @@ actor CertificateWatch {
     }
 
     private func sync(_ wanted: (text: String, severity: String)?) async throws(PlatformError) {
-        if !alarmKnown {
-            let active = try await client.alarms(source: deviceID, status: "ACTIVE", type: Self.alarmType).first
-            alarm = active.flatMap { json in json["id"]?.idValue.map { ($0, json["text"]?.stringValue ?? "") } }
-            alarmKnown = true
-        }
-        switch (wanted, alarm) {
-        case (nil, nil):
-            return
-        case (nil, let existing?):
-            try await client.updateAlarm(id: existing.id, ["status": "CLEARED"])
-            alarm = nil
-            logger.notice("device certificate renewed; expiry alarm cleared")
-        case (let wanted?, let existing?):
-            guard existing.text != wanted.text else { return }
-            logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
-            try await client.updateAlarm(id: existing.id, ["text": .string(wanted.text), "severity": .string(wanted.severity)])
-            alarm = (existing.id, wanted.text)
-        case (let wanted?, nil):
-            logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted.text)"])
-            let created = try await client.createAlarm(alarmBody(device: deviceID, type: Self.alarmType,
-                                                                 severity: wanted.severity, text: wanted.text))
-            alarm = (created["id"]?.idValue ?? "", wanted.text)
+        let changes = try await alarms.sync(wanted.map { [Self.alarmType: .init(text: $0.text, severity: $0.severity)] } ?? [:])
+        for change in changes {
+            if case .cleared = change {
+                logger.notice("device certificate renewed; expiry alarm cleared")
+            } else {
+                logger.warning("device certificate expires soon", metadata: ["alarm": "\(wanted?.text ?? "")"])
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ actor RegistryKeeper {
     private let logger: Logger
     private(set) var registry: Registry
     private var advertised: [String]?
-    private var alarms: [String: (id: String, text: String)]?  // alarm type → active alarm
+    private let alarms: AgentAlarms
     private var synced = false
     /// A child's directory may be absent: then it simply has no handlers.
     private let optional: Bool
@@ -37,6 +37,7 @@ actor RegistryKeeper {
         self.client = client
         self.deviceID = deviceID
         self.logger = logger
+        self.alarms = AgentAlarms(client: client, device: deviceID, scope: .prefix(Self.alarmPrefix))
     }
 
     /// Re-reads the directory and applies it.
@@ -87,32 +88,10 @@ actor RegistryKeeper {
     }
 
     private func syncAlarms() async throws(PlatformError) {
-        if alarms == nil {
-            var active: [String: (id: String, text: String)] = [:]
-            for alarm in try await client.alarms(source: deviceID, status: "ACTIVE") {
-                guard let type = alarm["type"]?.stringValue, type.hasPrefix(Self.alarmPrefix), let id = alarm["id"]?.idValue else { continue }
-                active[type] = (id, alarm["text"]?.stringValue ?? "")
-            }
-            alarms = active
-        }
-        var wanted: [String: String] = [:]
+        var wanted: [String: AgentAlarms.Alarm] = [:]
         for problem in registry.problems where wanted[Self.alarmType(for: problem.file)] == nil {
-            wanted[Self.alarmType(for: problem.file)] = "invalid handler declaration \(problem)"
+            wanted[Self.alarmType(for: problem.file)] = .init(text: "invalid handler declaration \(problem)", severity: "MAJOR")
         }
-        for (type, text) in wanted.sorted(by: { $0.key < $1.key }) {
-            if let existing = alarms?[type] {
-                if existing.text != text {
-                    try await client.updateAlarm(id: existing.id, ["text": .string(text)])
-                    alarms?[type] = (existing.id, text)
-                }
-                continue
-            }
-            let created = try await client.createAlarm(alarmBody(device: deviceID, type: type, severity: "MAJOR", text: text))
-            alarms?[type] = (created["id"]?.idValue ?? "", text)
-        }
-        for (type, existing) in alarms ?? [:] where wanted[type] == nil {
-            if !existing.id.isEmpty { try await client.updateAlarm(id: existing.id, ["status": "CLEARED"]) }
-            alarms?[type] = nil
-        }
+        try await alarms.sync(wanted)
     }
 }
