@@ -370,6 +370,23 @@ struct GracefulShutdownTests {
         await harness.close()
     }
 
+    /// A shutdown while the device cannot yet be registered (nothing runs to be let finish) ends the
+    /// agent at once, not after the grace period.
+    @Test func aShutdownDuringStartUpEndsAtOnce() async throws {
+        let harness = try await Harness()
+        await harness.tenant.refuse(next: 1000, status: 503, method: "GET", pathPrefix: "/identity/externalIds/")
+        var configuration = harness.configuration
+        configuration.shutdownGrace = .seconds(60)
+        let group = harness.serviceGroup(configuration)
+        let running = Task { try await group.run() }
+        try await eventually("registration retried") { harness.logs.contains("cannot register the device; retrying") }
+        let stopping = ContinuousClock.now
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(ContinuousClock.now - stopping < .seconds(10))
+        await harness.close()
+    }
+
     @Test func operationLongerThanTheGracePeriodIsStoppedAndSettledAtTheNextStart() async throws {
         let harness = try await Harness()
         harness.script("long.sh", "sleep 30")

@@ -77,9 +77,10 @@ public struct Agent: Service {
             }
         } onGracefulShutdown: {
             notifier?.notify(["STOPPING=1", "STATUS=shutting down: letting running operations finish"])
+            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(configuration.shutdownGrace.readable)"])
             Task {
-                await parts.drain(within: configuration.shutdownGrace, logger: logger)
-                work.cancel()
+                // Still starting up: nothing runs that needs finishing.
+                if await !parts.shutDown() { work.cancel() }
             }
         }
         if case .failure(let error) = await work.result, !(error is CancellationError) { throw error }
@@ -176,108 +177,121 @@ public struct Agent: Service {
             FileSystem.remove(state + "/" + PluginProxy.file)
         }
 
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await outbox.run() }
-            if let tokens { group.addTask { await tokens.keepFresh() } }
+        notifier?.status("registering the device")
+        guard let device = await retrying("register the device", { () async throws(PlatformError) in
+            try await DeviceRegistration(client: client, configuration: configuration, stateDirectory: state, logger: logger)
+                .register(supportedOperations: registry.supportedOperations)
+        }) else { return }
 
-            notifier?.status("registering the device")
-            guard let device = await retrying("register the device", { () async throws(PlatformError) in
-                try await DeviceRegistration(client: client, configuration: configuration, stateDirectory: state, logger: logger)
-                    .register(supportedOperations: registry.supportedOperations)
-            }) else { return }
-
-            if let tokens, case .certificate(let settings) = configuration.authentication {
-                let watch = CertificateWatch(settings: settings, provider: tokens, client: client, deviceID: device.id, logger: logger)
-                group.addTask { await watch.run(interval: tuning.certificateCheckInterval) }
-            }
-
-            let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
-                                        stateDirectory: state, concurrency: configuration.concurrency,
-                                        pluginVariables: proxy?.environment ?? [:], logger: logger)
-            group.addTask { await dispatcher.run() }
-            await parts.set(dispatcher: dispatcher)
-            let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
-                                        backoff: tuning.startupBackoff, logger: logger)
-            let diskWatch = StateDiskWatch(directory: state, client: client, deviceID: device.id,
-                                           interval: tuning.diskProbeInterval, logger: logger)
-            await diskWatch.setOnWritable {
-                await dispatcher.settleAll()
-                await reconciler.request("state directory writable again")
-            }
-            await dispatcher.setDiskWatch(diskWatch)
-
-            // Step 5: child devices, each with its own handlers.d/<external id>/.
-            var keepers: [(RegistryKeeper, String)] = []
-            var reportedChildren: [(String, Registry)] = []
-            for child in await childDevices() {
-                let directory = configuration.handlersDirectory + "/" + child.externalId
-                fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
-                let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.handlerLimits)
-                fingerprints[directory, default: []] += HandlerDirectoryWatcher.programEntries(childRegistry.programs)
-                for problem in childRegistry.problems {
-                    logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
-                }
-                guard let identity = await retrying("register child device \(child.externalId)", attempts: 5, { () async throws(PlatformError) in
-                    try await ChildRegistration(client: client, agent: device, logger: logger)
-                        .register(child, supportedOperations: childRegistry.supportedOperations)
-                }) else {
-                    logger.error("child device skipped; its operations will be refused", metadata: ["child": "\(child.externalId)"])
-                    continue
-                }
-                await dispatcher.update(registry: childRegistry, for: identity.id, externalId: child.externalId)
-                reportedChildren.append((identity.id, childRegistry))
-                let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
-                                            dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
-                                            optional: true, limits: configuration.handlerLimits)
-                keepers.append((keeper, directory))
-            }
-
-            // Step 6: operations that were running when the agent (or the device) went down.
-            guard let executing = await retrying("query EXECUTING operations", { () async throws(PlatformError) in
-                try await client.operations(agentID: device.id, status: "EXECUTING")
-            }) else { return }
-            await dispatcher.recover(executingOnPlatform: executing)
-            await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, client: client, state: state)
-            let housekeeping = Housekeeping(stateDirectory: state, journal: journal, retention: tuning.retention, logger: logger)
-            // In the background: thousands of old directories must not delay the subscription.
-            group.addTask(priority: .background) { await housekeeping.prune() }
-            await dispatcher.setHousekeeping(housekeeping)
-
-            // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
-            let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
-                                        dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger,
-                                        limits: configuration.handlerLimits)
-            for (keeper, directory) in [(keeper, registry.directory)] + keepers {
-                await keeper.sync()
-                let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
-                                                      initial: fingerprints[directory], retry: min(tuning.reloadInterval, .seconds(1)),
-                                                      fileEvents: tuning.fileEvents)
-                group.addTask {
-                    await watcher.run(programs: { await keeper.registry.programs }, changed: { await keeper.reload() },
-                                      tick: { await keeper.sync() })
-                }
-            }
-
-            // Subscribe first; each (re)subscription then queries PENDING (and EXECUTING), so nothing
-            // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
-            // or a lost final status is found there.
-            group.addTask { await reconciler.runPeriodically(every: configuration.reconcileInterval) }
-            notifier?.status("subscribing to operations of device \(device.id)")
-            let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux,
-                                          liveness: liveness, logger: logger)
-            group.addTask {
-                await listener.run(onSubscribed: {
-                    notifier?.notify(["READY=1", "STATUS=handling operations of device \(device.id) (\(configuration.device.externalId))"])
-                    await reconciler.request("subscribed")
-                }, onInterrupted: {
-                    await reconciler.request("long-poll interrupted")
-                }, onRetry: { _, delay in
-                    notifier?.status("reconnecting: a notification request failed; retrying in \(delay.readable)")
-                }, onMessage: { item in
-                    await dispatcher.submit(item, source: .notification)
-                })
-            }
+        let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
+                                    stateDirectory: state, concurrency: configuration.concurrency,
+                                    pluginVariables: proxy?.environment ?? [:], logger: logger)
+        await parts.set(dispatcher: dispatcher)
+        let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
+                                    backoff: tuning.startupBackoff, logger: logger)
+        let diskWatch = StateDiskWatch(directory: state, client: client, deviceID: device.id,
+                                       interval: tuning.diskProbeInterval, logger: logger)
+        await diskWatch.setOnWritable {
+            await dispatcher.settleAll()
+            await reconciler.request("state directory writable again")
         }
+        await dispatcher.setDiskWatch(diskWatch)
+
+        // Step 5: child devices, each with its own handlers.d/<external id>/.
+        var keepers: [(RegistryKeeper, String)] = []
+        var reportedChildren: [(String, Registry)] = []
+        for child in await childDevices() {
+            let directory = configuration.handlersDirectory + "/" + child.externalId
+            fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
+            let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.handlerLimits)
+            fingerprints[directory, default: []] += HandlerDirectoryWatcher.programEntries(childRegistry.programs)
+            for problem in childRegistry.problems {
+                logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
+            }
+            guard let identity = await retrying("register child device \(child.externalId)", attempts: 5, { () async throws(PlatformError) in
+                try await ChildRegistration(client: client, agent: device, logger: logger)
+                    .register(child, supportedOperations: childRegistry.supportedOperations)
+            }) else {
+                logger.error("child device skipped; its operations will be refused", metadata: ["child": "\(child.externalId)"])
+                continue
+            }
+            await dispatcher.update(registry: childRegistry, for: identity.id, externalId: child.externalId)
+            reportedChildren.append((identity.id, childRegistry))
+            let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
+                                        dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
+                                        optional: true, limits: configuration.handlerLimits)
+            keepers.append((keeper, directory))
+        }
+
+        // Step 6: operations that were running when the agent (or the device) went down.
+        guard let executing = await retrying("query EXECUTING operations", { () async throws(PlatformError) in
+            try await client.operations(agentID: device.id, status: "EXECUTING")
+        }) else { return }
+        await dispatcher.recover(executingOnPlatform: executing)
+        await report(registries: [(device.id, registry)] + reportedChildren, outbox: outbox, client: client, state: state)
+        let housekeeping = Housekeeping(stateDirectory: state, journal: journal, retention: tuning.retention, logger: logger)
+        await dispatcher.setHousekeeping(housekeeping)
+
+        // From here on every part runs as a service of one group, started in this order and stopped
+        // in the reverse one: stop listening, stop watching, let running operations finish (the
+        // proxy serves them until then), then let the outbox empty, within operations.shutdownGrace.
+        var services: [AgentService] = []
+        if let tokens { services.append(AgentService("token refresher", loop: { await tokens.keepFresh() })) }
+        services.append(AgentService("outbox", loop: { try await outbox.run() }, finish: { await outbox.waitUntilEmpty() }))
+        if let tokens, case .certificate(let settings) = configuration.authentication {
+            let watch = CertificateWatch(settings: settings, provider: tokens, client: client, deviceID: device.id, logger: logger)
+            services.append(AgentService("certificate watch", loop: { await watch.run(interval: tuning.certificateCheckInterval) }))
+        }
+        if let proxy { services.append(AgentService("plugin proxy", loop: {}, finish: { await BlockingPool.run { proxy.stop() } })) }
+        services.append(AgentService("dispatcher", loop: { await dispatcher.run() }, finish: {
+            await dispatcher.drain()
+            if Task.isCancelled { logger.warning("shutdown grace period over; stopping what still runs (settled at the next start)") }
+        }))
+        // In the background: thousands of old directories must not delay the subscription.
+        services.append(AgentService("housekeeping", loop: {
+            await withDiscardingTaskGroup { group in group.addTask(priority: .background) { await housekeeping.prune() } }
+        }))
+
+        // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
+        let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
+                                    dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger,
+                                    limits: configuration.handlerLimits)
+        for (keeper, directory) in [(keeper, registry.directory)] + keepers {
+            await keeper.sync()
+            let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
+                                                  initial: fingerprints[directory], retry: min(tuning.reloadInterval, .seconds(1)),
+                                                  fileEvents: tuning.fileEvents)
+            services.append(AgentService("handlers.d watcher \(directory)", loop: {
+                await watcher.run(programs: { await keeper.registry.programs }, changed: { await keeper.reload() },
+                                  tick: { await keeper.sync() })
+            }))
+        }
+
+        // Subscribe first; each (re)subscription then queries PENDING (and EXECUTING), so nothing
+        // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
+        // or a lost final status is found there.
+        services.append(AgentService("reconciler", loop: { await reconciler.runPeriodically(every: configuration.reconcileInterval) }))
+        let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux,
+                                      liveness: liveness, logger: logger)
+        services.append(AgentService("notification listener", loop: {
+            notifier?.status("subscribing to operations of device \(device.id)")
+            await listener.run(onSubscribed: {
+                notifier?.notify(["READY=1", "STATUS=handling operations of device \(device.id) (\(configuration.device.externalId))"])
+                await reconciler.request("subscribed")
+            }, onInterrupted: {
+                await reconciler.request("long-poll interrupted")
+            }, onRetry: { _, delay in
+                notifier?.status("reconnecting: a notification request failed; retrying in \(delay.readable)")
+            }, onMessage: { item in
+                await dispatcher.submit(item, source: .notification)
+            })
+        }))
+
+        var groupConfiguration = ServiceGroupConfiguration(services: services.map { .init(service: $0) }, logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        let group = ServiceGroup(configuration: groupConfiguration)
+        guard await parts.set(group: group) else { return }
+        try await group.run()
     }
 
     /// Starts the plugin proxy and records its URL and secret for `switchyard token` (mode 0600);
@@ -317,13 +331,22 @@ public struct Agent: Service {
         }
     }
 
-    /// The parts a graceful shutdown drains, once they exist.
+    /// The parts the watchdog probes and a graceful shutdown stops, once they exist.
     actor RunningParts {
         private var dispatcher: Dispatcher?
         private var outbox: Outbox?
+        private var group: ServiceGroup?
+        private var stopping = false
 
         func set(dispatcher: Dispatcher) { self.dispatcher = dispatcher }
         func set(outbox: Outbox) { self.outbox = outbox }
+
+        /// Takes the group that runs the services; `false` when the agent is stopping already.
+        func set(group: ServiceGroup) -> Bool {
+            guard !stopping else { return false }
+            self.group = group
+            return true
+        }
 
         /// Returns once the dispatcher and the outbox answer (the watchdog's probe).
         func probe() async {
@@ -332,17 +355,12 @@ public struct Agent: Service {
             await outbox?.ping()
         }
 
-        /// Lets running operations finish and the outbox empty, within `grace`.
-        func drain(within grace: Duration, logger: Logger) async {
-            let (dispatcher, outbox) = (self.dispatcher, self.outbox)
-            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(grace.readable)"])
-            let finished: Void? = await withTimeLimit(grace) {
-                await dispatcher?.drain()
-                await outbox?.waitUntilEmpty()
-            }
-            if finished == nil {
-                logger.warning("shutdown grace period over; stopping what still runs (settled at the next start)")
-            }
+        /// Shuts the services down gracefully; `false` while start-up is still under way (no group yet).
+        func shutDown() async -> Bool {
+            stopping = true
+            guard let group else { return false }
+            await group.triggerGracefulShutdown()
+            return true
         }
     }
 
