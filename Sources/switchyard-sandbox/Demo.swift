@@ -73,8 +73,8 @@ struct Demo: AsyncParsableCommand {
         var configuration = AgentConfiguration(
             url: server.url, device: device,
             authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
-        configuration.handlersDirectory = demo.handlers
-        configuration.stateDirectory = scratch + "/state"
+        configuration.handlers = demo.handlers
+        configuration.stateDir = scratch + "/state"
         print("sandbox tenant at \(server.url); agent using \(source) (standard operations set up in \(scratch))")
         let agent = Agent(configuration: configuration, catalog: builtinHandlers, logger: logger)
         var agentTask = Task { try await agent.run() }

@@ -112,12 +112,12 @@ struct Config: AsyncParsableCommand {
                 print(pad("KEY", 32) + pad("VALUE", 48) + "FROM")
                 for entry in inspection.entries { print(pad(entry.key, 32) + pad(entry.value, 48) + entry.origin) }
             }
-            var problems = inspection.problems
+            var problems = inspection.problems.map(\.description)
             if let configuration = inspection.configuration, problems.isEmpty {
-                let registry = Registry.load(directory: configuration.handlersDirectory, catalog: builtinHandlers,
-                                             limits: configuration.handlerLimits)
+                let registry = Registry.load(directory: configuration.handlers, catalog: builtinHandlers,
+                                             limits: configuration.limits.declarations)
                 problems += configuration.runtimeProblems(handlerProblems: registry.problems.map(\.description))
-                print("handlers: \(registry.declarations.count) declarations in \(configuration.handlersDirectory): "
+                print("handlers: \(registry.declarations.count) declarations in \(configuration.handlers): "
                       + registry.supportedOperations.joined(separator: ", "))
             }
             guard problems.isEmpty else {

@@ -376,7 +376,7 @@ struct GracefulShutdownTests {
         let harness = try await Harness()
         await harness.tenant.refuse(next: 1000, status: 503, method: "GET", pathPrefix: "/identity/externalIds/")
         var configuration = harness.configuration
-        configuration.shutdownGrace = .seconds(60)
+        configuration.operations.shutdownGrace = .seconds(60)
         let group = harness.serviceGroup(configuration)
         let running = Task { try await group.run() }
         try await eventually("registration retried") { harness.logs.contains("cannot register the device; retrying") }
@@ -392,7 +392,7 @@ struct GracefulShutdownTests {
         harness.script("long.sh", "sleep 30")
         harness.declare("long.yaml", "operation: acme_Long\nexec: {command: [../bin/long.sh]}\n")
         var configuration = harness.configuration
-        configuration.shutdownGrace = .milliseconds(300)
+        configuration.operations.shutdownGrace = .milliseconds(300)
         let group = harness.serviceGroup(configuration)
         let running = Task { try await group.run() }
         try await eventually("agent subscribed") { await harness.tenant.bayeuxClientCount > 0 }

@@ -10,7 +10,7 @@ struct BootstrapTests {
     func bootstrapConfiguration(_ harness: Harness, password: String? = nil) -> AgentConfiguration {
         var configuration = harness.configuration
         let settings = harness.tenant.settings
-        configuration.authentication = .bootstrap(
+        configuration.auth.mode = .bootstrap(
             BasicCredentials(tenant: settings.bootstrapTenantID, username: settings.bootstrapUsername,
                              password: password ?? settings.bootstrapPassword),
             interval: .milliseconds(100))
@@ -78,7 +78,7 @@ struct BootstrapTests {
             "SWITCHYARD_AUTH_BOOTSTRAP_TENANT": "management", "SWITCHYARD_AUTH_BOOTSTRAP_USERNAME": "devicebootstrap",
             "SWITCHYARD_AUTH_BOOTSTRAP_PASSWORD": "secret", "SWITCHYARD_AUTH_BOOTSTRAP_INTERVAL": "2s",
         ])
-        guard case .bootstrap(let credentials, let interval) = configuration.authentication else { Issue.record("not bootstrap"); return }
+        guard case .bootstrap(let credentials, let interval) = configuration.auth.mode else { Issue.record("not bootstrap"); return }
         #expect(credentials.user == "management/devicebootstrap")
         #expect(interval == .seconds(2))
         #expect {

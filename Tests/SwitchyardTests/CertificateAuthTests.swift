@@ -59,7 +59,7 @@ struct CertificateAuthTests {
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
         let mtls = try #require(harness.server.mtlsURL)
         var configuration = harness.certificateConfiguration(try harness.pki.device(harness.externalId))
-        configuration.url = mtls
+        configuration.c8y.url = mtls
         try await harness.startAgent(configuration, waitForRegistration: true)
         let id = try await harness.createOperation(["c8y_Message": ["text": "client certificate on every connection"]])
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")

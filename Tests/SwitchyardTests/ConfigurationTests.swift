@@ -25,13 +25,13 @@ struct ConfigurationTests {
         defer { FileSystem.removeTree(dir) }
         write(minimal, to: dir + "/switchyard.yaml")
         let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:])
-        #expect(configuration.url == "https://acme.example.com")
+        #expect(configuration.c8y.url == "https://acme.example.com")
         #expect(configuration.device.externalId == "gw-0001")
         #expect(configuration.device.externalIdType == "c8y_Serial")
         #expect(configuration.device.hardware == ["model": "RPi 4", "serialNumber": "0001"])
-        #expect(configuration.stateDirectory == dir + "/state")
-        #expect(configuration.handlersDirectory == dir + "/my-handlers")
-        guard case .basic(let credentials) = configuration.authentication else { Issue.record("not basic"); return }
+        #expect(configuration.stateDir == dir + "/state")
+        #expect(configuration.handlers == dir + "/my-handlers")
+        guard case .basic(let credentials) = configuration.auth.mode else { Issue.record("not basic"); return }
         #expect(credentials.user == "t42/device_gw-0001")
         #expect(!"\(credentials)".contains("pw"))
     }
@@ -45,9 +45,9 @@ struct ConfigurationTests {
             "SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE": "c8y_MAC",
             "SWITCHYARD_OPERATIONS_CONCURRENCY": "8",
         ])
-        #expect(configuration.url == "https://other.example.com")
+        #expect(configuration.c8y.url == "https://other.example.com")
         #expect(configuration.device.externalIdType == "c8y_MAC")
-        #expect(configuration.concurrency == 8)
+        #expect(configuration.operations.concurrency == 8)
     }
 
     @Test func environmentNames() {
@@ -97,13 +97,13 @@ struct ConfigurationTests {
         let base = ["SWITCHYARD_C8Y_URL": "https://x", "SWITCHYARD_DEVICE_EXTERNAL_ID": "gw",
                     "SWITCHYARD_AUTH_USERNAME": "u", "SWITCHYARD_AUTH_PASSWORD": "p"]
         let defaults = try AgentConfiguration.load(file: nil, environment: base)
-        #expect(defaults.reconcileInterval == .seconds(600))
-        #expect(defaults.handlerLimits.maximumFileSize == 1 << 20)
+        #expect(defaults.operations.reconcileInterval == .seconds(600))
+        #expect(defaults.limits.declarations.maximumFileSize == 1 << 20)
         let set = try AgentConfiguration.load(file: nil, environment: base.merging([
             "SWITCHYARD_OPERATIONS_RECONCILE_INTERVAL": "2m", "SWITCHYARD_LIMITS_HANDLER_FILE_SIZE": "64KiB",
         ]) { $1 })
-        #expect(set.reconcileInterval == .seconds(120))
-        #expect(set.handlerLimits.maximumFileSize == 65_536)
+        #expect(set.operations.reconcileInterval == .seconds(120))
+        #expect(set.limits.declarations.maximumFileSize == 65_536)
         #expect {
             _ = try AgentConfiguration.load(file: nil, environment: base.merging([
                 "SWITCHYARD_OPERATIONS_RECONCILE_INTERVAL": "0s", "SWITCHYARD_LIMITS_HANDLER_FILE_SIZE": "huge",
@@ -127,7 +127,7 @@ struct ConfigurationTests {
 
         chmod(dir + "/password", 0o600)
         let configuration = try AgentConfiguration.load(file: nil, environment: environment)
-        guard case .basic(let credentials) = configuration.authentication else { Issue.record("not basic"); return }
+        guard case .basic(let credentials) = configuration.auth.mode else { Issue.record("not basic"); return }
         let header = try await credentials.authorization()
         #expect(header == "Basic " + Data("u:s3cret".utf8).base64EncodedString())
     }
@@ -146,7 +146,7 @@ struct ConfigurationTests {
             """
         write(yaml, to: dir + "/switchyard.yaml")
         let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:])
-        guard case .certificate(let settings) = configuration.authentication else { Issue.record("not certificate"); return }
+        guard case .certificate(let settings) = configuration.auth.mode else { Issue.record("not certificate"); return }
         #expect(settings.certificate == ClientCertificate(certificateFile: files.certificate, keyFile: files.key))
         #expect(settings.mtlsURL == "https://acme.example.com:8443")
         #expect(settings.expiryWarning == .seconds(7 * 86_400))
@@ -172,7 +172,8 @@ struct ConfigurationTests {
         }
         let harness = try await Harness(tls: true)
         var configuration = harness.configuration
-        configuration.tls = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: ["SWITCHYARD_AUTH_INSECURE": "true"]).tls
+        let loaded = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: ["SWITCHYARD_AUTH_INSECURE": "true"])
+        (configuration.auth.ca, configuration.auth.insecure) = (loaded.auth.ca, loaded.auth.insecure)
         try await harness.startAgent(configuration, waitForRegistration: true)  // the sandbox's CA is not trusted, yet it connects
         #expect(harness.logs.contains("TLS certificate is NOT verified"))
         await harness.close()
@@ -181,10 +182,30 @@ struct ConfigurationTests {
     @Test func withoutTheCAFileTheSandboxCertificateIsRefused() async throws {
         let harness = try await Harness(tls: true)
         var configuration = harness.configuration
-        configuration.tls = TLSConfiguration()  // the system store does not know the test CA
+        configuration.auth.ca = nil  // the system store does not know the test CA
         try await harness.startAgent(configuration)
         try await eventually("the TLS failure is logged") { harness.logs.contains("certificate") && harness.logs.contains("cannot register the device") }
         #expect(await harness.deviceID() == nil)
         await harness.close()
     }
+
+    /// Each problem is typed: its key, where the value came from, why. A bad entry of a list names
+    /// its own line, and a variable's entries their index.
+    @Test func problemsNameTheKeyAndTheLineOfTheBadEntry() throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        write(minimal + "\noperations:\n  concurrency: 99\nchildren:\n  - externalId: ok-1\n  - name: no id\n", to: dir + "/switchyard.yaml")
+        let error = #expect(throws: ConfigurationError.self) {
+            try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: ["SWITCHYARD_OAUTH2": "[{\"host\": \"ftp://x\"}]"])
+        }
+        let problems = error?.problems ?? []
+        let lines = minimal.split(separator: "\n", omittingEmptySubsequences: false).count
+        #expect(problems.contains(.init(key: "operations.concurrency", origin: dir + "/switchyard.yaml:\(lines + 2)",
+                                        detail: "operations.concurrency must be a whole number from 1 to 64, found '99'")), "\(problems)")
+        #expect(problems.contains { $0.key == "children" && $0.origin == dir + "/switchyard.yaml:\(lines + 5)"
+            && $0.detail.contains("needs an externalId") }, "\(problems)")
+        #expect(problems.contains { $0.key == "oauth2" && $0.origin == "SWITCHYARD_OAUTH2[0]" }, "\(problems)")
+        #expect(problems.count == 3, "\(problems)")
+    }
+
 }

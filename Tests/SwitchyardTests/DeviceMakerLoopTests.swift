@@ -138,7 +138,7 @@ struct DeviceMakerLoopTests {
         defer { Task { await harness.close() } }
         var configuration = harness.configuration
         let settings = harness.tenant.settings
-        configuration.authentication = .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: "wrong"))
+        configuration.auth.mode = .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: "wrong"))
         try await harness.startAgent(configuration, waitForRegistration: false)
         try await eventually("the 20th attempt logged") { harness.logs.contains("attempt=20") }
         let lines = harness.logs.text.split(separator: "\n").filter { $0.contains("cannot register the device; retrying") }

@@ -27,7 +27,7 @@ struct FaultSuiteTests {
             let plugin = harness.script("slow.sh", "sleep 1\necho \"$SWITCHYARD_OPERATION_ID\" >> \(runs)")
             harness.declare("slow.yaml", "operation: acme_Slow\nconcurrency: 4\nexec:\n  command: [\(plugin)]\n")
             var configuration = harness.configuration
-            configuration.concurrency = 8
+            configuration.operations.concurrency = 8
             try await harness.startAgent(configuration, waitForRegistration: true)
             var ids: [String] = []
             for _ in 0..<20 { ids.append(try await harness.createOperation(["acme_Slow": [:]])) }
@@ -49,7 +49,7 @@ struct FaultSuiteTests {
             let plugin = harness.script("count.sh", "echo \"$SWITCHYARD_OPERATION_ID\" >> \(runs)")
             harness.declare("count.yaml", "operation: acme_Count\nconcurrency: 8\nexec:\n  command: [\(plugin)]\n")
             var configuration = harness.configuration
-            configuration.concurrency = 8
+            configuration.operations.concurrency = 8
             try await harness.startAgent(configuration, waitForRegistration: true)
             try await eventually("the start-up reconciliation") { harness.logs.text.contains("reconciled with the platform") }
             var ids: [String] = []

@@ -80,19 +80,19 @@ final class Harness: @unchecked Sendable {
         var configuration = AgentConfiguration(
             url: server.url, device: device,
             authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
-        configuration.handlersDirectory = handlers
-        configuration.stateDirectory = state
+        configuration.handlers = handlers
+        configuration.stateDir = state
         configuration.children = children
         configuration.childDiscovery = childDiscovery
-        configuration.proxyPort = 0
-        if server.mtlsURL != nil { configuration.tls = TLSConfiguration(caFile: pki.caFile) }
+        configuration.proxy.port = 0
+        if server.mtlsURL != nil { configuration.auth.ca = pki.caFile }
         return configuration
     }
 
     /// The configuration in `auth.mode: certificate` with a device certificate for this device.
     func certificateConfiguration(_ files: (certificate: String, key: String)) -> AgentConfiguration {
         var configuration = configuration
-        configuration.authentication = .certificate(.init(
+        configuration.auth.mode = .certificate(.init(
             certificate: ClientCertificate(certificateFile: files.certificate, keyFile: files.key), mtlsURL: server.mtlsURL))
         return configuration
     }

@@ -84,7 +84,7 @@ struct OAuth2Tests {
               - {host: "https://artifacts.example.com/", issuer: "https://login.example.com", clientId: gw-oauth}
             """, to: dir + "/switchyard.yaml")
         let configuration = try AgentConfiguration.load(file: dir + "/switchyard.yaml", environment: [:])
-        let host = try #require(configuration.oauth2Hosts["https://artifacts.example.com"])
+        let host = try #require(configuration.oauth2["https://artifacts.example.com"])
         #expect(host.clientID == "gw-oauth")
         #expect(host.certificate.certificateFile == files.certificate)
 

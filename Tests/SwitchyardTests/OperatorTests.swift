@@ -146,16 +146,16 @@ struct OperatorConfigurationTests {
         defer { FileSystem.removeTree(dir) }
         write("x", to: dir + "/file")
         var configuration = try AgentConfiguration.load(file: nil, environment: required)
-        configuration.stateDirectory = dir + "/file/state"
-        configuration.handlersDirectory = dir + "/missing.d"
+        configuration.stateDir = dir + "/file/state"
+        configuration.handlers = dir + "/missing.d"
         let problems = configuration.runtimeProblems(handlerProblems: ["a.yaml:3: unknown key 'exce'"])
         #expect(problems == [
             "stateDir: \(dir)/file is not a directory",
             "handlers: \(dir)/missing.d is not a directory; no operation would be advertised",
             "handlers: a.yaml:3: unknown key 'exce'",
         ])
-        configuration.stateDirectory = dir + "/new/state"
-        configuration.handlersDirectory = dir
+        configuration.stateDir = dir + "/new/state"
+        configuration.handlers = dir
         #expect(configuration.runtimeProblems(handlerProblems: []).isEmpty)
     }
 }

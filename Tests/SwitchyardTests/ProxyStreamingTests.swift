@@ -156,7 +156,7 @@ struct ProxyStreamingTests {
     @Test func anUploadAboveTheLimitIsRefusedAndNothingIsSent() async throws {
         let harness = try await Harness()
         var configuration = harness.configuration
-        configuration.proxyMaxUpload = 100 << 10
+        configuration.proxy.maxUpload = 100 << 10
         try await harness.startAgent(configuration, waitForRegistration: true)
         let proxy = try proxy(harness)
         let id = await harness.tenant.addBinary([7])
@@ -268,7 +268,7 @@ struct ProxyStreamingTests {
         defer { FileSystem.removeTree(directory) }
         write("c8y: {url: 'http://127.0.0.1:1'}\ndevice: {externalId: x}\nauth: {username: u, password: p}\nproxy: {maxUpload: 512MiB}\n",
               to: directory + "/a.yaml")
-        #expect(try AgentConfiguration.load(file: directory + "/a.yaml", environment: [:]).proxyMaxUpload == 512 << 20)
+        #expect(try AgentConfiguration.load(file: directory + "/a.yaml", environment: [:]).proxy.maxUpload == 512 << 20)
         write("c8y: {url: 'http://127.0.0.1:1'}\ndevice: {externalId: x}\nauth: {username: u, password: p}\nproxy: {maxUpload: huge}\n",
               to: directory + "/b.yaml")
         #expect {

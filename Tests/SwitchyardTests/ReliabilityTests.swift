@@ -132,7 +132,7 @@ struct ReliabilityTests {
         let harness = try await Harness()
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
         var configuration = harness.configuration
-        configuration.reconcileInterval = .milliseconds(300)
+        configuration.operations.reconcileInterval = .milliseconds(300)
         try await harness.startAgent(configuration, waitForRegistration: true)
         await harness.tenant.refuse(next: 2, status: 409, method: "PUT", pathPrefix: "/devicecontrol/operations/")
         let id = try await harness.createOperation(["c8y_Message": ["text": "refused twice"]])
@@ -155,7 +155,7 @@ struct ReliabilityTests {
         }
         harness.declare("message.yaml", "operation: c8y_Message\nswift: Message\n")
         var configuration = harness.configuration
-        configuration.reconcileInterval = .milliseconds(300)
+        configuration.operations.reconcileInterval = .milliseconds(300)
         try await harness.startAgent(configuration, waitForRegistration: true)
         let warm = try await harness.createOperation(["c8y_Message": ["text": "before"]])
         #expect(try await harness.waitForEnd(warm)["status"] == "SUCCESSFUL")
@@ -247,7 +247,7 @@ struct ReliabilityTests {
             var tuning = Harness.tuning
             tuning.retention = Housekeeping.Retention(keep: 1, maximumAge: .seconds(86_400), every: 1)
             var configuration = harness.configuration
-            configuration.concurrency = 8
+            configuration.operations.concurrency = 8
             try await harness.startAgent(configuration, tuning: tuning, waitForRegistration: true)
             var ids: [String] = []
             for _ in 0..<300 { ids.append(try await harness.createOperation(["acme_Pwd": [:]])) }

@@ -150,7 +150,7 @@ public actor DeviceTokenProvider: CredentialProvider {
         do {
             response = try await transport.send(request)
         } catch {
-            if error.kind == .cancelled || error.kind == .shutdown { return .failure(.transport("POST", path, error)) }
+            if error.code == .cancelled || error.code == .shutdown { return .failure(.transport("POST", path, error)) }
             return .failure(.credentials("cannot get a device access token from \(settings.mtlsURL): \(explainTLS(error.detail))"))
         }
         guard (200..<300).contains(response.status) else {

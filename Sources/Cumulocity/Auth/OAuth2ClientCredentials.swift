@@ -48,7 +48,7 @@ public actor OAuth2ClientCredentials: CredentialProvider {
         do {
             response = try await transport.send(request)
         } catch {
-            if error.kind == .cancelled || error.kind == .shutdown { throw .transport("POST", endpoint, error) }
+            if error.code == .cancelled || error.code == .shutdown { throw .transport("POST", endpoint, error) }
             throw .credentials("cannot get an OAuth2 token from \(endpoint): \(explainTLS(error.detail))")
         }
         guard (200..<300).contains(response.status) else {

@@ -248,7 +248,7 @@ public struct PlatformClient: Sendable {
             let response: HTTPResponse
             do {
                 response = try await forward("GET", target, headers: [("Accept", MediaType.operationCollection)], body: nil)
-            } catch where error.transport?.kind == .tooLarge {
+            } catch where error.transport?.code == .tooLarge {
                 if size > 1 {
                     size = max(1, size / 2)  // `offset` is a multiple of the old size, so also of the new one
                     fullPages = 0

@@ -33,7 +33,7 @@ public final class CurlTransport: Sendable {
     public init(tls: TLSConfiguration = .init(), maxResponseBytes: Int = 16 << 20) throws(TransportError) {
         Self.globalInit
         guard let handle = curl_multi_init() else {
-            throw TransportError(kind: .network, method: "-", url: "-", detail: "curl_multi_init failed")
+            throw TransportError(.network, method: "-", url: "-", detail: "curl_multi_init failed")
         }
         self.multi = MultiHandle(raw: handle)
         self.tls = tls
@@ -90,7 +90,7 @@ public final class CurlTransport: Sendable {
         } catch let error as TransportError {
             throw error
         } catch {
-            throw TransportError(kind: .network, method: request.method, url: request.url, detail: "\(error)")
+            throw TransportError(.network, method: request.method, url: request.url, detail: "\(error)")
         }
     }
 
@@ -137,7 +137,7 @@ public final class CurlTransport: Sendable {
         }, context)
         guard rc == 0 else {
             Unmanaged<CurlTransport>.fromOpaque(context).release()
-            throw TransportError(kind: .network, method: "-", url: "-", detail: "cannot start transport thread (\(rc))")
+            throw TransportError(.network, method: "-", url: "-", detail: "cannot start transport thread (\(rc))")
         }
         pthread_detach(thread)
     }
@@ -243,7 +243,7 @@ private final class Transfer: @unchecked Sendable {
     init(id: UInt64, request: HTTPRequest, tls: TLSConfiguration, maxBody: Int, sink: FileSink?, streams: Streams?,
          wake: @escaping @Sendable () -> Void, continuation: CheckedContinuation<HTTPResponse, any Error>) throws(TransportError) {
         guard let easy = curl_easy_init() else {
-            throw TransportError(kind: .network, method: request.method, url: request.url, detail: "curl_easy_init failed")
+            throw TransportError(.network, method: request.method, url: request.url, detail: "curl_easy_init failed")
         }
         self.id = id
         self.easy = easy
@@ -446,8 +446,8 @@ private final class Transfer: @unchecked Sendable {
         headers[name] = value
     }
 
-    func error(_ kind: TransportError.Kind, _ detail: String) -> TransportError {
-        TransportError(kind: kind, method: method, url: url, detail: detail)
+    func error(_ code: TransportError.Code, _ detail: String, file: String = #fileID, line: Int = #line) -> TransportError {
+        TransportError(code, method: method, url: url, detail: detail, file: file, line: line)
     }
 
     func result(_ code: CURLcode) -> Result<HTTPResponse, TransportError> {
@@ -464,7 +464,7 @@ private final class Transfer: @unchecked Sendable {
         if sinkFailure != 0 { return .failure(error(.network, "cannot write the download: \(String(cString: strerror(sinkFailure)))")) }
         let detail = String(cString: errorBuffer)
         let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
-        let kind: TransportError.Kind = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .network
+        let kind: TransportError.Code = code == CURLE_OPERATION_TIMEDOUT ? .timeout : .network
         return .failure(error(kind, text))
     }
 

@@ -36,17 +36,40 @@ public struct HTTPResponse: Sendable {
 
 /// A request that produced no HTTP response: DNS, connect, TLS, timeout, cancellation, oversize body.
 public struct TransportError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable, Equatable { case network, timeout, cancelled, tooLarge, shutdown }
-    public let kind: Kind
+    /// What kind of failure it is; a struct over a private enum, so codes can be added without
+    /// breaking a caller's `switch`.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum Base: String, Sendable { case network, timeout, cancelled, tooLarge, shutdown }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// DNS, connect, TLS, a connection that broke.
+        public static let network = Code(.network)
+        /// The request's time limit passed, or the transfer stalled.
+        public static let timeout = Code(.timeout)
+        /// The task that waited for the answer was cancelled.
+        public static let cancelled = Code(.cancelled)
+        /// The answer is larger than the transport accepts.
+        public static let tooLarge = Code(.tooLarge)
+        /// The transport was shut down.
+        public static let shutdown = Code(.shutdown)
+
+        public var description: String { base.rawValue }
+    }
+
+    public let code: Code
     public let method: String
     public let url: String
     public let detail: String
+    /// Where the error was made (`file:line` of the throw site).
+    public let origin: String
 
-    public init(kind: Kind, method: String, url: String, detail: String) {
-        self.kind = kind
+    public init(_ code: Code, method: String, url: String, detail: String, file: String = #fileID, line: Int = #line) {
+        self.code = code
         self.method = method
         self.url = url
         self.detail = detail
+        self.origin = "\(file):\(line)"
     }
 
     public var description: String { "\(method) \(url): \(detail)" }

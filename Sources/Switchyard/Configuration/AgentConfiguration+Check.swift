@@ -13,11 +13,11 @@ extension AgentConfiguration {
     /// handlers directory (exists; its declarations valid, each problem as `file:line: reason`).
     public func runtimeProblems(handlerProblems: [String]) -> [String] {
         var problems: [String] = []
-        if let problem = Self.writableDirectoryProblem(stateDirectory) {
+        if let problem = Self.writableDirectoryProblem(stateDir) {
             problems.append("stateDir: \(problem)")
         }
-        if !FileSystem.isDirectory(handlersDirectory) {
-            problems.append("handlers: \(handlersDirectory) is not a directory; no operation would be advertised")
+        if !FileSystem.isDirectory(handlers) {
+            problems.append("handlers: \(handlers) is not a directory; no operation would be advertised")
         }
         problems += handlerProblems.map { "handlers: \($0)" }
         return problems
@@ -44,7 +44,7 @@ extension AgentConfiguration {
             do throws(FileProblem) {
                 setting = try readFile(file)["handlers"]
             } catch {
-                throw ConfigurationError(problems: [error.description])
+                throw ConfigurationError(problems: [.init(key: "handlers", origin: error.line.map { "\(file):\($0)" } ?? file, detail: error.detail)])
             }
         }
         if let value = environment[environmentName(of: "handlers")], !value.isEmpty {

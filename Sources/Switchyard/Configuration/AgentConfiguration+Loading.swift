@@ -5,9 +5,13 @@ import Logging
 extension AgentConfiguration {
     /// A value as read, with where it came from (for messages).
     struct Setting {
+        /// The text of a single value (empty for a list).
         let value: String
         let origin: String
+        /// The directory relative paths are resolved against.
         let base: String
+        /// A list key's entries, each with where it came from (`file:line` of the entry, or the variable).
+        var entries: [(json: JSONValue, origin: String)]?
     }
 
     /// Loads the configuration from a YAML file (optional) and the environment.
@@ -31,7 +35,7 @@ extension AgentConfiguration {
             public let origin: String
         }
         public var entries: [Entry] = []
-        public var problems: [String] = []
+        public var problems: [ConfigurationError.Problem] = []
         public var configuration: AgentConfiguration?
     }
 
@@ -43,20 +47,25 @@ extension AgentConfiguration {
             do throws(FileProblem) {
                 settings = try readFile(file)
             } catch {
-                inspection.problems.append(error.description)
+                inspection.problems.append(.init(key: "", origin: error.line.map { "\(file):\($0)" } ?? file, detail: error.detail))
                 return inspection
             }
         }
         for (key, _) in keys {
-            if let value = environment[environmentName(of: key)] {
-                settings[key] = Setting(value: value, origin: environmentName(of: key), base: ".")
+            guard let value = environment[environmentName(of: key)] else { continue }
+            let name = environmentName(of: key)
+            var setting = Setting(value: value, origin: name, base: ".")
+            if listKeys.contains(key), let list = (try? JSONValue.parse(value))?.arrayValue {
+                setting.entries = list.enumerated().map { ($1, "\(name)[\($0)]") }  // JSON text
             }
+            settings[key] = setting
         }
         inspection.problems += unknownVariables(in: environment)
         for (key, _) in keys {
-            if let setting = settings[key], !setting.value.isEmpty {
+            if let setting = settings[key], !setting.value.isEmpty || setting.entries != nil {
                 let shown = secretKeys.contains(key) ? "********"
-                    : pathKeys.contains(key) ? FileSystem.resolve(setting.value, relativeTo: setting.base) : setting.value
+                    : pathKeys.contains(key) ? FileSystem.resolve(setting.value, relativeTo: setting.base)
+                    : setting.entries.map { JSONValue.array($0.map(\.json)).encodedString() } ?? setting.value
                 inspection.entries.append(.init(key: key, value: shown, origin: setting.origin))
             } else if let value = defaults[key] {
                 inspection.entries.append(.init(key: key, value: value, origin: "default"))
@@ -64,20 +73,21 @@ extension AgentConfiguration {
                 inspection.entries.append(.init(key: key, value: "(not set)", origin: "-"))
             }
         }
-        let (configuration, problems) = build(settings)
-        inspection.problems += problems
+        var reader = SettingsReader(settings: settings)
+        let configuration = AgentConfiguration(reading: &reader)
+        inspection.problems += reader.problems
         inspection.configuration = configuration
         return inspection
     }
 
     /// Every `SWITCHYARD_*` variable that is neither a key's nor one the agent itself sets or reads:
     /// a misspelt name must not be silently ignored.
-    static func unknownVariables(in environment: [String: String]) -> [String] {
+    static func unknownVariables(in environment: [String: String]) -> [ConfigurationError.Problem] {
         let known = Set(keys.map { environmentName(of: $0.key) }).union(otherVariables)
         return environment.keys.filter { $0.hasPrefix("SWITCHYARD_") && !known.contains($0) }.sorted().map { name in
             let close = known.filter { editDistance($0, name) <= 2 }.sorted().first
-            return "unknown variable \(name)" + (close.map { " (did you mean \($0)?)" } ?? "")
-                + ": no configuration key has this name (switchyard config check lists them)"
+            return .init(key: "", origin: "", detail: "unknown variable \(name)" + (close.map { " (did you mean \($0)?)" } ?? "")
+                + ": no configuration key has this name (switchyard config check lists them)")
         }
     }
 
@@ -95,215 +105,223 @@ extension AgentConfiguration {
         return previous[b.count]
     }
 
-    /// Builds the configuration from the settings read; the problems found on the way.
-    static func build(_ settings: [String: Setting]) -> (AgentConfiguration, [String]) {
-        var problems: [String] = []
-
-        func value(_ key: String) -> String? {
-            guard let text = settings[key]?.value, !text.isEmpty else { return nil }
-            return text
-        }
-        func required(_ key: String) -> String {
-            if let text = value(key) { return text }
-            let expects = keys.first(where: { $0.key == key })?.expects ?? "a value"
-            problems.append("missing \(key): expected \(expects); set it in the file or in \(environmentName(of: key))")
-            return ""
-        }
-        func path(_ key: String) -> String? {
-            guard let setting = settings[key], !setting.value.isEmpty else { return nil }
-            return FileSystem.resolve(setting.value, relativeTo: setting.base)
-        }
-        func where_(_ key: String) -> String { settings[key]?.origin ?? key }
-        /// The key's duration, `nil` when it is not set; a value that is no duration (or, with
-        /// `positive`, is zero) is a problem.
-        func duration(_ key: String, example: String, positive: Bool = false) -> Duration? {
-            guard let text = value(key) else { return nil }
-            if let parsed = parseDuration(text), !positive || parsed > .zero { return parsed }
-            problems.append("\(where_(key)): \(key) must be a duration such as \(example), found '\(text)'")
-            return nil
-        }
-        /// A problem when the key's PEM file holds no readable certificate.
-        func checkCertificates(_ key: String, in file: String?) {
-            guard let file else { return }
-            do throws(CertificateError) {
-                _ = try X509Certificate.read(file: file)
-            } catch {
-                problems.append("\(where_(key)): \(error)")
-            }
-        }
-
-        let url = required("c8y.url")
+    /// Builds the configuration section by section; `reader` collects what is wrong.
+    init(reading reader: inout SettingsReader) {
+        let url = reader.required("c8y.url")
         if !url.isEmpty && !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
-            problems.append("\(where_("c8y.url")): c8y.url must start with https:// or http://, found '\(url)'")
+            reader.fail("c8y.url", "c8y.url must start with https:// or http://, found '\(url)'")
         }
-        var device = Device(externalId: required("device.externalId"))
-        device.externalIdType = value("device.externalIdType") ?? device.externalIdType
-        device.name = value("device.name")
-        device.type = value("device.type") ?? device.type
+        self.init(url: url, device: Device(reading: &reader), authentication: Authentication(reading: &reader))
+        c8y.timeout = reader.duration("c8y.timeout", example: "30s", positive: true) ?? c8y.timeout
+        auth.ca = reader.path("auth.ca")
+        reader.checkCertificates("auth.ca")
+        auth.insecure = reader.boolean("auth.insecure") ?? auth.insecure
+        handlers = reader.path("handlers") ?? FileSystem.absolute(handlers)
+        if let size = reader.size("limits.handlerFileSize", in: 1...(1 << 30), example: "a size from 1B to 1GiB such as 1MiB") {
+            limits.handlerFileSize = Int(size)
+        }
+        stateDir = reader.path("stateDir") ?? stateDir
+        operations.concurrency = reader.integer("operations.concurrency", in: 1...64) ?? operations.concurrency
+        operations.shutdownGrace = reader.duration("operations.shutdownGrace", example: "20s") ?? operations.shutdownGrace
+        operations.reconcileInterval = reader.duration("operations.reconcileInterval", example: "10m", positive: true)
+            ?? operations.reconcileInterval
+        for (entry, origin) in reader.entries("children", "a list of child devices") {
+            switch ChildDevice.parse(entry) {
+            case .success(let child): children.append(child)
+            case .failure(let problem): reader.fail("children", problem.detail, origin: origin)
+            }
+        }
+        if let command = reader.command("childDiscovery") { childDiscovery = command }
+        proxy.port = reader.choice("proxy.port", "a port number, 0 or off") { text -> UInt16?? in
+            text == "off" ? .some(nil) : UInt16(text).map { .some($0) }
+        } ?? proxy.port
+        proxy.maxUpload = reader.size("proxy.maxUpload", in: 1...Int64.max, example: "a size such as 512MiB or 4GiB") ?? proxy.maxUpload
+        log.level = reader.choice("log.level", "one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))") {
+            Logger.Level(rawValue: $0)
+        } ?? log.level
+        log.format = reader.choice("log.format", "text, json or journal") { LogFormat(rawValue: $0) } ?? log.format
+        var fallback: ClientCertificate?
+        if case .certificate(let certificate) = auth.mode { fallback = certificate.certificate }
+        for (entry, origin) in reader.entries("oauth2", "a list of artifact hosts") {
+            switch OAuth2Host.parse(entry, base: reader.base("oauth2"), fallback: fallback) {
+            case .success(let (origin, host)): oauth2[origin] = host
+            case .failure(let problem): reader.fail("oauth2", problem.detail, origin: origin)
+            }
+        }
+    }
+}
+
+extension AgentConfiguration.Device {
+    init(reading reader: inout SettingsReader) {
+        self.init(externalId: reader.required("device.externalId"))
+        externalIdType = reader.text("device.externalIdType") ?? externalIdType
+        name = reader.text("device.name")
+        type = reader.text("device.type") ?? type
         for field in ["model", "serialNumber", "revision"] {
-            if let text = value("device.hardware.\(field)") { device.hardware[field] = text }
+            if let text = reader.text("device.hardware.\(field)") { hardware[field] = text }
         }
+    }
+}
 
-        var authentication = Authentication.basic(BasicCredentials(tenant: nil, username: "", password: ""))
-        switch value("auth.mode") ?? "basic" {
+extension AgentConfiguration.Authentication {
+    init(reading reader: inout SettingsReader) {
+        switch reader.text("auth.mode") ?? "basic" {
         case "basic":
-            let username = required("auth.username")
-            var password = value("auth.password")
-            if let passwordFile = path("auth.passwordFile") {
-                if password != nil {
-                    problems.append("set either auth.password or auth.passwordFile, not both")
-                }
-                do throws(ConfigurationError) {
-                    password = try readSecret(passwordFile, key: "auth.passwordFile")
-                } catch {
-                    problems += error.problems
-                }
-            }
-            if password == nil {
-                problems.append("missing auth.password or auth.passwordFile: the device user's password is needed for auth.mode basic")
-            }
-            authentication = .basic(BasicCredentials(tenant: value("auth.tenant"), username: username, password: password ?? ""))
+            let username = reader.required("auth.username")
+            let password = reader.password("auth.password", file: "auth.passwordFile",
+                                           neededFor: "the device user's password is needed for auth.mode basic")
+            self = .basic(BasicCredentials(tenant: reader.text("auth.tenant"), username: username, password: password))
         case "bootstrap":
-            let username = required("auth.bootstrap.username")
-            var password = value("auth.bootstrap.password")
-            if let passwordFile = path("auth.bootstrap.passwordFile") {
-                do throws(ConfigurationError) {
-                    password = try readSecret(passwordFile, key: "auth.bootstrap.passwordFile")
-                } catch {
-                    problems += error.problems
-                }
-            }
-            if password == nil {
-                problems.append("missing auth.bootstrap.password or auth.bootstrap.passwordFile: the bootstrap password is needed for auth.mode bootstrap")
-            }
-            let interval = duration("auth.bootstrap.interval", example: "5s", positive: true) ?? .seconds(5)
-            authentication = .bootstrap(BasicCredentials(tenant: value("auth.bootstrap.tenant"), username: username, password: password ?? ""),
-                                        interval: interval)
+            let username = reader.required("auth.bootstrap.username")
+            let password = reader.password("auth.bootstrap.password", file: "auth.bootstrap.passwordFile",
+                                           neededFor: "the bootstrap password is needed for auth.mode bootstrap")
+            let interval = reader.duration("auth.bootstrap.interval", example: "5s", positive: true) ?? .seconds(5)
+            self = .bootstrap(BasicCredentials(tenant: reader.text("auth.bootstrap.tenant"), username: username, password: password),
+                              interval: interval)
         case "certificate":
-            let cert = path("auth.certificate.cert")
-            let key = path("auth.certificate.key")
-            if cert == nil { _ = required("auth.certificate.cert") }
-            if key == nil { _ = required("auth.certificate.key") }
-            checkCertificates("auth.certificate.cert", in: cert)
-            if let key, let problem = privateFileProblem(key, holding: "a private key") {
-                problems.append("\(where_("auth.certificate.key")): \(problem)")
+            let cert = reader.path("auth.certificate.cert") ?? reader.required("auth.certificate.cert")
+            let key = reader.path("auth.certificate.key") ?? reader.required("auth.certificate.key")
+            reader.checkCertificates("auth.certificate.cert")
+            if !key.isEmpty, let problem = AgentConfiguration.privateFileProblem(key, holding: "a private key") {
+                reader.fail("auth.certificate.key", problem)
             }
-            let chain = path("auth.certificate.chain")
-            checkCertificates("auth.certificate.chain", in: chain)
-            var settings = CertificateAuthentication(certificate: ClientCertificate(certificateFile: cert ?? "", keyFile: key ?? ""),
-                                                     chainFile: chain, mtlsURL: value("c8y.mtlsUrl"))
-            settings.expiryWarning = duration("auth.certificate.expiryWarning", example: "30d") ?? settings.expiryWarning
-            if let mtls = settings.mtlsURL, !(mtls.hasPrefix("https://")) {
-                problems.append("\(where_("c8y.mtlsUrl")): c8y.mtlsUrl must start with https://, found '\(mtls)'")
+            reader.checkCertificates("auth.certificate.chain")
+            var settings = AgentConfiguration.CertificateAuthentication(
+                certificate: ClientCertificate(certificateFile: cert, keyFile: key), chainFile: reader.path("auth.certificate.chain"),
+                mtlsURL: reader.text("c8y.mtlsUrl"))
+            settings.expiryWarning = reader.duration("auth.certificate.expiryWarning", example: "30d") ?? settings.expiryWarning
+            if let mtls = settings.mtlsURL, !mtls.hasPrefix("https://") {
+                reader.fail("c8y.mtlsUrl", "c8y.mtlsUrl must start with https://, found '\(mtls)'")
             }
-            authentication = .certificate(settings)
+            self = .certificate(settings)
         case let other:
-            problems.append("\(where_("auth.mode")): auth.mode must be basic, bootstrap or certificate, found '\(other)'")
+            reader.fail("auth.mode", "auth.mode must be basic, bootstrap or certificate, found '\(other)'")
+            self = .basic(BasicCredentials(tenant: nil, username: "", password: ""))
         }
+    }
+}
 
-        var configuration = AgentConfiguration(url: url, device: device, authentication: authentication)
-        configuration.requestTimeout = duration("c8y.timeout", example: "30s", positive: true) ?? configuration.requestTimeout
-        configuration.tls = TLSConfiguration(caFile: path("auth.ca"))
-        checkCertificates("auth.ca", in: path("auth.ca"))
-        switch value("auth.insecure") {
-        case nil, "false": break
-        case "true": configuration.tls.insecure = true
-        case let other?: problems.append("\(where_("auth.insecure")): auth.insecure must be true or false, found '\(other)'")
-        }
-        configuration.handlersDirectory = path("handlers") ?? FileSystem.absolute(configuration.handlersDirectory)
-        if let text = value("limits.handlerFileSize") {
-            if let size = parseByteSize(text), (1...(1 << 30)).contains(size) {
-                configuration.handlerLimits.maximumFileSize = Int(size)
-            } else {
-                problems.append("\(where_("limits.handlerFileSize")): limits.handlerFileSize must be a size from 1B to 1GiB such as 1MiB, found '\(text)'")
-            }
-        }
-        configuration.stateDirectory = path("stateDir") ?? configuration.stateDirectory
-        if let text = value("operations.concurrency") {
-            if let count = Int(text), (1...64).contains(count) {
-                configuration.concurrency = count
-            } else {
-                problems.append("\(where_("operations.concurrency")): operations.concurrency must be a whole number from 1 to 64, found '\(text)'")
-            }
-        }
-        configuration.shutdownGrace = duration("operations.shutdownGrace", example: "20s") ?? configuration.shutdownGrace
-        configuration.reconcileInterval = duration("operations.reconcileInterval", example: "10m", positive: true)
-            ?? configuration.reconcileInterval
-        if let text = value("children") {
-            switch (try? JSONValue.parse(text))?.arrayValue {
-            case nil:
-                problems.append("\(where_("children")): children must be a list of child devices")
-            case let list?:
-                for item in list {
-                    switch ChildDevice.parse(item) {
-                    case .success(let child): configuration.children.append(child)
-                    case .failure(let error): problems += error.problems.map { "\(where_("children")): \($0)" }
-                    }
-                }
-            }
-        }
-        if let text = value("childDiscovery") {
-            let parsed = (try? JSONValue.parse(text)).flatMap { json -> [String]? in
-                if let single = json.stringValue { return [single] }
-                let items = json.arrayValue?.compactMap(\.stringValue)
-                return items?.count == json.arrayValue?.count ? items : nil
-            } ?? (text.hasPrefix("[") ? nil : [text])
-            if var command = parsed, let program = command.first, !program.isEmpty {
-                command[0] = FileSystem.resolve(program, relativeTo: settings["childDiscovery"]?.base ?? ".")
-                configuration.childDiscovery = command
-            } else {
-                problems.append("\(where_("childDiscovery")): childDiscovery must be a command: a list of the program and its arguments")
-            }
-        }
-        if let text = value("proxy.port") {
-            if text == "off" {
-                configuration.proxyPort = nil
-            } else if let port = UInt16(text) {
-                configuration.proxyPort = port
-            } else {
-                problems.append("\(where_("proxy.port")): proxy.port must be a port number, 0 or off, found '\(text)'")
-            }
-        }
-        if let text = value("proxy.maxUpload") {
-            if let bytes = parseByteSize(text), bytes > 0 {
-                configuration.proxyMaxUpload = bytes
-            } else {
-                problems.append("\(where_("proxy.maxUpload")): proxy.maxUpload must be a size such as 512MiB or 4GiB, found '\(text)'")
-            }
-        }
-        if let text = value("log.level") {
-            if let level = Logger.Level(rawValue: text) {
-                configuration.log.level = level
-            } else {
-                problems.append("\(where_("log.level")): log.level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), found '\(text)'")
-            }
-        }
-        if let text = value("log.format") {
-            if let format = LogFormat(rawValue: text) {
-                configuration.log.format = format
-            } else {
-                problems.append("\(where_("log.format")): log.format must be text, json or journal, found '\(text)'")
-            }
-        }
-        if let text = value("oauth2") {
-            let base = settings["oauth2"]?.base ?? "."
-            var fallback: ClientCertificate?
-            if case .certificate(let certificate) = configuration.authentication { fallback = certificate.certificate }
-            switch (try? JSONValue.parse(text))?.arrayValue {
-            case nil:
-                problems.append("\(where_("oauth2")): oauth2 must be a list of artifact hosts")
-            case let list?:
-                for item in list {
-                    switch OAuth2Host.parse(item, base: base, fallback: fallback) {
-                    case .success(let (origin, host)): configuration.oauth2Hosts[origin] = host
-                    case .failure(let error): problems += error.problems.map { "\(where_("oauth2")): \($0)" }
-                    }
-                }
-            }
-        }
-        return (configuration, problems)
+/// Reads typed values from the settings, collecting every problem with its key and origin.
+struct SettingsReader {
+    let settings: [String: AgentConfiguration.Setting]
+    private(set) var problems: [ConfigurationError.Problem] = []
+
+    init(settings: [String: AgentConfiguration.Setting]) { self.settings = settings }
+
+    mutating func fail(_ key: String, _ detail: String, origin: String? = nil) {
+        problems.append(.init(key: key, origin: origin ?? settings[key]?.origin ?? "", detail: detail))
     }
 
+    /// The key's text; `nil` when it is not set (or empty).
+    func text(_ key: String) -> String? {
+        guard let text = settings[key]?.value, !text.isEmpty else { return nil }
+        return text
+    }
+
+    /// The directory the key's relative paths are resolved against.
+    func base(_ key: String) -> String { settings[key]?.base ?? "." }
+
+    mutating func required(_ key: String) -> String {
+        if let text = text(key) { return text }
+        let expects = AgentConfiguration.keys.first(where: { $0.key == key })?.expects ?? "a value"
+        fail(key, "missing \(key): expected \(expects); set it in the file or in \(AgentConfiguration.environmentName(of: key))", origin: "")
+        return ""
+    }
+
+    /// The key's path, resolved.
+    func path(_ key: String) -> String? {
+        text(key).map { FileSystem.resolve($0, relativeTo: base(key)) }
+    }
+
+    /// The key's duration; a value that is no duration (or, with `positive`, is zero) is a problem.
+    mutating func duration(_ key: String, example: String, positive: Bool = false) -> Duration? {
+        guard let text = text(key) else { return nil }
+        if let parsed = parseDuration(text), !positive || parsed > .zero { return parsed }
+        fail(key, "\(key) must be a duration such as \(example), found '\(text)'")
+        return nil
+    }
+
+    mutating func size(_ key: String, in range: ClosedRange<Int64>, example: String) -> Int64? {
+        choice(key, example) { parseByteSize($0).flatMap { range.contains($0) ? $0 : nil } }
+    }
+
+    mutating func integer(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        choice(key, "a whole number from \(range.lowerBound) to \(range.upperBound)") { Int($0).flatMap { range.contains($0) ? $0 : nil } }
+    }
+
+    mutating func boolean(_ key: String) -> Bool? {
+        choice(key, "true or false") { ["true": true, "false": false][$0] }
+    }
+
+    /// The key's value as `parse` reads it; text it cannot read is a problem saying what `expected` is.
+    mutating func choice<T>(_ key: String, _ expected: String, _ parse: (String) -> T?) -> T? {
+        guard let text = text(key) else { return nil }
+        if let value = parse(text) { return value }
+        fail(key, "\(key) must be \(expected), found '\(text)'")
+        return nil
+    }
+
+    /// A password given directly or in a file that only its owner may read, not both; one is required.
+    mutating func password(_ key: String, file fileKey: String, neededFor reason: String) -> String {
+        var password = text(key)
+        if let file = path(fileKey) {
+            if password != nil { fail(fileKey, "set either \(key) or \(fileKey), not both", origin: "") }
+            do throws(AgentConfiguration.Problem) {
+                password = try AgentConfiguration.readSecret(file)
+            } catch {
+                fail(fileKey, "\(fileKey): \(error.detail)", origin: "")
+            }
+        }
+        guard let password else {
+            fail(key, "missing \(key) or \(fileKey): \(reason)", origin: "")
+            return ""
+        }
+        return password
+    }
+
+    /// A problem when the key's PEM file holds no readable certificate.
+    mutating func checkCertificates(_ key: String) {
+        guard let file = path(key) else { return }
+        do throws(CertificateError) {
+            _ = try X509Certificate.read(file: file)
+        } catch {
+            fail(key, "\(error)")
+        }
+    }
+
+    /// A list key's entries, each with its origin; a value that is not a list is a problem naming
+    /// `what` it must be.
+    mutating func entries(_ key: String, _ what: String) -> [(json: JSONValue, origin: String)] {
+        guard let setting = settings[key], !setting.value.isEmpty || setting.entries != nil else { return [] }
+        guard let entries = setting.entries else {
+            fail(key, "\(key) must be \(what)")
+            return []
+        }
+        return entries
+    }
+
+    /// A command: a list of the program (resolved) and its arguments, or a program alone.
+    mutating func command(_ key: String) -> [String]? {
+        guard let setting = settings[key], !setting.value.isEmpty || setting.entries != nil else { return nil }
+        var command: [String]?
+        if let entries = setting.entries {
+            let words = entries.compactMap(\.json.stringValue)
+            command = words.count == entries.count ? words : nil
+        } else if let word = (try? JSONValue.parse(setting.value))?.stringValue {
+            command = [word]  // a JSON string in a variable
+        } else if !setting.value.hasPrefix("[") {
+            command = [setting.value]
+        }
+        guard var command, let program = command.first, !program.isEmpty else {
+            fail(key, "\(key) must be a command: a list of the program and its arguments")
+            return nil
+        }
+        command[0] = FileSystem.resolve(program, relativeTo: setting.base)
+        return command
+    }
+}
+
+extension AgentConfiguration {
     /// Flattens the file's nested mappings into dotted keys and rejects keys it does not know.
     static func readFile(_ file: String) throws(FileProblem) -> [String: Setting] {
         let contents: String?
@@ -341,8 +359,10 @@ extension AgentConfiguration {
                     let suggestion = known.filter { $0.lowercased() == full.lowercased() }.first.map { " (did you mean \($0)?)" } ?? ""
                     throw FileProblem(file: file, line: line, "unknown key '\(full)'\(suggestion)")
                 }
-                if listKeys.contains(full), case .sequence = value {
-                    settings[full] = Setting(value: value.json.encodedString(), origin: "\(file):\(line)", base: base)
+                if listKeys.contains(full), case .sequence(let items, _) = value {
+                    // Each entry keeps its own line, for a message about a bad one.
+                    settings[full] = Setting(value: "", origin: "\(file):\(line)", base: base,
+                                             entries: items.map { ($0.json, "\(file):\($0.line)") })
                     continue
                 }
                 guard let scalar = value.scalar else {
@@ -366,13 +386,13 @@ extension AgentConfiguration {
     }
 
     /// Reads a secret from a file that only its owner may read.
-    static func readSecret(_ path: String, key: String) throws(ConfigurationError) -> String {
-        if let problem = privateFileProblem(path) { throw ConfigurationError(problems: ["\(key): \(problem)"]) }
+    static func readSecret(_ path: String) throws(Problem) -> String {
+        if let problem = privateFileProblem(path) { throw Problem(problem) }
         do {
             let text = try FileSystem.readText(path) ?? ""
             return text.trimmingCharacters(in: "\r\n")
         } catch {
-            throw ConfigurationError(problems: ["\(key): \(error)"])
+            throw Problem("\(error)")
         }
     }
 }
@@ -380,9 +400,9 @@ extension AgentConfiguration {
 /// One entry of `oauth2`: `{host, issuer, clientId, cert, key}`.
 enum OAuth2Host {
     static func parse(_ json: JSONValue, base: String, fallback: ClientCertificate?)
-        -> Result<(String, OAuth2ClientCredentials.Settings), ConfigurationError> {
-        func fail(_ text: String) -> Result<(String, OAuth2ClientCredentials.Settings), ConfigurationError> {
-            .failure(ConfigurationError(problems: [text]))
+        -> Result<(String, OAuth2ClientCredentials.Settings), AgentConfiguration.Problem> {
+        func fail(_ text: String) -> Result<(String, OAuth2ClientCredentials.Settings), AgentConfiguration.Problem> {
+            .failure(AgentConfiguration.Problem(text))
         }
         guard let object = json.objectValue else { return fail("an oauth2 entry must be an object, found \(json)") }
         let known = ["host", "issuer", "clientId", "cert", "key"]

@@ -4,53 +4,104 @@ public import Logging
 
 /// The agent's configuration: one YAML file, every key overridable by `SWITCHYARD_<KEY>`.
 ///
-/// | key | type | default |
-/// | --- | --- | --- |
-/// | `c8y.url` | URL of the tenant | required |
-/// | `c8y.timeout` | duration of one ordinary request | `30s` |
-/// | `device.externalId` | the device's unique id | required |
-/// | `device.externalIdType` | text | `c8y_Serial` |
-/// | `device.name` | name given when the device is created (never updated) | the external id |
-/// | `device.type` | managed object type given when the device is created | `switchyard` |
-/// | `device.hardware.model` / `.serialNumber` / `.revision` | text, sent as `c8y_Hardware` | none |
-/// | `c8y.mtlsUrl` | where the mTLS token endpoint is served, when not at `c8y.url` | `c8y.url` |
-/// | `auth.mode` | `basic`, `bootstrap` or `certificate` | `basic` |
-/// | `auth.bootstrap.tenant` / `.username` / `.password` / `.passwordFile` | bootstrap credentials | required for `bootstrap` |
-/// | `auth.bootstrap.interval` | how often to ask while the device is not yet accepted | `5s` |
-/// | `auth.tenant` | tenant id, prefixes the user name | none |
-/// | `auth.username` | device user | required for `basic` |
-/// | `auth.password` / `auth.passwordFile` | the password, or a file (mode 0600) holding it | one required |
-/// | `auth.certificate.cert` / `.key` / `.chain` | PEM files: device certificate, its private key (mode 0600), intermediates | cert and key required for `certificate` |
-/// | `auth.certificate.expiryWarning` | an alarm is raised when the certificate expires within this time | `30d` |
-/// | `auth.ca` | PEM file of trusted CAs | the system store |
-/// | `auth.insecure` | `true` skips TLS verification (a warning is logged at every start) | `false` |
-/// | `oauth2` | artifact hosts that take OAuth2 tokens: a list of `{host, issuer, clientId, cert, key}` (cert and key default to `auth.certificate.*`) | none |
-/// | `proxy.port` | port of the plugin proxy on 127.0.0.1 (`0`: any free port; `off`: no proxy) | `8001` |
-/// | `proxy.maxUpload` | largest request body a plugin may send through the proxy | `4GiB` |
-/// | `handlers` | directory of handler declarations | `handlers.d` |
-/// | `limits.handlerFileSize` | largest handler file read (bigger ones are rejected, named in the log and the alarm) | `1MiB` |
-/// | `stateDir` | directory for the journal, outbox and operation logs | `/var/lib/switchyard` |
-/// | `operations.concurrency` | operations running at once, across all handlers | `4` |
-/// | `operations.shutdownGrace` | time running operations get to finish on SIGTERM | `20s` |
-/// | `operations.reconcileInterval` | how often PENDING and EXECUTING operations are compared with the journal (±10 % jitter) | `10m` |
-/// | `log.level` | `trace`, `debug`, `info`, `notice`, `warning`, `error` or `critical` (`--log-level` overrides it) | `info` |
-/// | `log.format` | `text`, `json` (one object per line) or `journal` (syslog priority prefixes) | journal under systemd, else text |
-///
-/// An environment variable's name is `SWITCHYARD_` and the key in upper case, dots and
-/// camel-case humps turned into `_`: `device.externalIdType` → `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`.
-/// Relative paths in the file are relative to the file's directory; in variables, to the working directory.
+/// The structure mirrors the file: each nested type is one mapping of it and documents its keys,
+/// their types and defaults; a property's name is its key (`operations.concurrency` is
+/// `configuration.operations.concurrency`). An environment variable's name is `SWITCHYARD_` and the
+/// key in upper case, dots and camel-case humps turned into `_`: `device.externalIdType` →
+/// `SWITCHYARD_DEVICE_EXTERNAL_ID_TYPE`. Relative paths in the file are relative to the file's
+/// directory; in variables, to the working directory. A list key (`children`, `childDiscovery`,
+/// `oauth2`) is a YAML list in the file and JSON text in a variable.
 public struct AgentConfiguration: Sendable {
+    /// `c8y`: the tenant.
+    public struct C8Y: Sendable {
+        /// `c8y.url` (required): the tenant's URL, `https://` (or `http://`).
+        public var url: String
+        /// `c8y.timeout` (duration, default `30s`): the time limit of one ordinary request.
+        public var timeout: Duration = .seconds(30)
+        // `c8y.mtlsUrl` is read into ``CertificateAuthentication/mtlsURL`` (it serves certificate mode only).
+
+        public init(url: String) { self.url = url }
+    }
+
+    /// `device`: who the device is.
     public struct Device: Sendable {
+        /// `device.externalId` (required): the device's unique id, e.g. its serial number.
         public var externalId: String
+        /// `device.externalIdType` (default `c8y_Serial`).
         public var externalIdType = "c8y_Serial"
+        /// `device.name` (default: the external id): given when the device is created, never updated.
         public var name: String?
+        /// `device.type` (default `switchyard`): the managed object type given when the device is created.
         public var type = "switchyard"
+        /// `device.hardware.model`, `.serialNumber`, `.revision` (text, default none): sent as `c8y_Hardware`.
         public var hardware: [String: String] = [:]
 
         public init(externalId: String) { self.externalId = externalId }
     }
 
-    /// A device behind the agent: created and linked under it, with its own `handlers.d/<externalId>/`.
+    /// `auth`: how the device authenticates, and which TLS servers it trusts.
+    public struct Auth: Sendable {
+        /// `auth.mode` (`basic`, default; `bootstrap`; `certificate`) with its keys:
+        /// - basic: `auth.username` (required), `auth.password` or `auth.passwordFile` (a file of mode
+        ///   0600; one of the two required), `auth.tenant` (prefixes the user name; default none);
+        /// - bootstrap: `auth.bootstrap.username`, `.password` or `.passwordFile`, `.tenant`, and
+        ///   `.interval` (how often to ask while the device is not yet accepted; default `5s`);
+        /// - certificate: `auth.certificate.cert` and `.key` (PEM; the key of mode 0600), `.chain`
+        ///   (intermediates, default none), `.expiryWarning` (an alarm is raised when the certificate
+        ///   expires within this time; default `30d`), and `c8y.mtlsUrl` (where the token endpoint is
+        ///   served over mTLS; default `c8y.url`).
+        public var mode: Authentication
+        /// `auth.ca` (PEM file, default the system store): the CAs trusted for the tenant and artifact hosts.
+        public var ca: String?
+        /// `auth.insecure` (`true`/`false`, default `false`): skips TLS verification; a warning is logged at every start.
+        public var insecure = false
+
+        public init(mode: Authentication, ca: String? = nil, insecure: Bool = false) {
+            self.mode = mode
+            self.ca = ca
+            self.insecure = insecure
+        }
+    }
+
+    /// `proxy`: the plugin proxy on 127.0.0.1.
+    public struct Proxy: Sendable {
+        /// `proxy.port` (port, `0` for any free port, or `off`; default `8001`); `nil`: no proxy.
+        public var port: UInt16? = 8001
+        /// `proxy.maxUpload` (size, default `4GiB`): the largest request body a plugin may send
+        /// through the proxy (kept on disk while it is sent).
+        public var maxUpload: Int64 = 4 << 30
+    }
+
+    /// `limits`: bounds on what the agent reads.
+    public struct Limits: Sendable {
+        /// `limits.handlerFileSize` (size from 1B to 1GiB, default `1MiB`): the largest handler file
+        /// read; a bigger one is rejected, named in the log and the alarm.
+        public var handlerFileSize = 1 << 20
+
+        /// The bounds a handler file is read with (its size; YAML nesting and alias expansion).
+        public var declarations: DeclarationReader.Limits {
+            var limits = DeclarationReader.Limits()
+            limits.maximumFileSize = handlerFileSize
+            return limits
+        }
+    }
+
+    /// `operations`: how operations run.
+    public struct Operations: Sendable {
+        /// `operations.concurrency` (1–64, default `4`): operations running at once, across all handlers.
+        public var concurrency = 4
+        /// `operations.shutdownGrace` (duration, default `20s`): on SIGTERM/SIGINT, how long running
+        /// operations may take to finish, and queued updates to go out, before the rest is stopped
+        /// (and settled at the next start).
+        public var shutdownGrace: Duration = .seconds(20)
+        /// `operations.reconcileInterval` (duration, default `10m`, ±10 % jitter): how often the
+        /// platform's PENDING and EXECUTING operations are compared with the journal, besides after
+        /// every (re)subscription and every interrupted long-poll.
+        public var reconcileInterval: Duration = .seconds(600)
+    }
+
+    /// A device behind the agent (an entry of `children`): created and linked under it, with its
+    /// own `handlers.d/<externalId>/`.
     public struct ChildDevice: Sendable, Equatable {
         public var externalId: String
         public var name: String?
@@ -62,21 +113,27 @@ public struct AgentConfiguration: Sendable {
             self.type = type
         }
 
-        /// Reads `{externalId, name, type}`; `nil` with the reason when the shape is wrong.
-        static func parse(_ json: JSONValue) -> Result<ChildDevice, ConfigurationError> {
+        /// Reads `{externalId, name, type}`; the problem when the shape is wrong.
+        static func parse(_ json: JSONValue) -> Result<ChildDevice, Problem> {
             guard let object = json.objectValue else {
-                return .failure(ConfigurationError(problems: ["a child device must be an object, found \(json)"]))
+                return .failure(Problem("a child device must be an object, found \(json)"))
             }
             let unknown = object.keys.filter { !["externalId", "name", "type"].contains($0) }.sorted()
             guard unknown.isEmpty else {
-                return .failure(ConfigurationError(problems: ["unknown key '\(unknown[0])' in child device \(json) (expected externalId, name, type)"]))
+                return .failure(Problem("unknown key '\(unknown[0])' in child device \(json) (expected externalId, name, type)"))
             }
             guard let id = object["externalId"]?.stringValue, !id.isEmpty,
                   id.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:".contains($0) }), id != ".", id != ".." else {
-                return .failure(ConfigurationError(problems: ["child device \(json) needs an externalId of letters, digits and - _ . :"]))
+                return .failure(Problem("child device \(json) needs an externalId of letters, digits and - _ . :"))
             }
             return .success(ChildDevice(externalId: id, name: object["name"]?.stringValue, type: object["type"]?.stringValue))
         }
+    }
+
+    /// What a list entry or a helper found wrong, before the key and origin are known.
+    struct Problem: Error {
+        let detail: String
+        init(_ detail: String) { self.detail = detail }
     }
 
     public enum Authentication: Sendable {
@@ -109,40 +166,38 @@ public struct AgentConfiguration: Sendable {
         }
     }
 
-    public var url: String
-    public var requestTimeout: Duration = .seconds(30)
+    public var c8y: C8Y
     public var device: Device
-    public var authentication: Authentication
-    public var tls = TLSConfiguration()
-    public var handlersDirectory = "handlers.d"
-    /// Bounds on each handler file (size; YAML nesting and alias expansion).
-    public var handlerLimits = DeclarationReader.Limits()
-    public var stateDirectory = "/var/lib/switchyard"
-    public var concurrency = 4
-    /// On SIGTERM/SIGINT: how long running operations may take to finish, and queued updates to go
-    /// out, before the rest is stopped (and settled at the next start).
-    public var shutdownGrace: Duration = .seconds(20)
-    /// How often the platform's PENDING and EXECUTING operations are reconciled with the journal,
-    /// besides after every (re)subscription and every interrupted long-poll.
-    public var reconcileInterval: Duration = .seconds(600)
-    /// Child devices declared in the configuration (seed step 5).
+    public var auth: Auth
+    public var proxy = Proxy()
+    /// `handlers` (directory, default `handlers.d` in the working directory): the handler declarations.
+    public var handlers = "handlers.d"
+    public var limits = Limits()
+    /// `stateDir` (directory, default `/var/lib/switchyard`): the journal, the outbox and operation logs.
+    public var stateDir = "/var/lib/switchyard"
+    public var operations = Operations()
+    /// `children` (a list of `{externalId, name, type}`, default none): child devices (seed step 5).
     public var children: [ChildDevice] = []
-    /// A command that prints more child devices as a JSON array of `{externalId, name, type}`.
+    /// `childDiscovery` (a command: program, then arguments; default none): prints more child devices
+    /// as a JSON array of `{externalId, name, type}`.
     public var childDiscovery: [String]?
-    /// The plugin proxy's port on 127.0.0.1 (0: any free port); `nil`: no proxy.
-    public var proxyPort: UInt16? = 8001
-    /// The largest request body a plugin may send through the proxy (kept on disk while it is sent).
-    public var proxyMaxUpload: Int64 = 4 << 30
-    /// Artifact hosts whose downloads carry an OAuth2 token obtained over mTLS, by origin.
-    public var oauth2Hosts: [String: OAuth2ClientCredentials.Settings] = [:]
-    /// Log level and line format (`log.level`, `log.format`).
+    /// `oauth2` (a list of `{host, issuer, clientId, cert, key}`, default none; cert and key default
+    /// to `auth.certificate.*`): artifact hosts whose downloads carry an OAuth2 token obtained over
+    /// mTLS, by origin.
+    public var oauth2: [String: OAuth2ClientCredentials.Settings] = [:]
+    /// `log.level` (`trace` … `critical`, default `info`; `--log-level` overrides it) and `log.format`
+    /// (`text`, `json`: one object per line, or `journal`: syslog priority prefixes; default journal
+    /// under systemd, else text).
     public var log = LogSettings()
 
     public init(url: String, device: Device, authentication: Authentication) {
-        self.url = url
+        self.c8y = C8Y(url: url)
         self.device = device
-        self.authentication = authentication
+        self.auth = Auth(mode: authentication)
     }
+
+    /// The transport's TLS settings (`auth.ca`, `auth.insecure`).
+    public var tls: TLSConfiguration { TLSConfiguration(caFile: auth.ca, insecure: auth.insecure) }
 
     /// Every key the file and the environment may set, with what it expects.
     static let keys: [(key: String, expects: String)] = [
@@ -245,10 +300,30 @@ public struct AgentConfiguration: Sendable {
     }
 }
 
-/// Everything wrong with a configuration, each problem with its key and where it came from.
+/// Everything wrong with a configuration: each problem with its key, where the value came from and why
+/// it cannot be used. Thrown by loading only, never for a failure at run time.
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    public let problems: [String]
+    public struct Problem: Sendable, Equatable, CustomStringConvertible {
+        /// The key (`operations.concurrency`), or empty for the file as a whole or an unknown variable.
+        public let key: String
+        /// `file:line`, the variable's name, or empty when the key is not set.
+        public let origin: String
+        public let detail: String
+
+        public init(key: String, origin: String, detail: String) {
+            self.key = key
+            self.origin = origin
+            self.detail = detail
+        }
+
+        public var description: String { origin.isEmpty ? detail : "\(origin): \(detail)" }
+    }
+
+    public let problems: [Problem]
+
+    public init(problems: [Problem]) { self.problems = problems }
+
     public var description: String {
-        "configuration is not usable:\n" + problems.map { "  - " + $0 }.joined(separator: "\n")
+        "configuration is not usable:\n" + problems.map { "  - " + $0.description }.joined(separator: "\n")
     }
 }

@@ -39,11 +39,11 @@ struct Downloader {
                 let synced = await BlockingPool.run { () -> Int32 in fsync(fd) == 0 ? 0 : errno }
                 guard synced == 0 else { throw DownloadError(url: url, detail: "fsync failed: \(String(cString: strerror(synced)))") }
                 return Int64(lseek(fd, 0, SEEK_END))
-            } catch let error as PlatformError where error.transport?.kind == .network || error.transport?.kind == .timeout {
+            } catch let error as PlatformError where error.transport?.code == .network || error.transport?.code == .timeout {
                 guard attempt < attempts else { throw DownloadError(url: url, detail: "\(error.detail) (after \(attempt) attempts)") }
                 try await Task.sleep(for: .milliseconds(200 * attempt))
             } catch let error as PlatformError {
-                throw DownloadError(url: url, detail: error.kind == .credentials ? error.description : error.detail)
+                throw DownloadError(url: url, detail: error.code == .credentials ? error.description : error.detail)
             }
         }
     }

@@ -77,7 +77,7 @@ public struct Agent: Service {
             }
         } onGracefulShutdown: {
             notifier?.notify(["STOPPING=1", "STATUS=shutting down: letting running operations finish"])
-            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(configuration.shutdownGrace.readable)"])
+            logger.notice("shutting down: letting running operations finish", metadata: ["grace": "\(configuration.operations.shutdownGrace.readable)"])
             Task {
                 // Still starting up: nothing runs that needs finishing.
                 if await !parts.shutDown() { work.cancel() }
@@ -99,7 +99,7 @@ public struct Agent: Service {
             logger.warning("auth.insecure is set: the tenant's TLS certificate is NOT verified; anyone on the network path can impersonate it")
         }
         var tls = configuration.tls
-        if case .certificate(let settings) = configuration.authentication {
+        if case .certificate(let settings) = configuration.auth.mode {
             // Every connection carries the device certificate, as the vendor's mTLS clients do: an
             // endpoint that asks for one on all requests (REST, Bayeux, logout) gets it.
             tls.clientCertificate = settings.certificate
@@ -108,28 +108,28 @@ public struct Agent: Service {
         defer { transport.shutdown() }
         let credentials: any CredentialProvider
         var tokens: DeviceTokenProvider?
-        switch configuration.authentication {
+        switch configuration.auth.mode {
         case .basic(let basic):
             credentials = basic
         case .bootstrap(let bootstrap, let interval):
-            try FileSystem.makeDirectories(configuration.stateDirectory, mode: 0o711)
-            if !FileSystem.exists(configuration.stateDirectory + "/credentials.json") {
+            try FileSystem.makeDirectories(configuration.stateDir, mode: 0o711)
+            if !FileSystem.exists(configuration.stateDir + "/credentials.json") {
                 notifier?.status("bootstrap: waiting for the operator to accept device \(configuration.device.externalId) in device registration")
             }
             guard let obtained = try await Bootstrap(
-                baseURL: configuration.url, transport: transport, bootstrap: bootstrap, externalId: configuration.device.externalId,
-                interval: interval, stateDirectory: configuration.stateDirectory, logger: logger
+                baseURL: configuration.c8y.url, transport: transport, bootstrap: bootstrap, externalId: configuration.device.externalId,
+                interval: interval, stateDirectory: configuration.stateDir, logger: logger
             ).obtain() else { return }
             credentials = obtained
         case .certificate(let settings):
-            let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.url),
+            let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.c8y.url),
                                                transport: transport, logger: logger)
             credentials = provider
             tokens = provider
         }
-        var client = PlatformClient(baseURL: configuration.url, transport: transport, credentials: credentials,
-                                    requestTimeout: configuration.requestTimeout)
-        for (origin, settings) in configuration.oauth2Hosts {
+        var client = PlatformClient(baseURL: configuration.c8y.url, transport: transport, credentials: credentials,
+                                    requestTimeout: configuration.c8y.timeout)
+        for (origin, settings) in configuration.oauth2 {
             client.hostCredentials[origin] = OAuth2ClientCredentials(settings: settings, transport: transport, logger: logger)
         }
         var failure: (any Error)?
@@ -146,9 +146,9 @@ public struct Agent: Service {
 
     func runCycle(_ parts: RunningParts, client: PlatformClient, tokens: DeviceTokenProvider?) async throws {
 
-        var fingerprints = [configuration.handlersDirectory: HandlerDirectoryWatcher.fingerprint(configuration.handlersDirectory)]
-        let registry = Registry.load(directory: configuration.handlersDirectory, catalog: catalog, limits: configuration.handlerLimits)
-        fingerprints[configuration.handlersDirectory, default: []] += HandlerDirectoryWatcher.programEntries(registry.programs)
+        var fingerprints = [configuration.handlers: HandlerDirectoryWatcher.fingerprint(configuration.handlers)]
+        let registry = Registry.load(directory: configuration.handlers, catalog: catalog, limits: configuration.limits.declarations)
+        fingerprints[configuration.handlers, default: []] += HandlerDirectoryWatcher.programEntries(registry.programs)
         for problem in registry.problems {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
@@ -156,7 +156,7 @@ public struct Agent: Service {
             "directory": "\(registry.directory)", "operations": "\(registry.supportedOperations.joined(separator: ","))",
         ])
 
-        let state = configuration.stateDirectory
+        let state = configuration.stateDir
         try FileSystem.makeDirectories(state, mode: 0o711)
         // The journal's and the outbox's writes and fsyncs happen on a thread of their own.
         let storage = tuning.storage ?? StorageThread()
@@ -167,7 +167,7 @@ public struct Agent: Service {
         }
         let journal = try Journal(directory: state, storage: storage, logger: logger)
         let outbox = try Outbox(directory: state + "/outbox", client: client, backoff: tuning.outboxBackoff, journal: journal,
-                                concurrency: max(tuning.outboxConcurrency, 2 * configuration.concurrency), storage: storage,
+                                concurrency: max(tuning.outboxConcurrency, 2 * configuration.operations.concurrency), storage: storage,
                                 logger: logger)
         await parts.set(outbox: outbox)
 
@@ -184,7 +184,7 @@ public struct Agent: Service {
         }) else { return }
 
         let dispatcher = Dispatcher(registry: registry, journal: journal, outbox: outbox, client: client, device: device,
-                                    stateDirectory: state, concurrency: configuration.concurrency,
+                                    stateDirectory: state, concurrency: configuration.operations.concurrency,
                                     pluginVariables: proxy?.environment ?? [:], logger: logger)
         await parts.set(dispatcher: dispatcher)
         let reconciler = Reconciler(client: client, dispatcher: dispatcher, agentID: device.id,
@@ -201,9 +201,9 @@ public struct Agent: Service {
         var keepers: [(RegistryKeeper, String)] = []
         var reportedChildren: [(String, Registry)] = []
         for child in await childDevices() {
-            let directory = configuration.handlersDirectory + "/" + child.externalId
+            let directory = configuration.handlers + "/" + child.externalId
             fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
-            let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.handlerLimits)
+            let childRegistry = Registry.loadOptional(directory: directory, catalog: catalog, limits: configuration.limits.declarations)
             fingerprints[directory, default: []] += HandlerDirectoryWatcher.programEntries(childRegistry.programs)
             for problem in childRegistry.problems {
                 logger.error("handler declaration rejected", metadata: ["child": "\(child.externalId)", "problem": "\(problem)"])
@@ -219,7 +219,7 @@ public struct Agent: Service {
             reportedChildren.append((identity.id, childRegistry))
             let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
                                         dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
-                                        optional: true, limits: configuration.handlerLimits)
+                                        optional: true, limits: configuration.limits.declarations)
             keepers.append((keeper, directory))
         }
 
@@ -238,7 +238,7 @@ public struct Agent: Service {
         var services: [AgentService] = []
         if let tokens { services.append(AgentService("token refresher", loop: { await tokens.keepFresh() })) }
         services.append(AgentService("outbox", loop: { try await outbox.run() }, finish: { await outbox.waitUntilEmpty() }))
-        if let tokens, case .certificate(let settings) = configuration.authentication {
+        if let tokens, case .certificate(let settings) = configuration.auth.mode {
             let watch = CertificateWatch(settings: settings, provider: tokens, client: client, deviceID: device.id, logger: logger)
             services.append(AgentService("certificate watch", loop: { await watch.run(interval: tuning.certificateCheckInterval) }))
         }
@@ -255,7 +255,7 @@ public struct Agent: Service {
         // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
         let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
                                     dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger,
-                                    limits: configuration.handlerLimits)
+                                    limits: configuration.limits.declarations)
         for (keeper, directory) in [(keeper, registry.directory)] + keepers {
             await keeper.sync()
             let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
@@ -270,7 +270,7 @@ public struct Agent: Service {
         // Subscribe first; each (re)subscription then queries PENDING (and EXECUTING), so nothing
         // falls between the two. An interrupted long-poll and a timer do the same: a lost answer
         // or a lost final status is found there.
-        services.append(AgentService("reconciler", loop: { await reconciler.runPeriodically(every: configuration.reconcileInterval) }))
+        services.append(AgentService("reconciler", loop: { await reconciler.runPeriodically(every: configuration.operations.reconcileInterval) }))
         let listener = BayeuxListener(client: client, channel: "/\(device.id)", configuration: tuning.bayeux,
                                       liveness: liveness, logger: logger)
         services.append(AgentService("notification listener", loop: {
@@ -288,7 +288,7 @@ public struct Agent: Service {
         }))
 
         var groupConfiguration = ServiceGroupConfiguration(services: services.map { .init(service: $0) }, logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.operations.shutdownGrace
         let group = ServiceGroup(configuration: groupConfiguration)
         guard await parts.set(group: group) else { return }
         try await group.run()
@@ -297,8 +297,8 @@ public struct Agent: Service {
     /// Starts the plugin proxy and records its URL and secret for `switchyard token` (mode 0600);
     /// without it (port taken, or `proxy.port: off`) plugins simply get no proxy variables.
     func startProxy(client: PlatformClient, state: String) -> PluginProxy? {
-        guard let port = configuration.proxyPort else { return nil }
-        let proxy = PluginProxy(client: client, spoolDirectory: state, maxUpload: configuration.proxyMaxUpload, logger: logger)
+        guard let port = configuration.proxy.port else { return nil }
+        let proxy = PluginProxy(client: client, spoolDirectory: state, maxUpload: configuration.proxy.maxUpload, logger: logger)
         do {
             try proxy.start(port: port)
             let record: JSONValue = ["url": .string(proxy.url), "secret": .string(proxy.secret)]

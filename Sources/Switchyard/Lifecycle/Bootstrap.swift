@@ -20,19 +20,24 @@ struct Bootstrap {
     var file: String { stateDirectory + "/credentials.json" }
 
     /// The stored credentials, or `nil` when there are none yet.
-    /// - Throws: ``ConfigurationError`` for a credentials file others can read, or one that is damaged.
-    func stored() throws(ConfigurationError) -> BasicCredentials? {
+    /// - Throws: ``BootstrapError`` for a credentials file others can read, or one that is damaged.
+    func stored() throws(BootstrapError) -> BasicCredentials? {
         guard FileSystem.exists(file) else { return nil }
-        let text = try AgentConfiguration.readSecret(file, key: "stored device credentials")
+        let text: String
+        do throws(AgentConfiguration.Problem) {
+            text = try AgentConfiguration.readSecret(file)
+        } catch {
+            throw BootstrapError("stored device credentials: \(error.detail)")
+        }
         guard let json = try? JSONValue.parse(text), let tenant = json["tenantId"]?.stringValue,
               let username = json["username"]?.stringValue, let password = json["password"]?.stringValue else {
-            throw ConfigurationError(problems: ["\(file) is damaged; remove it to bootstrap the device again"])
+            throw BootstrapError("\(file) is damaged; remove it to bootstrap the device again")
         }
         return BasicCredentials(tenant: tenant, username: username, password: password)
     }
 
     /// Asks until the device is accepted (or the task is cancelled: `nil`).
-    func obtain() async throws(ConfigurationError) -> BasicCredentials? {
+    func obtain() async throws(BootstrapError) -> BasicCredentials? {
         if let credentials = try stored() { return credentials }
         let client = PlatformClient(baseURL: baseURL, transport: transport, credentials: bootstrap)
         let mediaType = "application/vnd.com.nsn.cumulocity.devicecredentials+json"
@@ -75,7 +80,7 @@ struct Bootstrap {
                 do {
                     try FileSystem.writeAtomically(file, record.encoded(), mode: 0o600)
                 } catch {
-                    throw ConfigurationError(problems: ["cannot store the device credentials: \(error)"])
+                    throw BootstrapError("cannot store the device credentials: \(error)")
                 }
                 logger.notice("device accepted; credentials stored", metadata: ["user": "\(tenant)/\(username)", "file": "\(file)"])
                 return BasicCredentials(tenant: tenant, username: username, password: password)
@@ -87,4 +92,11 @@ struct Bootstrap {
         }
         return nil
     }
+}
+
+/// Bootstrap cannot go on: the stored credentials are unusable, or new ones cannot be stored.
+struct BootstrapError: Error, CustomStringConvertible {
+    let detail: String
+    init(_ detail: String) { self.detail = detail }
+    var description: String { detail }
 }

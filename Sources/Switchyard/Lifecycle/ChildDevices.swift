@@ -69,7 +69,7 @@ func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), log
     for item in list {
         switch AgentConfiguration.ChildDevice.parse(item) {
         case .success(let child): children.append(child)
-        case .failure(let error): logger.error("child discovery: entry skipped", metadata: ["problem": "\(error.problems.joined())"])
+        case .failure(let error): logger.error("child discovery: entry skipped", metadata: ["problem": "\(error.detail)"])
         }
     }
     return children

@@ -9,9 +9,14 @@ import Logging
 public func currentToken(configuration: AgentConfiguration, logger: Logger) async throws -> String {
     let transport = try CurlTransport(tls: configuration.tls)
     defer { transport.shutdown() }
-    let file = configuration.stateDirectory + "/" + PluginProxy.file
+    let file = configuration.stateDir + "/" + PluginProxy.file
     if FileSystem.exists(file) {
-        let text = try AgentConfiguration.readSecret(file, key: "the running agent's proxy record")
+        let text: String
+        do throws(AgentConfiguration.Problem) {
+            text = try AgentConfiguration.readSecret(file)
+        } catch {
+            throw TokenError(detail: "the running agent's proxy record: \(error.detail)")
+        }
         if let json = try? JSONValue.parse(text), let url = json["url"]?.stringValue, let secret = json["secret"]?.stringValue {
             let base = url.hasSuffix("/c8y") ? String(url.dropLast(4)) : url
             do {
@@ -25,10 +30,10 @@ public func currentToken(configuration: AgentConfiguration, logger: Logger) asyn
             }
         }
     }
-    guard case .certificate(let settings) = configuration.authentication else {
+    guard case .certificate(let settings) = configuration.auth.mode else {
         throw TokenError(detail: "auth.mode is not certificate: the agent authenticates with a password and has no token; plugins use the proxy")
     }
-    let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.url),
+    let provider = DeviceTokenProvider(settings: settings.tokenSettings(tenantURL: configuration.c8y.url),
                                        transport: transport, logger: logger)
     return String(try await provider.authorization().dropFirst(7))
 }

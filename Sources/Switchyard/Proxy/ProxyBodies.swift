@@ -272,7 +272,7 @@ final class ProxyAnswer: ResponseBodySink, @unchecked Sendable {
         let wake = state.withLock { s -> (@Sendable () -> Void)? in
             s.gone = true
             if s.outcome == nil {
-                s.outcome = .failure(.transport("proxy", "-", TransportError(kind: .cancelled, method: "proxy", url: "-", detail: reason)))
+                s.outcome = .failure(.transport("proxy", "-", TransportError(.cancelled, method: "proxy", url: "-", detail: reason)))
             }
             defer { s.wake = nil }
             return s.wake
