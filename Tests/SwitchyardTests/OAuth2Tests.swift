@@ -44,6 +44,20 @@ struct OAuth2Tests {
         await harness.close()
     }
 
+    /// Many downloads starting at once share one token request (single flight).
+    @Test func concurrentRequestsShareOneTokenFetch() async throws {
+        let harness = try await Harness(tls: true)
+        let (client, provider, _) = try client(harness, clientID: harness.tenant.settings.oauthClientID)
+        let tokens = await withTaskGroup(of: String?.self) { group in
+            for _ in 0..<8 { group.addTask { try? await provider.authorization() } }
+            return await group.reduce(into: Set<String?>()) { $0.insert($1) }
+        }
+        #expect(tokens.count == 1 && tokens.first != nil)
+        #expect(await provider.fetchCount == 1)
+        client.transport.shutdown()
+        await harness.close()
+    }
+
     @Test func anUnknownClientIsRefusedWithAClearMessageAndNothingIsDownloaded() async throws {
         let harness = try await Harness(tls: true)
         await harness.tenant.putArtifact("firmware.bin", [1, 2, 3])

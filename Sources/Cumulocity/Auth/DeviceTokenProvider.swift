@@ -29,17 +29,12 @@ public actor DeviceTokenProvider: CredentialProvider {
         }
     }
 
-    struct Token {
-        let value: String
-        let refreshAt: ContinuousClock.Instant
-        let expiresAt: ContinuousClock.Instant
-    }
+    typealias Token = TokenCache.Token
 
     public let settings: Settings
     private let transport: CurlTransport
     private let logger: Logger
-    private var token: Token?
-    private var fetching: Task<Result<Token, PlatformError>, Never>?
+    private let cache = TokenCache()
 
     public init(settings: Settings, transport: CurlTransport, logger: Logger) {
         self.settings = settings
@@ -49,12 +44,11 @@ public actor DeviceTokenProvider: CredentialProvider {
 
     public func authorization() async throws(PlatformError) -> String {
         let now = ContinuousClock.now
-        if let token, now < token.refreshAt { return "Bearer " + token.value }
-        switch await fetch() {
+        switch await cache.current(orFetch: obtain, fetched: announce) {
         case .success(let fresh):
             return "Bearer " + fresh.value
         case .failure(let error):
-            if let token, now < token.expiresAt {
+            if let token = await cache.token, now < token.expiresAt {
                 logger.warning("cannot renew the device access token; using the current one until it expires",
                                metadata: ["error": "\(error)"])
                 return "Bearer " + token.value
@@ -64,26 +58,25 @@ public actor DeviceTokenProvider: CredentialProvider {
     }
 
     public func invalidate(_ authorization: String) async {
-        guard let token, authorization == "Bearer " + token.value else { return }
+        guard authorization.hasPrefix("Bearer "), await cache.invalidate(String(authorization.dropFirst(7))) else { return }
         logger.notice("the tenant refused the device access token (401); fetching a new one")
-        self.token = nil
     }
 
     /// Forgets the token, e.g. after the certificate was replaced on disk: the next request fetches
     /// a token with the new certificate.
-    public func forget() {
-        token = nil
+    public func forget() async {
+        await cache.forget()
     }
 
     /// Fetches tokens on time: whenever half of the current token's lifetime has passed. Runs until cancelled.
     public func keepFresh(retry: Duration = .seconds(5)) async {
         while !Task.isCancelled {
-            let wait = token.map { $0.refreshAt - .now } ?? .zero
+            let wait = await cache.token.map { $0.refreshAt - .now } ?? .zero
             if wait > .zero {
                 do { try await Task.sleep(for: min(wait, .seconds(60))) } catch { return }
                 continue
             }
-            if case .failure(let error) = await fetch() {
+            if case .failure(let error) = await cache.fetch(obtain, fetched: announce) {
                 if Task.isCancelled { return }
                 logger.warning("cannot renew the device access token; retrying", metadata: ["error": "\(error)", "retryIn": "\(retry.readable)"])
                 do { try await Task.sleep(for: retry) } catch { return }
@@ -93,8 +86,7 @@ public actor DeviceTokenProvider: CredentialProvider {
 
     /// Ends the session: `POST /user/logout` with the current token, so it cannot be misused (seed 000).
     public func logout() async {
-        guard let token else { return }
-        self.token = nil
+        guard let token = await cache.forget() else { return }
         let request = HTTPRequest(method: "POST", url: settings.tenantURL + "/user/logout", headers: [
             ("Accept", "application/json"), ("Content-Type", "application/json"), ("Authorization", "Bearer " + token.value),
         ], body: [], timeout: .seconds(5))
@@ -110,27 +102,16 @@ public actor DeviceTokenProvider: CredentialProvider {
         }
     }
 
-    /// One fetch at a time; callers arriving meanwhile wait for it. Whichever caller resumes first
-    /// stores the result, so no caller can see a finished fetch whose token is not stored yet.
-    private func fetch() async -> Result<Token, PlatformError> {
-        let task: Task<Result<Token, PlatformError>, Never>
-        if let fetching {
-            task = fetching
-        } else {
-            logger.debug("fetching a device access token", metadata: ["url": "\(settings.mtlsURL)"])
-            task = Task { [settings, transport] in await Self.obtain(settings, transport) }
-            fetching = task
-        }
-        let result = await task.value
-        guard fetching == task else { return result }
-        fetching = nil
-        if case .success(let fresh) = result {
-            token = fresh
-            logger.info("device access token obtained", metadata: [
-                "validFor": "\(fresh.expiresAt - .now)", "renewIn": "\(fresh.refreshAt - .now)",
-            ])
-        }
-        return result
+    /// Obtains a token over mTLS (for the cache).
+    private nonisolated func obtain() async -> Result<Token, PlatformError> {
+        logger.debug("fetching a device access token", metadata: ["url": "\(settings.mtlsURL)"])
+        return await Self.obtain(settings, transport)
+    }
+
+    private nonisolated func announce(_ fresh: Token) {
+        logger.info("device access token obtained", metadata: [
+            "validFor": "\(fresh.expiresAt - .now)", "renewIn": "\(fresh.refreshAt - .now)",
+        ])
     }
 
     static let path = "/devicecontrol/deviceAccessToken"

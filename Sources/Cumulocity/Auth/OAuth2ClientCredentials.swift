@@ -26,7 +26,7 @@ public actor OAuth2ClientCredentials: CredentialProvider {
     private let transport: CurlTransport
     private let logger: Logger
     private var tokenEndpoint: String?
-    private var token: (value: String, renewAt: ContinuousClock.Instant)?
+    private let cache = TokenCache()
     /// How many tokens were obtained.
     public private(set) var fetchCount = 0
 
@@ -37,8 +37,18 @@ public actor OAuth2ClientCredentials: CredentialProvider {
     }
 
     public func authorization() async throws(PlatformError) -> String {
-        if let token, ContinuousClock.now < token.renewAt { return "Bearer " + token.value }
-        let endpoint = try await discover()
+        let result = await cache.current(orFetch: { await self.obtain() })
+        return "Bearer " + (try result.get()).value
+    }
+
+    /// Asks the issuer's token endpoint (discovered first) for a token.
+    private func obtain() async -> Result<TokenCache.Token, PlatformError> {
+        let endpoint: String
+        do {
+            endpoint = try await discover()
+        } catch {
+            return .failure(error)
+        }
         let body = "grant_type=client_credentials&client_id=" + percentEncoded(settings.clientID)
         let request = HTTPRequest(method: "POST", url: endpoint, headers: [
             ("Accept", "application/json"), ("Content-Type", "application/x-www-form-urlencoded"),
@@ -48,29 +58,28 @@ public actor OAuth2ClientCredentials: CredentialProvider {
         do {
             response = try await transport.send(request)
         } catch {
-            if error.code == .cancelled || error.code == .shutdown { throw .transport("POST", endpoint, error) }
-            throw .credentials("cannot get an OAuth2 token from \(endpoint): \(explainTLS(error.detail))")
+            if error.code == .cancelled || error.code == .shutdown { return .failure(.transport("POST", endpoint, error)) }
+            return .failure(.credentials("cannot get an OAuth2 token from \(endpoint): \(explainTLS(error.detail))"))
         }
         guard (200..<300).contains(response.status) else {
             tokenEndpoint = nil  // discover again next time: the endpoint may have moved
-            throw .credentials("the OAuth2 token endpoint \(endpoint) refused client \(settings.clientID) (HTTP \(response.status)): "
-                + JSONValue.excerpt(response.body))
+            return .failure(.credentials("the OAuth2 token endpoint \(endpoint) refused client \(settings.clientID) (HTTP \(response.status)): "
+                + JSONValue.excerpt(response.body)))
         }
         guard let json = try? JSONValue.parse(response.body), let value = json["access_token"]?.stringValue, !value.isEmpty else {
-            throw .malformed("POST", endpoint, status: response.status, body: [], "no access_token in the answer")
+            return .failure(.malformed("POST", endpoint, status: response.status, body: [], "no access_token in the answer"))
         }
         let lifetime = Duration.seconds(json["expires_in"]?.intValue ?? 300)
         // Renew a little early: a tenth of the lifetime, at most a minute.
         let margin = min(lifetime / 10, .seconds(60))
-        token = (value, started + lifetime - margin)
-        fetchCount += 1
         logger.info("OAuth2 token obtained", metadata: ["issuer": "\(settings.issuer)", "validFor": "\(lifetime.readable)"])
-        return "Bearer " + value
+        fetchCount += 1
+        return .success(.init(value: value, refreshAt: started + lifetime - margin, expiresAt: started + lifetime))
     }
 
     public func invalidate(_ authorization: String) async {
-        guard let token, authorization == "Bearer " + token.value else { return }
-        self.token = nil
+        guard authorization.hasPrefix("Bearer ") else { return }
+        await cache.invalidate(String(authorization.dropFirst(7)))
     }
 
     private func discover() async throws(PlatformError) -> String {
