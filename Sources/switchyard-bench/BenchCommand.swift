@@ -243,10 +243,6 @@ func pinToCPU(_ cpu: Int) {
     say("cannot pin the bench to CPU \(cpu) (taskset); it shares the agent's CPU")
 }
 
-/// A duration in seconds, as a figure.
-func inSeconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}
 
 /// Prints a line at once (also into a pipe, where `print` would wait for a full buffer).
 func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }

@@ -200,7 +200,7 @@ extension Bench {
         for index in 0..<count {
             let started = ContinuousClock.now
             try await client.updateManagedObject(id: device, fragments: ["bench_Counter": .int(Int64(index))])
-            durations.append(inSeconds(ContinuousClock.now - started) * 1000)
+            durations.append((ContinuousClock.now - started).inSeconds * 1000)
         }
         return median(durations)
     }
@@ -222,7 +222,7 @@ extension Bench {
             }
             return try await group.reduce(0, +)
         }
-        return Double(total) / inSeconds(ContinuousClock.now - started)
+        return Double(total) / (ContinuousClock.now - started).inSeconds
     }
 
     /// The fsyncs of one run of the agent (start, `operations` sequential c8y_Message, stop), from its last log line.

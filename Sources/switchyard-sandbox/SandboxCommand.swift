@@ -139,7 +139,7 @@ struct Bench: AsyncParsableCommand {
             let elapsed = ContinuousClock.now - started
             let peak = memoryKiB("VmHWM")
             await server.stop()
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.inSeconds
             print("download of \(size >> 20) MiB: \(format3(elapsed)) ms, \(Int(Double(size >> 20) / seconds)) MiB/s; "
                   + "resident memory \(before / 1024) MiB before (the image is held by the in-process sandbox), peak \(peak / 1024) MiB")
         }

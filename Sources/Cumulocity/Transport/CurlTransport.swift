@@ -475,14 +475,6 @@ private final class Transfer: @unchecked Sendable {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds, rounded down.
-    public var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}
-
 extension StringProtocol {
     /// The text without leading and trailing characters from `set`, compared by Unicode scalar
     /// (so "\r\n" is two characters to strip, not one grapheme).

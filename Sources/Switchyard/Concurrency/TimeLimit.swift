@@ -1,6 +1,8 @@
-/// Runs `work`, giving up after `limit`: then `work` is cancelled (and awaited) and the result is `nil`.
-/// `work` should respond to cancellation promptly; the call returns only once it has ended.
+/// Runs `work`, giving up after `limit`: then `onTimeout` runs (say, to stop a process group the
+/// work waits for), `work` is cancelled (and awaited) and the result is `nil`. `work` should respond
+/// to cancellation promptly; the call returns only once it has ended.
 func withTimeLimit<T: Sendable>(_ limit: Duration, deadlines: Deadlines = .shared,
+                                onTimeout: @escaping @Sendable () async -> Void = {},
                                 _ work: @escaping @Sendable () async -> T) async -> T? {
     await withTaskGroup(of: RaceFinish<T>.self) { group in
         group.addTask { .done(await work()) }
@@ -12,7 +14,9 @@ func withTimeLimit<T: Sendable>(_ limit: Duration, deadlines: Deadlines = .share
         while let finish = await group.next() {
             switch finish {
             case .done(let value): result = value
-            case .timedOut: result = nil
+            case .timedOut:
+                result = nil
+                await onTimeout()
             case .cancelled: continue
             }
             break

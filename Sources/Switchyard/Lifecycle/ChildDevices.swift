@@ -11,26 +11,24 @@ struct ChildRegistration {
     let logger: Logger
 
     func register(_ child: AgentConfiguration.ChildDevice, supportedOperations: [String]) async throws(PlatformError) -> DeviceIdentity {
-        let advertised = JSONValue.array(supportedOperations.map(JSONValue.string))
+        let advertised = [SupportedOperations.fragment: SupportedOperations.value(supportedOperations)]
         let type = agent.externalIdType
         if let id = try await client.managedObjectID(externalIdType: type, externalId: child.externalId) {
-            let current = try await client.managedObject(id: id)
-            if current["c8y_SupportedOperations"] != advertised {
-                try await client.updateManagedObject(id: id, fragments: ["c8y_SupportedOperations": advertised])
-            }
+            let changed = changedFragments(advertised, in: try await client.managedObject(id: id))
+            if !changed.isEmpty { try await client.updateManagedObject(id: id, fragments: changed) }
             let parent = try await client.managedObject(id: agent.id)
             let linked = parent["childDevices"]?["references"]?.arrayValue?.contains { $0["managedObject"]?["id"]?.idValue == id } ?? false
             if !linked { try await client.addChildDevice(parentID: agent.id, childID: id) }
             logger.info("child device found", metadata: ["child": "\(child.externalId)", "device": "\(id)"])
             return DeviceIdentity(id: id, externalId: child.externalId, externalIdType: type)
         }
-        let created = try await client.createManagedObject([
+        let created = try await client.createManagedObject(.object(advertised.merging([
             "name": .string(child.name ?? child.externalId),
             "type": .string(child.type ?? "switchyard_ChildDevice"),
             "c8y_IsDevice": [:],
-            "c8y_SupportedOperations": advertised,
-        ])
-        guard let id = created["id"]?.idValue else { throw PlatformError.credentials("created child device has no id") }
+        ]) { $1 }))
+        // createManagedObject refuses an answer without an id.
+        let id = created["id"]?.idValue ?? ""
         try await client.registerExternalID(type: type, externalId: child.externalId, managedObjectID: id)
         try await client.addChildDevice(parentID: agent.id, childID: id)
         logger.notice("child device created", metadata: ["child": "\(child.externalId)", "device": "\(id)"])

@@ -60,7 +60,7 @@ struct DeviceRegistration {
             "type": .string(device.type),
             "c8y_IsDevice": [:],
             "com_cumulocity_model_Agent": [:],
-            "c8y_SupportedOperations": .array(supportedOperations.map(JSONValue.string)),
+            SupportedOperations.fragment: SupportedOperations.value(supportedOperations),
             "c8y_Agent": agentFragment,
         ]
         if !device.hardware.isEmpty {
@@ -72,15 +72,12 @@ struct DeviceRegistration {
     /// Step 4: a PUT with what may have changed; `name` is never part of it.
     func update(id: String, supportedOperations: [String]) async throws(PlatformError) {
         let current = try await client.managedObject(id: id)
-        var fragments: [String: JSONValue] = [:]
-        let advertised = JSONValue.array(supportedOperations.map(JSONValue.string))
-        if current["c8y_SupportedOperations"] != advertised { fragments["c8y_SupportedOperations"] = advertised }
-        if current["c8y_Agent"] != agentFragment { fragments["c8y_Agent"] = agentFragment }
-        if current["com_cumulocity_model_Agent"] == nil { fragments["com_cumulocity_model_Agent"] = [:] }
+        var wanted: [String: JSONValue] = [SupportedOperations.fragment: SupportedOperations.value(supportedOperations),
+                                           "c8y_Agent": agentFragment]
         let hardware = configuration.device.hardware
-        if !hardware.isEmpty, current["c8y_Hardware"] != .object(hardware.mapValues(JSONValue.string)) {
-            fragments["c8y_Hardware"] = .object(hardware.mapValues(JSONValue.string))
-        }
+        if !hardware.isEmpty { wanted["c8y_Hardware"] = .object(hardware.mapValues(JSONValue.string)) }
+        var fragments = changedFragments(wanted, in: current)
+        if current["com_cumulocity_model_Agent"] == nil { fragments["com_cumulocity_model_Agent"] = [:] }
         guard !fragments.isEmpty else {
             logger.info("device found; inventory up to date", metadata: ["device": "\(id)"])
             return
@@ -88,4 +85,16 @@ struct DeviceRegistration {
         try await client.updateManagedObject(id: id, fragments: fragments)
         logger.info("device found; inventory updated", metadata: ["device": "\(id)", "fragments": "\(fragments.keys.sorted().joined(separator: ","))"])
     }
+}
+
+/// What a device advertises it can do: the fragments of its declarations (`c8y_SupportedOperations`).
+enum SupportedOperations {
+    static let fragment = "c8y_SupportedOperations"
+
+    static func value(_ operations: [String]) -> JSONValue { .array(operations.map(JSONValue.string)) }
+}
+
+/// The fragments of `wanted` whose value in the managed object `current` differs (what a PUT must send).
+func changedFragments(_ wanted: [String: JSONValue], in current: JSONValue) -> [String: JSONValue] {
+    wanted.filter { current[$0.key] != $0.value }
 }

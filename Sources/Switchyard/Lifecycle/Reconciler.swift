@@ -65,11 +65,9 @@ actor Reconciler {
 
     /// Reconciles every `interval`, ±10 %, until cancelled.
     func runPeriodically(every interval: Duration) async {
-        let base = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
         while !Task.isCancelled {
-            let seconds = base * Double.random(in: 0.9...1.1)
             // On the timer thread: a pending Task.sleep wakes the process every second on Linux.
-            guard await Deadlines.shared.sleep(for: .milliseconds(Int64(seconds * 1000))) else { return }
+            guard await Deadlines.shared.sleep(for: interval * Double.random(in: 0.9...1.1)) else { return }
             await request("periodic")
         }
     }

@@ -63,7 +63,7 @@ actor RegistryKeeper {
         if advertised != registry.supportedOperations {
             do {
                 try await client.updateManagedObject(id: deviceID, fragments: [
-                    "c8y_SupportedOperations": .array(registry.supportedOperations.map(JSONValue.string)),
+                    SupportedOperations.fragment: SupportedOperations.value(registry.supportedOperations),
                 ])
                 advertised = registry.supportedOperations
                 logger.notice("supported operations updated", metadata: ["operations": "\(registry.supportedOperations.joined(separator: ","))"])

@@ -64,56 +64,45 @@ struct ExecRunner: Sendable {
         let input = stdin ?? operation.encoded()
         let processGroup = ProcessGroupBox()
 
-        let ending: ExecResult.Ending = await withTaskGroup(of: ExecResult.Ending?.self) { group in
-            group.addTask {
-                do {
-                    let result = try await Subprocess.run(configuration, input: .inputWriter, output: .sequence, error: .sequence) { execution in
-                        let pid = execution.processIdentifier.value
-                        processGroup.set(pid)
-                        Self.recordGroup(pid, in: workingDirectory)
-                        let writer = execution.standardInputWriter
-                        await withTaskGroup(of: Void.self) { streams in
-                            streams.addTask {
-                                // A plugin may exit without reading its input: that is not an error.
-                                _ = try? await writer.write(input)
-                                try? await writer.finish()
-                            }
-                            streams.addTask {
-                                do { for try await chunk in execution.standardOutput { log.take(chunk, stderr: false) } } catch {}
-                            }
-                            streams.addTask {
-                                do { for try await chunk in execution.standardError { log.take(chunk, stderr: true) } } catch {}
-                            }
+        // On timeout the whole group is stopped first: grandchildren may hold the output pipes open
+        // after the plugin itself has gone.
+        let outcome = await withTimeLimit(timeout, onTimeout: {
+            if let pgid = processGroup.get() { await Self.stopGroup(pgid, grace: spec.gracePeriod) }
+        }) { () async -> ExecResult.Ending? in
+            do {
+                let result = try await Subprocess.run(configuration, input: .inputWriter, output: .sequence, error: .sequence) { execution in
+                    let pid = execution.processIdentifier.value
+                    processGroup.set(pid)
+                    Self.recordGroup(pid, in: workingDirectory)
+                    let writer = execution.standardInputWriter
+                    await withTaskGroup(of: Void.self) { streams in
+                        streams.addTask {
+                            // A plugin may exit without reading its input: that is not an error.
+                            _ = try? await writer.write(input)
+                            try? await writer.finish()
+                        }
+                        streams.addTask {
+                            do { for try await chunk in execution.standardOutput { log.take(chunk, stderr: false) } } catch {}
+                        }
+                        streams.addTask {
+                            do { for try await chunk in execution.standardError { log.take(chunk, stderr: true) } } catch {}
                         }
                     }
-                    switch result.terminationStatus {
-                    case .exited(let code): return .exited(code)
-                    case .signaled(let signal): return .signalled(signal)
-                    }
-                } catch is CancellationError {
-                    return nil
-                } catch {
-                    return .couldNotStart("\(error)")
                 }
-            }
-            group.addTask {
-                // Not Task.sleep: a cancelled one stays scheduled, with its task, until its deadline.
-                await Deadlines.shared.sleep(for: timeout) ? .timedOut(timeout) : nil
-            }
-            var ending: ExecResult.Ending?
-            while let next = await group.next() {
-                guard let value = next else { continue }
-                ending = value
-                if case .timedOut = value, let pgid = processGroup.get() {
-                    // Stop the whole group ourselves: grandchildren may hold the output pipes open
-                    // after the plugin itself has gone.
-                    await Self.stopGroup(pgid, grace: spec.gracePeriod)
+                switch result.terminationStatus {
+                case .exited(let code): return .exited(code)
+                case .signaled(let signal): return .signalled(signal)
                 }
-                group.cancelAll()
-                break
+            } catch is CancellationError {
+                return nil
+            } catch {
+                return .couldNotStart("\(error)")
             }
-            await group.waitForAll()
-            return ending ?? .couldNotStart("cancelled")
+        }
+        let ending: ExecResult.Ending = switch outcome {
+        case nil: .timedOut(timeout)
+        case .some(nil): .couldNotStart("cancelled")
+        case .some(let ending?): ending
         }
         unlink(workingDirectory + "/" + Self.groupFile)
         log.finish()

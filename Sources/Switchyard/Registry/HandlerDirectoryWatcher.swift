@@ -85,8 +85,9 @@ struct HandlerDirectoryWatcher: Sendable {
                 var current = await programs()
                 var last = initial ?? Self.fingerprint(directory, programs: current)
                 events?.watch([directory] + Self.directories(of: current))
-                // Look once now: a change between loading and watching raised no event.
-                wake.yield()
+                // Look once now: a change between loading and watching raised no event (without
+                // events, the next periodic look finds it).
+                if events != nil { wake.yield() }
                 for await _ in wakeups {
                     current = await programs()
                     let now = Self.fingerprint(directory, programs: current)
