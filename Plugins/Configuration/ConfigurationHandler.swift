@@ -20,20 +20,28 @@ public struct ConfigurationHandler: OperationHandler {
     let maxBytes: Int
     let applyTimeout: Duration
 
+    struct Options: Decodable {
+        var file: String
+        var apply: [String]?
+        var maxBytes: Int?
+        var applyTimeout: Int64?
+    }
+
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        guard let file = options["file"]?.stringValue, file.hasPrefix("/") else {
+        let options = try options.decode(Options.self)
+        guard options.file.hasPrefix("/") else {
             throw HandlerOptionsError("options.file must be the absolute path of the configuration file")
         }
-        self.file = file
-        switch options["apply"] {
-        case nil, .null?: apply = nil
-        case .array(let items)? where !items.isEmpty && items.allSatisfy({ $0.stringValue != nil }) && items[0].stringValue?.hasPrefix("/") == true:
-            apply = items.compactMap(\.stringValue)
-        default: throw HandlerOptionsError("options.apply must be a list starting with an absolute program path")
+        file = options.file
+        if let apply = options.apply, apply.first?.hasPrefix("/") != true {
+            throw HandlerOptionsError("options.apply must be a list starting with an absolute program path")
         }
-        maxBytes = Int(options["maxBytes"]?.intValue ?? 1 << 20)
+        apply = options.apply
+        maxBytes = options.maxBytes ?? 1 << 20
         guard maxBytes > 0 else { throw HandlerOptionsError("options.maxBytes must be positive") }
-        applyTimeout = .seconds(options["applyTimeout"]?.intValue ?? 60)
+        let seconds = options.applyTimeout ?? 60
+        guard seconds > 0 else { throw HandlerOptionsError("options.applyTimeout must be a positive number of seconds") }
+        applyTimeout = .seconds(seconds)
     }
 
     public func execute(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {

@@ -33,21 +33,28 @@ public struct FirmwareHandler: OperationHandler {
     let maxBoots: Int
     let environment: [String: String]
 
+    struct Options: Decodable {
+        var installer: [String]
+        var timeout: Int64?
+        var maxImageBytes: Int64?
+        var maxBoots: Int?
+        var env: [String: String]?
+    }
+
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        guard let items = options["installer"]?.arrayValue, let program = items.first?.stringValue, program.hasPrefix("/"),
-              items.allSatisfy({ $0.stringValue != nil }) else {
+        let options = try options.decode(Options.self)
+        guard options.installer.first?.hasPrefix("/") == true else {
             throw HandlerOptionsError("options.installer must be a list starting with the installer's absolute path")
         }
-        installer = items.compactMap(\.stringValue)
-        timeout = .seconds(options["timeout"]?.intValue ?? 600)
-        maxImageBytes = options["maxImageBytes"]?.intValue ?? 2 << 30
-        maxBoots = Int(options["maxBoots"]?.intValue ?? 3)
-        var environment: [String: String] = [:]
-        for (key, value) in options["env"]?.objectValue ?? [:] {
-            guard let text = value.stringValue else { throw HandlerOptionsError("options.env.\(key) must be text") }
-            environment[key] = text
-        }
-        self.environment = environment
+        installer = options.installer
+        let seconds = options.timeout ?? 600
+        guard seconds > 0 else { throw HandlerOptionsError("options.timeout must be a positive number of seconds") }
+        timeout = .seconds(seconds)
+        maxImageBytes = options.maxImageBytes ?? 2 << 30
+        maxBoots = options.maxBoots ?? 3
+        guard maxImageBytes > 0 else { throw HandlerOptionsError("options.maxImageBytes must be positive") }
+        guard maxBoots >= 0 else { throw HandlerOptionsError("options.maxBoots must not be negative") }
+        environment = options.env ?? [:]
     }
 
     struct Request {

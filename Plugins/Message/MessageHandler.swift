@@ -13,12 +13,12 @@ import Darwin
 public struct MessageHandler: OperationHandler {
     let file: String?
 
+    struct Options: Decodable {
+        var file: String?
+    }
+
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        switch options["file"] {
-        case nil, .null?: file = nil
-        case .string(let path)?: file = path
-        case let other?: throw HandlerOptionsError("options.file must be a path string, not \(other)")
-        }
+        file = try options.decode(Options.self).file
     }
 
     public func execute(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {

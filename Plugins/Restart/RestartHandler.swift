@@ -18,22 +18,22 @@ public struct RestartHandler: OperationHandler {
     let bootIDFile: String
     let restartTimeout: Duration
 
+    struct Options: Decodable {
+        var command: [String]?
+        var bootIdFile: String?
+        var restartTimeout: Int64?
+    }
+
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        switch options["command"] {
-        case nil, .null?:
-            command = ["/sbin/reboot"]
-        case .array(let items)? where !items.isEmpty && items.allSatisfy({ $0.stringValue != nil }):
-            command = items.compactMap(\.stringValue)
-            guard command[0].hasPrefix("/") else { throw HandlerOptionsError("options.command must start with an absolute program path") }
-        default:
-            throw HandlerOptionsError("options.command must be a list: the program, then its arguments")
+        let options = try options.decode(Options.self)
+        command = options.command ?? ["/sbin/reboot"]
+        guard command.first?.hasPrefix("/") == true else {
+            throw HandlerOptionsError("options.command must be a list: the program (an absolute path), then its arguments")
         }
-        bootIDFile = options["bootIdFile"]?.stringValue ?? "/proc/sys/kernel/random/boot_id"
-        switch options["restartTimeout"] {
-        case nil, .null?: restartTimeout = .seconds(300)
-        case let value? where (value.intValue ?? 0) > 0: restartTimeout = .seconds(value.intValue ?? 300)
-        default: throw HandlerOptionsError("options.restartTimeout must be a positive number of seconds")
-        }
+        bootIDFile = options.bootIdFile ?? "/proc/sys/kernel/random/boot_id"
+        let seconds = options.restartTimeout ?? 300
+        guard seconds > 0 else { throw HandlerOptionsError("options.restartTimeout must be a positive number of seconds") }
+        restartTimeout = .seconds(seconds)
     }
 
     public func execute(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {

@@ -57,32 +57,31 @@ public struct SoftwareHandler: OperationHandler {
         func matches(_ name: String) -> Bool { name.contains(regex) }
     }
 
+    struct Options: Decodable {
+        var pluginsDirectory: String?
+        var defaultType: String?
+        var timeout: Int64?
+        var maxDownloadBytes: Int64?
+        var maxPackages: Int?
+        var include: String?
+        var exclude: String?
+        var env: [String: String]?
+    }
+
     public init(options: JSONValue) throws(HandlerOptionsError) {
-        directory = options["pluginsDirectory"]?.stringValue ?? "/usr/lib/switchyard/sm-plugins"
+        let options = try options.decode(Options.self)
+        directory = options.pluginsDirectory ?? "/usr/lib/switchyard/sm-plugins"
         guard directory.hasPrefix("/") else { throw HandlerOptionsError("options.pluginsDirectory must be an absolute path") }
-        defaultType = options["defaultType"]?.stringValue
-        let seconds = options["timeout"]?.intValue ?? 300
+        defaultType = options.defaultType
+        let seconds = options.timeout ?? 300
         guard seconds > 0 else { throw HandlerOptionsError("options.timeout must be a positive number of seconds") }
         timeout = .seconds(seconds)
-        maxDownloadBytes = options["maxDownloadBytes"]?.intValue ?? 512 << 20
-        let maxPackages = options["maxPackages"]?.intValue ?? 1000
+        maxDownloadBytes = options.maxDownloadBytes ?? 512 << 20
+        maxPackages = options.maxPackages ?? 1000
         guard maxPackages > 0 else { throw HandlerOptionsError("options.maxPackages must be a positive number") }
-        self.maxPackages = Int(maxPackages)
-        func filter(_ key: String) throws(HandlerOptionsError) -> Filter? {
-            switch options[key] {
-            case nil, .null?: return nil
-            case .string(let pattern)?: return try Filter(pattern, option: key)
-            default: throw HandlerOptionsError("options.\(key) must be a regular expression (text)")
-            }
-        }
-        include = try filter("include")
-        exclude = try filter("exclude")
-        var environment: [String: String] = [:]
-        for (key, value) in options["env"]?.objectValue ?? [:] {
-            guard let text = value.stringValue else { throw HandlerOptionsError("options.env.\(key) must be text") }
-            environment[key] = text
-        }
-        self.environment = environment
+        include = try options.include.map { pattern throws(HandlerOptionsError) in try Filter(pattern, option: "include") }
+        exclude = try options.exclude.map { pattern throws(HandlerOptionsError) in try Filter(pattern, option: "exclude") }
+        environment = options.env ?? [:]
     }
 
     /// One module to install or remove.

@@ -30,7 +30,7 @@ extension OperationHandler {
 }
 
 /// Options a handler cannot use, with what was wrong.
-public struct HandlerOptionsError: Error, CustomStringConvertible, Sendable {
+public struct HandlerOptionsError: Error, CustomStringConvertible, Sendable, Equatable {
     public let detail: String
     public init(_ detail: String) { self.detail = detail }
     public var description: String { detail }

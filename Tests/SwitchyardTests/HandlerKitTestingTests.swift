@@ -70,4 +70,24 @@ struct HandlerKitTestingTests {
         #expect(context.calls.first == .download(url: "https://files.example.com/fw.bin", path: dir + "/firmware.image"))
         #expect(!context.calls.contains { if case .command = $0 { true } else { false } }, "the installer ran")
     }
+
+    /// Options decode into a handler's own struct; what is wrong names the option and the value.
+    @Test(arguments: [
+        (["installer": ["/bin/install"], "timeout": "ten"] as JSONValue, "options.timeout must be a whole number, found \"ten\""),
+        ([:] as JSONValue, "options.installer is required"),
+        (["installer": ["/bin/install"], "env": ["A": 1]] as JSONValue, "options.env.A must be text, found 1"),
+        (["installer": ["/bin/install", 2]] as JSONValue, "options.installer[1] must be text, found 2"),
+        (["installer": ["relative"]] as JSONValue, "options.installer must be a list starting with the installer's absolute path"),
+    ])
+    func badOptionsNameTheOptionAndTheValue(_ options: JSONValue, _ expected: String) {
+        #expect(throws: HandlerOptionsError(expected)) { try FirmwareHandler(options: options) }
+    }
+
+    @Test func optionsDecodeIntoTheHandlersStruct() throws {
+        struct Options: Decodable, Equatable { var name: String; var count: Int?; var tags: [String]? }
+        #expect(try (["name": "x", "tags": ["a"], "unknown": true] as JSONValue).decode(Options.self)
+                == Options(name: "x", count: nil, tags: ["a"]))
+        #expect(throws: HandlerOptionsError("options.name is required")) { try JSONValue.null.decode(Options.self) }
+    }
+
 }

@@ -68,7 +68,7 @@ struct RegistryTests {
         ("operation: acme_A\nexec:\n  command: [../bin/missing.sh]\n", "does not exist"),
         ("operation: acme_A\nexec:\n  command: []\n", "non-empty list"),
         ("operation: 'not a name'\nswift: Message\n", "is not a fragment name"),
-        ("operation: acme_A\nswift: Message\noptions: {file: [1]}\n", "options.file must be a path"),
+        ("operation: acme_A\nswift: Message\noptions: {file: [1]}\n", "options.file must be text, found [1]"),
         ("operation: acme_A\nexec: {command: [../bin/run.sh, '${oops']}\n", "unclosed"),
         ("operation: acme_A\nexec: {command: [../bin/run.sh]}\ntimeout: forever\n", "positive duration"),
         ("- just\n- a list\n", "must be a mapping"),
