@@ -1,8 +1,7 @@
 import Cumulocity
+import HandlerKit
 import JSONSupport
 import Logging
-import Subprocess
-import SystemPackage
 
 /// Seed step 5: child devices are created (or updated) in the inventory and linked under the agent.
 struct ChildRegistration {
@@ -40,24 +39,16 @@ struct ChildRegistration {
 /// `{externalId, name, type}`). Problems are logged; what could be read is returned.
 func discoverChildren(_ command: [String], timeout: Duration = .seconds(30), logger: Logger) async -> [AgentConfiguration.ChildDevice] {
     guard let program = command.first else { return [] }
-    let configuration = Configuration(executable: .path(FilePath(program)), arguments: Arguments(Array(command.dropFirst())),
-                                      environment: .custom(["PATH": ExecRunner.path, "LANG": "C.UTF-8"]))
-    let outcome = await withTimeLimit(timeout) { () async -> String? in
-        do {
-            let result = try await Subprocess.run(configuration, output: .string(limit: 1 << 20), error: .discarded)
-            guard result.terminationStatus.isSuccess else {
-                logger.error("child discovery failed", metadata: ["command": "\(program)", "status": "\(result.terminationStatus)"])
-                return nil
-            }
-            return result.standardOutput
-        } catch {
-            logger.error("child discovery could not run", metadata: ["command": "\(program)", "error": "\(error)"])
-            return nil
-        }
+    // The one process launcher (own process group, time limit, captured output).
+    let result = await runTool(command, timeout: timeout)
+    guard result.exitCode == 0 else {
+        logger.error("child discovery failed", metadata: [
+            "command": "\(program)", "reason": "\(result.exitCode.map { "exit status \($0)" } ?? result.detail)",
+            "stderr": "\(result.exitCode == nil ? "" : result.detail)",
+        ])
+        return []
     }
-    if outcome == nil { logger.error("child discovery timed out", metadata: ["command": "\(program)", "timeout": "\(timeout.readable)"]) }
-    let output = outcome ?? nil
-    guard let output else { return [] }
+    let output = result.output
     guard let list = (try? JSONValue.parse(output))?.arrayValue else {
         logger.error("child discovery printed something other than a JSON array",
                      metadata: ["command": "\(program)", "output": "\(JSONValue.excerpt(Array(output.utf8)))"])
