@@ -186,10 +186,12 @@ struct AgentIntegrationTests {
         try await harness.startAgent()
         let started = ContinuousClock.now
         let id = try await harness.createOperation(["acme_Hang": [:]])
-        let operation = try await harness.waitForEnd(id, within: 15)
+        let operation = try await harness.waitForEnd(id, within: 40)
         #expect(operation["status"] == "FAILED")
         #expect(operation["failureReason"]?.stringValue?.contains("timed out after 1.0 seconds") == true)
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // Well before the script's own 60 s: it was stopped, not waited for (on a loaded machine the
+        // suite's other agents can stretch the 1.5 s it takes alone).
+        #expect(ContinuousClock.now - started < .seconds(40))
         let pid = try #require(Int32(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         try await eventually("grandchild \(pid) gone", within: 5) { kill(pid, 0) != 0 }
         await harness.close()

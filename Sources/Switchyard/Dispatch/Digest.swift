@@ -1,4 +1,5 @@
 import COpenSSL
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -15,18 +16,23 @@ struct DigestError: Error, CustomStringConvertible {
 
 /// The SHA-256 of a file as lower-case hex, read in 1 MiB blocks (never the whole file in memory).
 func sha256Hex(ofFile path: String) throws(DigestError) -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw DigestError(path: path, detail: String(cString: strerror(errno))) }
-    defer { close(fd) }
+    let file: FileDescriptor
+    do {
+        file = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+    } catch {
+        throw DigestError(path: path, detail: String(cString: strerror((error as? Errno)?.rawValue ?? EIO)))
+    }
+    defer { try? file.close() }
     guard let context = EVP_MD_CTX_new() else { throw DigestError(path: path, detail: "EVP_MD_CTX_new failed") }
     defer { EVP_MD_CTX_free(context) }
     guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else { throw DigestError(path: path, detail: "EVP_DigestInit_ex failed") }
     var block = [UInt8](repeating: 0, count: 1 << 20)
     while true {
-        let count = block.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw DigestError(path: path, detail: String(cString: strerror(errno)))
+        let count: Int
+        do {
+            count = try block.withUnsafeMutableBytes { try file.read(into: $0) }
+        } catch {
+            throw DigestError(path: path, detail: String(cString: strerror((error as? Errno)?.rawValue ?? EIO)))
         }
         if count == 0 { break }
         _ = block.withUnsafeBytes { EVP_DigestUpdate(context, $0.baseAddress, count) }

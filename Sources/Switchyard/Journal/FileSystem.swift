@@ -1,4 +1,5 @@
 import Synchronization
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -44,23 +45,33 @@ private let temporaryCounter = Atomic<UInt64>(0)
 public enum FileSystem {
     /// Reads a whole file, or `nil` when it does not exist.
     public static func read(_ path: String) throws(FileSystemError) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw FileSystemError(operation: "open", path: path, code: errno)
+        let file: FileDescriptor
+        do {
+            file = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        } catch {
+            let code = (error as? Errno) ?? .ioError
+            if code == .noSuchFileOrDirectory { return nil }
+            throw FileSystemError(operation: "open", path: path, code: code.rawValue)
         }
-        defer { close(fd) }
+        defer { try? file.close() }
+        return try readToEnd(file, path: path)
+    }
+
+    /// Reads the rest of an open file, `sizeHint` bytes at a time (EINTR is retried by swift-system).
+    static func readToEnd(_ file: FileDescriptor, path: String, limit: Int = .max, sizeHint: Int = 64 << 10) throws(FileSystemError) -> [UInt8] {
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw FileSystemError(operation: "read", path: path, code: errno)
+        var chunk = [UInt8](repeating: 0, count: sizeHint)
+        while bytes.count <= limit {
+            let count: Int
+            do {
+                count = try chunk.withUnsafeMutableBytes { try file.read(into: $0) }
+            } catch {
+                throw FileSystemError(operation: "read", path: path, code: (error as? Errno)?.rawValue ?? EIO)
             }
             if count == 0 { return bytes }
             bytes += chunk[0..<count]
         }
+        return bytes
     }
 
     /// Reads a file that may be hostile (a handler declaration anyone with write access to the
@@ -82,22 +93,12 @@ public enum FileSystem {
         guard info.st_size <= limit else {
             throw FileSystemError(operation: "read", path: path, detail: "\(info.st_size) bytes, more than the limit of \(limit)")
         }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
-        var count = 0
-        while count < bytes.count {
-            let got = bytes[count...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw FileSystemError(operation: "read", path: path, code: errno)
-            }
-            if got == 0 { break }
-            count += got
-        }
+        let bytes = try readToEnd(FileDescriptor(rawValue: fd), path: path, limit: limit, sizeHint: max(1, Int(info.st_size) + 1))
         // The file grew while being read: its size at open counts, anything more is over the limit.
-        guard count <= limit else {
+        guard bytes.count <= limit else {
             throw FileSystemError(operation: "read", path: path, detail: "more than the limit of \(limit) bytes")
         }
-        return Array(bytes[0..<count])
+        return bytes
     }
 
     /// What kind of file a mode describes, for messages.

@@ -94,8 +94,10 @@ struct HandlerDirectoryWatcher: Sendable {
                     if now != last || hangup.take() {
                         last = now
                         await changed()
-                        // Taken before the reload read the files, so a change during it is noticed next.
+                        // `last` was taken before the reload read the files, so a change during it, or
+                        // before the new watches are set, is noticed at the look this asks for.
                         events?.watch([directory] + Self.directories(of: await programs()))
+                        if events != nil { wake.yield() }
                     }
                     if await !tick() {
                         // One short-lived timer per failed attempt.
