@@ -25,7 +25,7 @@ package enum PluginBenchmark {
     }
 }
 
-public struct BenchmarkError: Error, CustomStringConvertible {
-    public let detail: String
-    public var description: String { detail }
+package struct BenchmarkError: Error, CustomStringConvertible {
+    package let detail: String
+    package var description: String { detail }
 }

@@ -1,0 +1,94 @@
+import FoundationEssentials
+import JSONSupport
+
+/// Identity, inventory and device credentials.
+extension Tenant {
+    // MARK: Identity and inventory
+
+    func lookup(type: String, externalId: String) -> String? { externalIDs["\(type)/\(externalId)"] }
+
+    func register(type: String, externalId: String, for id: String) -> Bool {
+        guard managedObjects[id] != nil else { return false }
+        externalIDs["\(type)/\(externalId)"] = id
+        return true
+    }
+
+    public func managedObject(_ id: String) -> JSONValue? { managedObjects[id] }
+
+    /// The bodies of every PUT to a managed object, in order.
+    public func updates(of id: String) -> [JSONValue] { putHistory[id] ?? [] }
+
+    /// The managed object registered for an external id.
+    public func device(externalIdType: String = "c8y_Serial", externalId: String) -> JSONValue? {
+        lookup(type: externalIdType, externalId: externalId).flatMap { managedObjects[$0] }
+    }
+
+    func createManagedObject(_ body: JSONValue) -> JSONValue {
+        let id = newID()
+        var object = body.objectValue ?? [:]
+        object["id"] = .string(id)
+        object["creationTime"] = .string(Self.now())
+        object["lastUpdated"] = .string(Self.now())
+        for collection in ["childDevices", "childAssets", "deviceParents", "assetParents"] {
+            object[collection] = ["references": []]
+        }
+        managedObjects[id] = .object(object)
+        return .object(object)
+    }
+
+    func updateManagedObject(_ id: String, _ body: JSONValue) -> JSONValue? {
+        guard let current = managedObjects[id] else { return nil }
+        putHistory[id, default: []].append(body)
+        var updated = current.merging(body)
+        if case .object(var members) = updated {
+            members["id"] = .string(id)
+            members["lastUpdated"] = .string(Self.now())
+            updated = .object(members)
+        }
+        managedObjects[id] = updated
+        return updated
+    }
+
+    /// Adds a child device reference to a parent; `false` when either does not exist.
+    func addChild(_ childID: String, to parentID: String) -> Bool {
+        guard var parent = managedObjects[parentID]?.objectValue, let child = managedObjects[childID] else { return false }
+        var references = parent["childDevices"]?["references"]?.arrayValue ?? []
+        if !references.contains(where: { $0["managedObject"]?["id"]?.idValue == childID }) {
+            references.append(["managedObject": ["id": .string(childID), "name": child["name"] ?? .null]])
+        }
+        parent["childDevices"] = ["references": .array(references)]
+        managedObjects[parentID] = .object(parent)
+        return true
+    }
+
+    // MARK: Device credentials (seed step 0)
+
+
+    /// Accepts a device in the device registration: its next credentials request is answered.
+    public func accept(deviceId: String) {
+        accepted.insert(deviceId)
+    }
+
+    /// Issues credentials to an accepted device (once), or `nil` (404) while it is not accepted.
+    func issueCredentials(for deviceId: String) -> JSONValue? {
+        credentialRequests += 1
+        guard accepted.remove(deviceId) != nil else { return nil }
+        let username = "device_" + deviceId
+        var generator = SystemRandomNumberGenerator()
+        let password = String((0..<20).map { _ in "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789".randomElement(using: &generator) ?? "x" })
+        deviceUsers[settings.tenantID + "/" + username] = password
+        recordSecret(password)
+        return ["id": .string(deviceId), "tenantId": .string(settings.tenantID), "username": .string(username), "password": .string(password)]
+    }
+
+    /// Whether `user:password` may use the platform routes (the device user or an issued device user;
+    /// the bootstrap user only for the credentials request).
+    func authorized(user: String, password: String, credentialsRequest: Bool) -> Bool {
+        if credentialsRequest {
+            return password == settings.bootstrapPassword
+                && [settings.bootstrapTenantID + "/" + settings.bootstrapUsername, settings.bootstrapUsername].contains(user)
+        }
+        if password == settings.password && [settings.tenantID + "/" + settings.username, settings.username].contains(user) { return true }
+        return deviceUsers[user] == password
+    }
+}
