@@ -5,7 +5,7 @@ import Testing
 @testable import Switchyard
 
 /// The agent against the sandbox tenant over real HTTP on loopback, with real child processes.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct AgentIntegrationTests {
     @Test func firstStartRegistersTheDevice() async throws {
         let harness = try await Harness()
@@ -241,7 +241,7 @@ struct AgentIntegrationTests {
 }
 
 /// Dispatching rules that need a running agent but not a particular delivery path.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct DispatchIntegrationTests {
     @Test func perHandlerConcurrencyOfOneRunsOperationsOneAfterAnother() async throws {
         let harness = try await Harness()
@@ -310,7 +310,7 @@ import Cumulocity
 import Logging
 
 /// The platform answering badly: the agent reports it, keeps going, and loses nothing it can keep.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct PlatformFaultTests {
     @Test func garbageAnswersDuringStartupAreRetried() async throws {
         let harness = try await Harness()
@@ -355,7 +355,7 @@ struct PlatformFaultTests {
 }
 
 /// SIGTERM/SIGINT (a graceful shutdown of the service group) lets running operations finish.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct GracefulShutdownTests {
     @Test func runningOperationFinishesAndIsReportedBeforeTheAgentExits() async throws {
         let harness = try await Harness()

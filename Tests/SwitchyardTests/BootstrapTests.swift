@@ -5,7 +5,7 @@ import Testing
 @testable import Switchyard
 
 /// Seed step 0: a device obtains its credentials with the bootstrap user once an operator accepts it.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct BootstrapTests {
     func bootstrapConfiguration(_ harness: Harness, password: String? = nil) -> AgentConfiguration {
         var configuration = harness.configuration

@@ -9,7 +9,7 @@ import Testing
 /// `auth.mode: certificate` against the sandbox over real TLS: the device certificate gets a JWT over
 /// mTLS (seeds 000/001), which authenticates every other request.
 // Time limit with room for waiting on the turns the timed and heavy tests take.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct CertificateAuthTests {
     @Test func tokenObtainedOverMTLSAuthenticatesEverythingAndIsNeverLogged() async throws {
         let harness = try await Harness(tls: true)

@@ -5,7 +5,7 @@ import Testing
 @testable import Switchyard
 
 /// Seed step 5: children declared in the configuration or discovered by a command, each with its own handlers.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct ChildDeviceTests {
     @Test func childGetsItsOwnSupportedOperationsAndItsOperationsReachItsHandler() async throws {
         let harness = try await Harness()

@@ -5,6 +5,7 @@ import Sandbox
 import Testing
 @testable import Switchyard
 
+@Suite(.closesHarnesses)
 struct ConfigurationTests {
     let minimal = """
         c8y:

@@ -8,7 +8,7 @@ import Testing
 
 /// A device maker's mistakes, made on purpose: each gets an answer that points at it.
 // One at a time: each test runs agents or real binaries, and the rest of the suite runs meanwhile.
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .serialized, .timeLimit(.minutes(3)))
 struct DeviceMakerLoopTests {
     func problems(_ files: [String: String]) -> (Registry, String) {
         let root = temporaryDirectory()

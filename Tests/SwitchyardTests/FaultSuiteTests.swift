@@ -16,7 +16,7 @@ func expectEachEndedOnce(_ ids: [String], harness: Harness, runs: String) async 
 }
 
 /// Outages, dropped answers and hostile operations: every operation ends exactly once, with a reason.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct FaultSuiteTests {
     /// The platform goes away while 20 operations finish (their handlers take a moment each), then
     /// comes back on the same address: each ends once, in order, and no handler runs twice.

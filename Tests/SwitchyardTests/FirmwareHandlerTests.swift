@@ -5,7 +5,7 @@ import Testing
 @testable import Switchyard
 
 /// c8y_Firmware with the example A/B installer, images served by the sandbox, a reboot in between.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct FirmwareHandlerTests {
     struct Setup {
         let bootID: String
@@ -132,7 +132,7 @@ struct FirmwareHandlerTests {
     }
 }
 
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct FirmwareInstallerTests {
     @Test func providedFirmwareIsInstalledByTheInstallerItself() async throws {
         let harness = try await Harness()

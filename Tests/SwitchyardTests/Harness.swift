@@ -6,6 +6,7 @@ import Sandbox
 import ServiceLifecycle
 import JSONSupport
 import Sandbox
+import Synchronization
 import Testing
 @testable import Switchyard
 
@@ -40,6 +41,7 @@ final class Harness: @unchecked Sendable {
         externalId = "test-\(UUID().uuidString.prefix(8))"
         handlers = root + "/handlers.d"
         try FileManager.default.createDirectory(atPath: root + "/handlers.d", withIntermediateDirectories: true)
+        OpenHarnesses.current?.add(self)
     }
 
     /// An outage of the platform: the sandbox stops listening for `duration`, then comes back on the
@@ -53,8 +55,11 @@ final class Harness: @unchecked Sendable {
                                                logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
-    /// Stops the agent and the sandbox and removes the files.
+    private let closed = Mutex(false)
+
+    /// Stops the agent and the sandbox and removes the files (once; later calls do nothing).
     func close() async {
+        guard closed.withLock({ was in defer { was = true }; return !was }) else { return }
         await stopAgent()
         await server.stop()
         FileSystem.removeTree(root)
@@ -186,5 +191,58 @@ final class Harness: @unchecked Sendable {
 
     func statuses(_ id: String) async -> [String] {
         await tenant.history(of: id).compactMap { $0["status"]?.stringValue }
+    }
+}
+
+/// The harnesses a test opened, closed however the test ends: a failing `#require` throws past the
+/// test's own `await harness.close()`, which would leave an agent and a sandbox running into the
+/// tests after it.
+final class OpenHarnesses: Sendable {
+    @TaskLocal static var current: OpenHarnesses?
+    private let harnesses = Mutex<[Harness]>([])
+
+    func add(_ harness: Harness) { harnesses.withLock { $0.append(harness) } }
+
+    func closeAll() async {
+        for harness in harnesses.withLock({ $0 }) { await harness.close() }
+    }
+}
+
+/// A suite trait: every test of the suite closes the harnesses it opened when it ends, passed or not.
+struct ClosesHarnesses: SuiteTrait, TestTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(for test: Test, testCase: Test.Case?,
+                      performing function: @Sendable () async throws -> Void) async throws {
+        guard testCase != nil else { return try await function() }
+        let opened = OpenHarnesses()
+        do {
+            try await OpenHarnesses.$current.withValue(opened) { try await function() }
+        } catch {
+            await opened.closeAll()
+            throw error
+        }
+        await opened.closeAll()
+    }
+}
+
+extension Trait where Self == ClosesHarnesses {
+    static var closesHarnesses: Self { Self() }
+}
+
+/// The trait itself: a test that fails after opening a harness still has it closed.
+struct ClosesHarnessesTests {
+    @Test func aHarnessOfAFailingTestIsClosed() async throws {
+        let opened = Mutex<Harness?>(nil)
+        let test = try #require(Test.current)
+        await #expect(throws: TestFailure.self) {
+            try await ClosesHarnesses().provideScope(for: test, testCase: Test.Case.current) {
+                let harness = try await Harness()
+                opened.withLock { $0 = harness }
+                throw TestFailure("a #require that failed")
+            }
+        }
+        let harness = try #require(opened.withLock { $0 })
+        #expect(!FileManager.default.fileExists(atPath: harness.root))
     }
 }

@@ -6,7 +6,7 @@ import Testing
 @testable import Switchyard
 
 /// OAuth2 client credentials over mTLS (seed 004) for an artifact host outside the tenant.
-@Suite(.timeLimit(.minutes(1)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(1)))
 struct OAuth2Tests {
     /// A client of the harness's tenant whose downloads from `https://localhost:<port>` (another
     /// origin than the tenant's `127.0.0.1`) carry an OAuth2 token.

@@ -7,6 +7,7 @@ import Testing
 @testable import Switchyard
 
 /// What an operator sees: log lines, configuration checks, exit codes, systemd's notify protocol.
+@Suite(.closesHarnesses)
 struct LogFormatTests {
     let metadata: Logger.Metadata = ["error": "Traceback (most recent call last):\n  File \"x.py\"\nValueError: bad", "retryIn": "1.7 s"]
 
@@ -66,6 +67,7 @@ struct LogFormatTests {
     }
 }
 
+@Suite(.closesHarnesses)
 struct OperatorConfigurationTests {
     let required: [String: String] = [
         "SWITCHYARD_C8Y_URL": "https://acme.example.com", "SWITCHYARD_DEVICE_EXTERNAL_ID": "gw-1",
@@ -195,7 +197,7 @@ final class NotifySocket: @unchecked Sendable {
     }
 }
 
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct SystemdNotifyTests {
     @Test func notificationsReachAPathSocket() throws {
         let socket = try NotifySocket()
@@ -270,7 +272,7 @@ actor Gate {
 
 /// The real binary, as an operator and systemd run it.
 // One at a time: each test runs agents or real binaries, and the rest of the suite runs meanwhile.
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .serialized, .timeLimit(.minutes(3)))
 struct OperatorProcessTests {
     struct Result {
         let status: Int32

@@ -6,7 +6,7 @@ import Testing
 
 /// Conformance of executable plugins with docs/plugin-protocol.md, running the examples it shows
 /// (docs/examples/handlers.d and Plugins/) as real processes against the sandbox.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct PluginProtocolTests {
     static let examples = FileSystem.absolute("docs/examples/handlers.d")
 
@@ -156,7 +156,8 @@ struct PluginProtocolTests {
         try await harness.startAgent()
         let id = try await harness.createOperation(["acme_Update": [:]])
         try await eventually("restart handler called") { FileManager.default.fileExists(atPath: rebooted) }
-        try await Task.sleep(for: .milliseconds(200))
+        // The agent has settled what it does before the device goes down: the operation waits, unfinished.
+        try await eventually("waiting for the restart") { harness.logs.contains("operation waits for the device restart") }
         #expect(await harness.tenant.operation(id)?["status"] == "EXECUTING")
         await harness.stopAgent()  // the device restarts
         try await harness.startAgent()
@@ -219,7 +220,7 @@ func residentKilobytes() -> Int {
 }
 
 /// handlers.d is live: the registry follows the directory and the device follows the registry.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct LiveHandlersTests {
     @Test func addingAndRemovingAFileChangesTheAdvertisementWithinTwoSeconds() async throws {
         try await takingTurns {
@@ -252,7 +253,9 @@ struct LiveHandlersTests {
             try await eventually("alarm raised", within: 6) {
                 await !harness.tenant.alarmList(source: deviceID, status: "ACTIVE", type: type).isEmpty
             }
-            try await Task.sleep(for: .seconds(1))  // several more checks happen meanwhile
+            // Several more checks happen meanwhile: wait for three of them (each a sync with the platform).
+            let checks = harness.logs.count("handlers.d checked")
+            try await eventually("three more checks", within: 10) { harness.logs.count("handlers.d checked") >= checks + 3 }
             let alarms = await harness.tenant.alarmList(source: deviceID, type: type)
             #expect(alarms.count == 1)
             #expect(alarms.first?["count"] == 1)
@@ -286,7 +289,7 @@ struct LiveHandlersTests {
     }
 }
 
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct PluginEdgeTests {
     @Test func pluginThatNeverReadsALargeInputOrClosesStdoutEarlySucceeds() async throws {
         let harness = try await Harness()
@@ -336,7 +339,7 @@ struct PluginEdgeTests {
     }
 }
 
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct DurableDirectiveTests {
     @Test func whatAPluginSendsDuringAnOutageArrivesAfterwardsAndBeforeTheFinalStatus() async throws {
         let harness = try await Harness()

@@ -6,7 +6,7 @@ import Testing
 @testable import Switchyard
 
 /// Token access for plugins (seed 003): the loopback proxy with its per-run secret.
-@Suite(.timeLimit(.minutes(1)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(1)))
 struct PluginProxyTests {
     @Test func aPluginReadsAndWritesTheTenantThroughTheProxy() async throws {
         let harness = try await Harness()

@@ -70,7 +70,7 @@ func isRunning(_ pid: pid_t) -> Bool {
 }
 
 /// kill -9 of the real binary at the points of an operation's life where a crash loses most.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct ProcessFaultTests {
     /// Short long-polls: the sandbox stops only when the killed agent's held poll has ended.
     static var settings: Tenant.Settings {

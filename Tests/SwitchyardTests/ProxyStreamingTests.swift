@@ -9,7 +9,7 @@ import Testing
 /// The plugin proxy streams bodies both ways (seed 003): what the tenant sends reaches the plugin
 /// while it is still being sent, what the plugin sends reaches the tenant while it is still being
 /// written, and a plugin that leaves stops the transfer.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct ProxyStreamingTests {
     struct Proxy {
         let url: String

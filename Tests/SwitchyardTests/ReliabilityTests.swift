@@ -8,7 +8,7 @@ import Testing
 /// Nothing lost in the field: each test is a situation that stranded operations before the agent
 /// reconciled with the platform and judged each operation on its own.
 // Time limit with room for waiting on the turns the timed and heavy tests take.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct ReliabilityTests {
     /// The long-poll answer carrying an operation is lost in transit (processed by the server, then
     /// the connection dies): the server will not send it again, so only asking the platform finds it.
@@ -285,7 +285,7 @@ import BuiltinHandlers
 
 /// handlers.d is written by people and tools the agent cannot vouch for: no file there may stop it
 /// (or `switchyard handlers validate`), each is reported with its cause, the valid ones stay active.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct HostileHandlerFileTests {
     @Test func everyHostileEntryIsReportedAndTheGoodOneStaysActive() throws {
         let root = temporaryDirectory()

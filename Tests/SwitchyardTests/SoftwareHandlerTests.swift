@@ -6,7 +6,7 @@ import Testing
 @testable import Switchyard
 
 /// Software management with the shipped apt plugin and the real dpkg, in a throwaway dpkg root.
-@Suite(.timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(3)))
 struct SoftwareHandlerTests {
     /// Builds a .deb with `dpkg-deb --build` and returns its bytes.
     static func deb(_ name: String, _ version: String, in root: String) throws -> [UInt8] {
@@ -140,7 +140,7 @@ struct SoftwareHandlerTests {
 }
 
 /// Streaming downloads: resumed with Range after a cut, capped, and confined credentials.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct DownloaderTests {
     @Test func interruptedDownloadResumesWithARangeRequest() async throws {
         let harness = try await Harness()
@@ -169,7 +169,7 @@ struct DownloaderTests {
 }
 
 /// The plugin interface itself, with scripted plugins that record how they are called.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct SoftwarePluginInterfaceTests {
     static func declare(_ harness: Harness, timeout: Int = 60) {
         harness.declare("software.yaml", """

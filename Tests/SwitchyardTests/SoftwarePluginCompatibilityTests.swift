@@ -10,7 +10,7 @@ import Testing
 /// exercised verb by verb and exit code by exit code with fixture plugins written the way real ones
 /// are: POSIX sh that records each call it gets.
 // One at a time: each test runs agents or real binaries, and the rest of the suite runs meanwhile.
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.closesHarnesses, .serialized, .timeLimit(.minutes(3)))
 struct SoftwarePluginCompatibilityTests {
     /// A plugin named `type` in `root/sm-plugins`, appending each call's argv (and update-list's stdin)
     /// to `root/calls`; `body` is a `case "$1"` arm list that runs before the default (exit 0).
@@ -216,6 +216,7 @@ struct SoftwarePluginCompatibilityTests {
 }
 
 /// The parts of the plugin API that are pure text.
+@Suite(.closesHarnesses)
 struct SoftwarePluginParsingTests {
     let handler = try! SoftwareHandler(options: ["pluginsDirectory": "/nonexistent"])
 

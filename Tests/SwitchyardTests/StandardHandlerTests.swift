@@ -6,7 +6,7 @@ import Testing
 @testable import Switchyard
 
 /// c8y_Restart: the boot id decides, across an agent restart with a new boot-id file.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct RestartHandlerTests {
     func prepare(_ harness: Harness, reboot: String = "touch \"$0.done\"", restartTimeout: Int = 30) -> (bootID: String, marker: String) {
         let bootID = harness.root + "/boot_id"
@@ -93,7 +93,7 @@ struct RestartHandlerTests {
 }
 
 /// c8y_Configuration and c8y_SendConfiguration with a real file and a real apply command.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct ConfigurationHandlerTests {
     func prepare(_ harness: Harness, apply: String = "echo applied >> \"$0.count\"", maxBytes: Int = 1024) -> (file: String, counter: String) {
         let file = harness.root + "/etc/device.conf"

@@ -8,6 +8,7 @@ import Testing
 
 /// The journal's and the outbox's files: group commit on the storage thread, what is synced and
 /// what is only written, compaction while records keep coming, and the older outbox layout.
+@Suite(.closesHarnesses)
 struct StorageTests {
     let logger = Logger(label: "test")
 
@@ -203,6 +204,7 @@ func unreachableClient(_ transport: CurlTransport) -> PlatformClient {
 }
 
 /// Time limits that end early leave nothing scheduled behind them.
+@Suite(.closesHarnesses)
 struct DeadlineTests {
     @Test func cancelledSleepsLeaveNothingBehind() async throws {
         let deadlines = Deadlines()
@@ -239,7 +241,7 @@ struct DeadlineTests {
 
 /// What durability costs an operation of the running agent: two fsyncs (the journal's `started` and
 /// `finished`), whatever else it writes.
-@Suite(.serialized)
+@Suite(.closesHarnesses, .serialized)
 struct SyncsPerOperationTests {
     @Test func anOperationCostsTwoSyncs() async throws {
         let harness = try await Harness()
@@ -263,6 +265,7 @@ struct SyncsPerOperationTests {
 }
 
 /// The one wording of failure reasons, and the tail of standard error they carry.
+@Suite(.closesHarnesses)
 struct FailureReasonTests {
     @Test func theTailKeepsWholeLines() {
         let text = (1...300).map { "line \($0)" }.joined(separator: "\n")

@@ -58,6 +58,7 @@ actor RegistryKeeper {
     /// Brings the platform in line with the registry, if it is not already; whether it is now.
     @discardableResult
     func sync() async -> Bool {
+        logger.trace("handlers.d checked", metadata: ["directory": "\(directory)"])
         guard !synced else { return true }
         var ok = true
         if advertised != registry.supportedOperations {
