@@ -30,7 +30,7 @@ struct LogFormatTests {
         }
     }
 
-    @Test func jsonIsOneObjectPerLine() throws {
+    @Test func aJSONLineIsOneObjectEvenForAMessageOfTwoLines() throws {
         let line = AgentLogHandler.render(format: .json, timestamp: "2026-12-01T10:00:00.000Z", level: .warning, label: "switchyard",
                                           message: "two\nlines", metadata: metadata)
         #expect(line.dropLast().contains("\n") == false)
