@@ -43,11 +43,13 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
+        // Linux calls Swift's Glibc does not export (sync_file_range, gettid), compiled with _GNU_SOURCE.
+        .target(name: "CLinux", path: "Sources/CLinux"),
         .target(name: "JSONSupport", swiftSettings: strict),
         .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
         .target(name: "HandlerKitTesting", dependencies: ["HandlerKit"], swiftSettings: strict),
         .target(name: "Cumulocity", dependencies: [
-            "CCurl", "COpenSSL", "JSONSupport",
+            "CCurl", "CLinux", "COpenSSL", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Switchyard", dependencies: [

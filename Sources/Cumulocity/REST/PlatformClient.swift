@@ -39,6 +39,12 @@ public struct PlatformClient: Sendable {
     public var requestTimeout: Duration
     /// Credentials for hosts outside the tenant (artifact repositories), by origin (`https://host:port`).
     public var hostCredentials: [String: any CredentialProvider] = [:]
+    /// The transport of bulk transfers (artifact downloads, plugins' streamed requests), when not
+    /// ``transport``: a thread of its own, so that a download the kernel throttles while it writes
+    /// the file (dirty-page writeback) does not hold up status updates.
+    public var bulkTransport: CurlTransport?
+
+    private var bulk: CurlTransport { bulkTransport ?? transport }
 
     public init(baseURL: String, transport: CurlTransport, credentials: any CredentialProvider,
                 requestTimeout: Duration = .seconds(30)) {
@@ -109,7 +115,7 @@ public struct PlatformClient: Sendable {
                         streaming body: (any RequestBodySource)?, into sink: any ResponseBodySink,
                         timeout: Duration) async throws(PlatformError) -> HTTPResponse {
         try await withRenewal(method, pathAndQuery) { authorization throws(TransportError) in
-            try await transport.stream(HTTPRequest(method: method, url: baseURL + pathAndQuery,
+            try await bulk.stream(HTTPRequest(method: method, url: baseURL + pathAndQuery,
                                                    headers: headers + [("Authorization", authorization)], timeout: timeout),
                                        body: body, into: sink)
         }
@@ -127,7 +133,7 @@ public struct PlatformClient: Sendable {
             : hostCredentials.first { Self.origin(of: $0.key) == origin }?.value
         return try await withRenewal("GET", url, credentials: credentials) { authorization throws(TransportError) in
             let headers: [(name: String, value: String)] = [("Accept", "*/*")] + (authorization.map { [("Authorization", $0)] } ?? [])
-            return try await transport.download(HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
+            return try await bulk.download(HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
                                                 into: fd, resumeFrom: offset, maxBytes: maxBytes)
         }
     }

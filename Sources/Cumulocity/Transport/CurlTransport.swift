@@ -1,4 +1,5 @@
 import CCurl
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -30,8 +31,13 @@ public final class CurlTransport: Sendable {
     /// The largest response body kept; a bigger one fails the request as `.tooLarge`.
     public let maxResponseBytes: Int
 
-    public init(tls: TLSConfiguration = .init(), maxResponseBytes: Int = 16 << 20) throws(TransportError) {
+    /// Whether the transport thread runs at a lower priority (nice 10): one that carries bulk
+    /// transfers, which must not take the CPU from the agent's other work on a one-core device.
+    private let background: Bool
+
+    public init(tls: TLSConfiguration = .init(), maxResponseBytes: Int = 16 << 20, background: Bool = false) throws(TransportError) {
         Self.globalInit
+        self.background = background
         guard let handle = curl_multi_init() else {
             throw TransportError(.network, method: "-", url: "-", detail: "curl_multi_init failed")
         }
@@ -144,6 +150,8 @@ public final class CurlTransport: Sendable {
 
     /// The transport thread: add queued transfers, drive libcurl, complete finished ones.
     private func runLoop() {
+        // Per thread on Linux: the nice value of this thread only.
+        if background { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(sy_gettid()), 10) }
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         while true {
             let (adds, cancels, wakes, stopping) = state.withLock { s in
@@ -201,6 +209,31 @@ struct FileSink: Sendable {
     var offset: Int64
     let maxBytes: Int64
     var started = false
+    /// Where the writeback of the file has been started up to (see ``writeBehind()``).
+    var writebackStarted: Int64 = -1
+
+    /// The window of write-behind: dirty pages of a download are written back in pieces of this size.
+    static let window: Int64 = 8 << 20
+
+    /// Write-behind: once a window of the file is written, its writeback starts, and the window before
+    /// it is waited for and dropped from the page cache. So a 1 GiB image never holds more than two
+    /// windows of dirty pages: the final fsync is short, an fsync of another file (the journal) does
+    /// not wait behind a gigabyte of writeback, and the image does not push the device's memory out.
+    /// Runs on the bulk transport's thread; a failure only loses the optimisation.
+    mutating func writeBehind() {
+        if writebackStarted < 0 { writebackStarted = offset - offset % Self.window }
+        while offset - writebackStarted >= Self.window {
+            let start = writebackStarted
+            _ = sy_sync_file_range(fd, start, Self.window, UInt32(SY_SYNC_FILE_RANGE_WRITE))
+            if start >= Self.window {
+                let previous = start - Self.window
+                _ = sy_sync_file_range(fd, previous, Self.window, UInt32(SY_SYNC_FILE_RANGE_WAIT_BEFORE | SY_SYNC_FILE_RANGE_WRITE
+                                                                          | SY_SYNC_FILE_RANGE_WAIT_AFTER))
+                _ = posix_fadvise(fd, off_t(previous), off_t(Self.window), POSIX_FADV_DONTNEED)
+            }
+            writebackStarted = start + Self.window
+        }
+    }
 }
 
 /// The two ends of a streamed exchange.

@@ -224,6 +224,7 @@ final class Transfer: @unchecked Sendable {
             done += written
         }
         sink.offset += Int64(length)
+        sink.writeBehind()
         self.sink = sink
         return true
     }

@@ -129,6 +129,10 @@ public struct Agent: Service {
         }
         var client = PlatformClient(baseURL: configuration.c8y.url, transport: transport, credentials: credentials,
                                     requestTimeout: configuration.c8y.timeout)
+        // Artifacts and plugins' streams on a thread of their own, at a lower priority.
+        let bulk = try CurlTransport(tls: tls, background: true)
+        defer { bulk.shutdown() }
+        client.bulkTransport = bulk
         for (origin, settings) in configuration.oauth2 {
             client.hostCredentials[origin] = OAuth2ClientCredentials(settings: settings, transport: transport, logger: logger)
         }
