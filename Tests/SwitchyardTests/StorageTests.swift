@@ -203,6 +203,30 @@ func unreachableClient(_ transport: CurlTransport) -> PlatformClient {
                    credentials: BasicCredentials(tenant: nil, username: "u", password: "p"))
 }
 
+/// Operation logs are written off the cooperative pool, and a writer the disk holds up does not
+/// hold up the end of a run.
+struct LogWriterTests {
+    @Test func aStalledWriterDoesNotHoldAFlushPastItsLimit() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let fifo = dir + "/stalled.log"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        LogWriter.append(line: "waits for a reader", to: fifo)  // open(2) of a FIFO blocks the writer thread
+        let started = ContinuousClock.now
+        let flushed: Void? = await withTimeLimit(.milliseconds(300)) { await LogWriter.flush() }
+        #expect(flushed == nil)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)  // lets the writer go on
+        defer { close(reader) }
+        await LogWriter.flush()
+        let file = dir + "/after.log"
+        LogWriter.append(line: "in order", to: file)
+        LogWriter.append(line: "after it", to: file)
+        await LogWriter.flush()
+        #expect(try FileSystem.readText(file) == "in order\nafter it\n")
+    }
+}
+
 /// Time limits that end early leave nothing scheduled behind them.
 @Suite(.closesHarnesses)
 struct DeadlineTests {

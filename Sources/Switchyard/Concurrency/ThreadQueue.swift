@@ -117,3 +117,61 @@ enum BlockingPool {
         return try result.get()
     }
 }
+
+/// The thread that appends to operation logs (plugins' output, the agent's notes in them), in the
+/// order the appends were asked for: a write the kernel stalls (dirty-page throttling while a large
+/// image is written) holds this thread, never one of the cooperative pool. What one run can queue is
+/// bounded by the log's size limit.
+enum LogWriter {
+    private static let queue = ThreadQueue(threads: 1)
+
+    /// Appends `bytes` to the open file `fd`.
+    static func append(_ bytes: [UInt8], to fd: Int32) {
+        guard fd >= 0, !bytes.isEmpty else { return }
+        queue.submit {
+            var done = 0
+            while done < bytes.count {
+                let written = bytes.withUnsafeBytes { all in
+                    let rest = UnsafeRawBufferPointer(rebasing: all[done...])
+                    return write(fd, rest.baseAddress, rest.count)
+                }
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }
+                done += written
+            }
+        }
+    }
+
+    /// Appends one line to the file at `path` (created 0600), opened and closed on the writer's thread.
+    static func append(line: String, to path: String) {
+        let bytes = Array((line + "\n").utf8)
+        queue.submit {
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { return }
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+    }
+
+    /// Closes `fd` once what was queued for it is written.
+    static func closeFile(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        queue.submit { _ = close(fd) }
+    }
+
+    /// Returns once every append asked for before it is in its file (a caller that must not wait
+    /// long bounds it with ``withTimeLimit(_:deadlines:onTimeout:_:)``).
+    static func flush() async {
+        // Once: by the writer when it gets here, or at once when the task is cancelled.
+        let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let resume: @Sendable () -> Void = { waiter.withLock { $0.take() }?.resume() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                waiter.withLock { $0 = continuation }
+                if Task.isCancelled { resume() } else { queue.submit(resume) }
+            }
+        } onCancel: {
+            resume()
+        }
+    }
+}

@@ -168,13 +168,10 @@ func shellQuoted(_ argv: [String]) -> String {
     }.joined(separator: " ")
 }
 
-/// Appends one line to a log file (created 0600), best effort.
+/// Appends one line to a log file (created 0600), best effort, in order with the plugin output
+/// queued before it (``LogWriter``).
 func appendLine(_ line: String, to path: String) {
-    let bytes = Array((line + "\n").utf8)
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { return }
-    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    close(fd)
+    LogWriter.append(line: line, to: path)
 }
 
 /// The current time as the platform writes it (ISO 8601, UTC, milliseconds).

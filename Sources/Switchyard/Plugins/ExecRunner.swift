@@ -106,6 +106,9 @@ struct ExecRunner: Sendable {
         }
         unlink(workingDirectory + "/" + Self.groupFile)
         log.finish()
+        // The log is whole when the run's end is reported, unless the disk holds the writer up: then
+        // the end is not held back for it.
+        _ = await withTimeLimit(.seconds(2)) { await LogWriter.flush() }
         let collected = log.collected
         return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated,
                           result: collected.result, failureReason: collected.failureReason,

@@ -9,7 +9,8 @@ import Glibc
 import Musl
 #endif
 
-/// Collects a plugin's output: appends it to the log file up to a limit (then a note), keeps the
+/// Collects a plugin's output: appends it to the log file up to a limit (then a note; the writes go
+/// through ``LogWriter``, off the cooperative pool), keeps the
 /// tail of standard error, and reads directives from standard output line by line. Memory stays
 /// bounded whatever the plugin prints.
 final class LogCapture: Sendable {
@@ -57,7 +58,7 @@ final class LogCapture: Sendable {
     }
 
     deinit {
-        state.withLock { if $0.fd >= 0 { close($0.fd) } }
+        LogWriter.closeFile(state.withLock { $0.fd })
     }
 
     func take(_ chunk: SubprocessOutputSequence.Buffer, stderr: Bool) {
@@ -137,15 +138,14 @@ final class LogCapture: Sendable {
     }
 
     private func note(_ text: String, to s: inout State) {
-        let bytes = Array(("\n" + text + "\n").utf8)
-        bytes.withUnsafeBytes { _ = write(s.fd, $0.baseAddress, $0.count) }
+        LogWriter.append(Array(("\n" + text + "\n").utf8), to: s.fd)
     }
 
     private func append(_ bytes: UnsafeRawBufferPointer, to s: inout State) {
         guard s.fd >= 0, !s.truncated else { return }
         let room = limit - s.written
         let part = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
-        _ = write(s.fd, part.baseAddress, part.count)
+        LogWriter.append(Array(part), to: s.fd)
         s.written += part.count
         if bytes.count > room {
             s.truncated = true
