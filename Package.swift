@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Switchyard", dependencies: [
-            "HandlerKit", "Cumulocity", "CYAML", "COpenSSL", "CMicroHTTPD", "JSONSupport",
+            "HandlerKit", "Cumulocity", "CLinux", "CYAML", "COpenSSL", "CMicroHTTPD", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Subprocess", package: "swift-subprocess"),

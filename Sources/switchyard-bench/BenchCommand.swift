@@ -36,9 +36,15 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "The directory with switchyard and switchyard-sandbox (default: this program's).") var binaries: String?
     @Option(help: "A statically linked switchyard to measure the size of (packaging/deb builds one).") var staticBinary: String?
     @Flag(help: "Run the one-core firmware benchmark instead.") var oneCore = false
-    @Option(help: "Image size for --one-core, in MiB.") var imageMiB = 1024
+    @Option(name: .customLong("image-mib"), help: "Image size for --one-core, in MiB.") var imageMiB = 1024
+    @Option(help: .hidden) var fsyncProbe: String?
 
     func run() async throws {
+        if let fsyncProbe {  // the one-core run's physical limit, in a process pinned to CPU 0
+            let (idle, loaded) = FsyncProbe.run(imageMiB: imageMiB, directory: fsyncProbe)
+            print(JSONValue.object(["idle": .array(idle.map(JSONValue.double)), "loaded": .array(loaded.map(JSONValue.double))]).encodedString())
+            return
+        }
         let directory = binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         if oneCore {
             // The agent alone on CPU 0: the bench and the sandbox keep to CPU 1.

@@ -330,6 +330,22 @@ extension Bench {
         row("one core: c8y_Message idle p50 / p99 (\(idle.count))", "\(f(median(idle))) / \(f(percentile(idle, 0.99))) ms")
         row("one core: c8y_Message during the firmware p50 / p99 (\(loaded.count))", "\(f(median(loaded))) / \(f(percentile(loaded, 0.99))) ms",
             limit: "3 × idle p99 = " + f(3 * percentile(idle, 0.99)) + " ms", ratio: ratio(percentile(loaded, 0.99), percentile(idle, 0.99)))
+        // The disk's own figure: one append+fsync idle and while an image is written as the agent writes it.
+        let probe = (try? JSONValue.parse(capture(["/usr/bin/taskset", "-c", "0", CommandLine.arguments[0], "--fsync-probe", work,
+                                                   "--image-mib", "\(imageMiB)"]))) ?? .null
+        let fsyncIdle = (probe["idle"]?.arrayValue ?? []).compactMap(\.doubleValue).sorted()
+        let fsyncLoaded = (probe["loaded"]?.arrayValue ?? []).compactMap(\.doubleValue).sorted()
+        if !fsyncIdle.isEmpty, !fsyncLoaded.isEmpty {
+            row("one core, the disk: append+fsync idle p50 / p99 (\(fsyncIdle.count))",
+                "\(f(median(fsyncIdle))) / \(f(percentile(fsyncIdle, 0.99))) ms")
+            row("one core, the disk: append+fsync while an image is written p50 / p99 (\(fsyncLoaded.count))",
+                "\(f(median(fsyncLoaded))) / \(f(percentile(fsyncLoaded, 0.99))) ms",
+                ratio: ratio(percentile(fsyncLoaded, 0.99), percentile(fsyncIdle, 0.99)))
+            figures["oneCoreDisk"] = ["idleP99": .double(percentile(fsyncIdle, 0.99)), "loadedP99": .double(percentile(fsyncLoaded, 0.99))]
+        }
+        let target = 3 * percentile(idle, 0.99)
+        row("one core: during the firmware p90 / max, and how many over 3 × idle p99",
+            "\(f(percentile(loaded, 0.9))) / \(f(loaded.max() ?? 0)) ms, \(loaded.filter { $0 > target }.count) of \(loaded.count)")
         figures["oneCore"] = ["imageMiB": .int(Int64(imageMiB)), "firmwareStatus": .string(firmwareSpan.status),
                               "idleP50": .double(median(idle)), "idleP99": .double(percentile(idle, 0.99)),
                               "loadedP50": .double(median(loaded)), "loadedP99": .double(percentile(loaded, 0.99)),

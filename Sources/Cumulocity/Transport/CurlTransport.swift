@@ -204,13 +204,19 @@ public final class CurlTransport: Sendable {
 }
 
 /// Where a download's body goes: a file descriptor, written from `offset`, at most `maxBytes` in all.
-struct FileSink: Sendable {
+package struct FileSink: Sendable {
     let fd: Int32
-    var offset: Int64
+    package var offset: Int64
     let maxBytes: Int64
     var started = false
     /// Where the writeback of the file has been started up to (see ``writeBehind()``).
     var writebackStarted: Int64 = -1
+
+    package init(fd: Int32, offset: Int64, maxBytes: Int64) {
+        self.fd = fd
+        self.offset = offset
+        self.maxBytes = maxBytes
+    }
 
     /// The window of write-behind: dirty pages of a download are written back in pieces of this size.
     static let window: Int64 = 8 << 20
@@ -220,7 +226,7 @@ struct FileSink: Sendable {
     /// windows of dirty pages: the final fsync is short, an fsync of another file (the journal) does
     /// not wait behind a gigabyte of writeback, and the image does not push the device's memory out.
     /// Runs on the bulk transport's thread; a failure only loses the optimisation.
-    mutating func writeBehind() {
+    package mutating func writeBehind() {
         if writebackStarted < 0 { writebackStarted = offset - offset % Self.window }
         while offset - writebackStarted >= Self.window {
             let start = writebackStarted

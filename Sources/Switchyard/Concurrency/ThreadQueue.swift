@@ -1,3 +1,4 @@
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -21,8 +22,13 @@ final class ThreadQueue: @unchecked Sendable {
     /// ``finish()`` was called: the threads end once the queue is empty.
     private var finishing = false
 
+    /// The nice value of the threads (0: as the process; 10: background work that must not take the
+    /// CPU from the agent's other threads on a one-core device).
+    private let nice: Int32
+
     /// Starts `threads` threads (unnamed: Glibc's module map does not export pthread_setname_np).
-    init(threads: Int) {
+    init(threads: Int, nice: Int32 = 0) {
+        self.nice = nice
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for _ in 0..<threads {
@@ -31,6 +37,8 @@ final class ThreadQueue: @unchecked Sendable {
             let started = pthread_create(&thread, nil, { context in
                 guard let context else { return nil }
                 let queue = Unmanaged<ThreadQueue>.fromOpaque(context).takeRetainedValue()
+                // Per thread on Linux: the nice value of this thread only.
+                if queue.nice != 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(sy_gettid()), queue.nice) }
                 queue.work()
                 return nil
             }, box.toOpaque())
@@ -105,9 +113,10 @@ public final class StorageThread: Sendable {
 }
 
 /// Two threads for long blocking calls (hashing an image, a large copy) that would otherwise hold a
-/// thread of the cooperative pool for seconds.
+/// thread of the cooperative pool for seconds; at nice 10, so that on one CPU they yield to the
+/// agent's other threads.
 enum BlockingPool {
-    private static let queue = ThreadQueue(threads: 2)
+    private static let queue = ThreadQueue(threads: 2, nice: 10)
 
     /// Runs `body` on a blocking-pool thread and returns its result to the caller's executor.
     static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {

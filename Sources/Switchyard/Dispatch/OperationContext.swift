@@ -51,7 +51,9 @@ struct OperationContext: HandlerContext {
     func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
 
     func saveState(_ value: String, forKey key: String) async throws {
-        try FileSystem.writeAtomically(statePath(key), Array(value.utf8), mode: 0o600)
+        // Synced, off the cooperative pool: on a busy disk an fsync can take a tenth of a second.
+        let path = statePath(key)
+        try await BlockingPool.run { () throws(FileSystemError) in try FileSystem.writeAtomically(path, Array(value.utf8), mode: 0o600) }
     }
 
     func loadState(forKey key: String) async -> String? {

@@ -55,7 +55,8 @@ public actor StateDiskWatch {
         await send(raise: true)
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
-            if writable() { break }
+            let directory = directory
+            if await BlockingPool.run({ Self.writable(directory) }) { break }
         }
         guard !Task.isCancelled else { return }
         logger.notice("the state directory takes writes again", metadata: ["directory": "\(directory)"])
@@ -65,7 +66,7 @@ public actor StateDiskWatch {
     }
 
     /// Writes, syncs and removes a small file: what every journal append needs.
-    private nonisolated func writable() -> Bool {
+    private static func writable(_ directory: String) -> Bool {
         let path = directory + "/.space-probe"
         defer { unlink(path) }
         do {
