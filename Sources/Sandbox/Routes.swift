@@ -8,15 +8,6 @@ import NIOCore
 struct Routes: Sendable {
     let tenant: Tenant
 
-    /// One page of a collection as the platform pages it (`pageSize`, default 5, at most 2000;
-    /// `currentPage` from 1), with its `statistics`.
-    static func page(_ all: [JSONValue], named name: String, _ query: Parameters) -> JSONValue {
-        let pageSize = max(1, min(2000, query.get("pageSize").flatMap { Int($0) } ?? 5))
-        let page = max(1, query.get("currentPage").flatMap { Int($0) } ?? 1)
-        let slice = Array(all.dropFirst((page - 1) * pageSize).prefix(pageSize))
-        return [name: .array(slice), "statistics": ["currentPage": .int(Int64(page)), "pageSize": .int(Int64(pageSize))]]
-    }
-
     static func json(_ value: JSONValue, status: Int = 200, type: String = "application/json") -> Response {
         Response(status: .init(code: status), headers: [.contentType: type],
                  body: .init(byteBuffer: ByteBuffer(bytes: withLoneSurrogates(value.encoded()))))
@@ -68,6 +59,7 @@ struct Routes: Sendable {
     func register(on router: Router<SandboxContext>) {
         let tenant = self.tenant
         registerAuthentication(on: router)
+        registerQueries(on: router)
         // Identity
         router.get("/identity/externalIds/{type}/{value}") { _, context -> Response in
             let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""
@@ -188,7 +180,8 @@ struct Routes: Sendable {
         router.get("/devicecontrol/operations") { request, _ -> Response in
             let query = request.uri.queryParameters
             let all = await tenant.queryOperations(agentID: query.get("agentId"), deviceID: query.get("deviceId"), status: query.get("status"))
-            return Self.json(Self.page(all, named: "operations", query), type: "application/vnd.com.nsn.cumulocity.operationcollection+json")
+            return Self.json(Self.collection(all, named: "operations", query, path: "/devicecontrol/operations"),
+                             type: "application/vnd.com.nsn.cumulocity.operationcollection+json")
         }
         router.post("/devicecontrol/operations") { request, _ -> Response in
             guard let body = try await Self.object(request) else { return Self.badBody }
@@ -227,8 +220,11 @@ struct Routes: Sendable {
         }
         router.get("/alarm/alarms") { request, _ -> Response in
             let query = request.uri.queryParameters
-            let alarms = await tenant.alarmList(source: query.get("source"), status: query.get("status"), type: query.get("type"))
-            return Self.json(Self.page(alarms, named: "alarms", query), type: "application/vnd.com.nsn.cumulocity.alarmcollection+json")
+            let severity = query.get("severity")
+            let alarms = Self.filtered(await tenant.alarmList(status: query.get("status")), query)
+                .filter { severity == nil || $0["severity"]?.stringValue == severity }
+            return Self.json(Self.collection(alarms, named: "alarms", query, path: "/alarm/alarms"),
+                             type: "application/vnd.com.nsn.cumulocity.alarmcollection+json")
         }
         router.put("/alarm/alarms/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""

@@ -91,4 +91,18 @@ extension Tenant {
         if password == settings.password && [settings.tenantID + "/" + settings.username, settings.username].contains(user) { return true }
         return deviceUsers[user] == password
     }
+
+    /// Every managed object, oldest first.
+    func managedObjectList() -> [JSONValue] {
+        managedObjects.values.sorted { (Int($0["id"]?.idValue ?? "") ?? 0) < (Int($1["id"]?.idValue ?? "") ?? 0) }
+    }
+
+    /// The external ids bound to a managed object.
+    func externalIDs(of id: String) -> [(type: String, value: String)] {
+        externalIDs.filter { $0.value == id }.keys.sorted().compactMap { key in
+            guard let slash = key.firstIndex(of: "/") else { return nil }
+            return (String(key[..<slash]), String(key[key.index(after: slash)...]))
+        }
+    }
+
 }

@@ -59,4 +59,15 @@ extension Tenant {
         alarms[id] = updated
         return updated
     }
+
+    /// One measurement, event or alarm by id.
+    func document(kind: String, id: String) -> JSONValue? {
+        switch kind {
+        case "measurement": measurements.first { $0["id"]?.idValue == id }
+        case "event": events.first { $0["id"]?.idValue == id }
+        case "alarm": alarms[id]
+        default: nil
+        }
+    }
+
 }

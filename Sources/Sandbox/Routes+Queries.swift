@@ -1,0 +1,108 @@
+import FoundationEssentials
+import HTTPTypes
+import Hummingbird
+import JSONSupport
+
+/// Reading the tenant back as a platform user does: collections with the platform's filters and
+/// paging, single resources by id, the current tenant and user. Shapes follow the OpenAPI
+/// description (`../shared/reference/c8y-oas.yml`); unknown query parameters are ignored, as the
+/// platform ignores them.
+extension Routes {
+    /// A collection's page as the platform answers it: `pageSize` (default 5, at most 2000),
+    /// `currentPage` (from 1), and in `statistics` the page's numbers, plus `totalPages` with
+    /// `withTotalPages=true` and `totalElements` with `withTotalElements=true`.
+    static func collection(_ all: [JSONValue], named name: String, _ query: Parameters, path: String) -> JSONValue {
+        let pageSize = max(1, min(2000, query.get("pageSize").flatMap { Int($0) } ?? 5))
+        let page = max(1, query.get("currentPage").flatMap { Int($0) } ?? 1)
+        let slice = Array(all.dropFirst((page - 1) * pageSize).prefix(pageSize))
+        var statistics: [String: JSONValue] = ["currentPage": .int(Int64(page)), "pageSize": .int(Int64(pageSize))]
+        if query.get("withTotalPages") == "true" { statistics["totalPages"] = .int(Int64((all.count + pageSize - 1) / pageSize)) }
+        if query.get("withTotalElements") == "true" { statistics["totalElements"] = .int(Int64(all.count)) }
+        var answer: [String: JSONValue] = [name: .array(slice), "statistics": .object(statistics), "self": .string(path)]
+        if slice.count == pageSize { answer["next"] = .string(path + "?pageSize=\(pageSize)&currentPage=\(page + 1)") }
+        if page > 1 { answer["prev"] = .string(path + "?pageSize=\(pageSize)&currentPage=\(page - 1)") }
+        return .object(answer)
+    }
+
+    /// The documents of a measurement, event or alarm collection that match `source`, `type`,
+    /// `dateFrom` and `dateTo` (on `time`, ISO 8601; a date alone is its midnight), newest first
+    /// unless `revert=true`.
+    static func filtered(_ all: [JSONValue], _ query: Parameters) -> [JSONValue] {
+        let source = query.get("source"), type = query.get("type")
+        let from = query.get("dateFrom"), to = query.get("dateTo")
+        let matching = all.filter { document in
+            let time = document["time"]?.stringValue ?? ""
+            return (source == nil || document["source"]?["id"]?.idValue == source)
+                && (type == nil || document["type"]?.stringValue == type)
+                && (from.map { time >= $0 } ?? true)
+                && (to.map { time < $0 } ?? true)
+        }
+        return query.get("revert") == "true" ? matching : matching.reversed()
+    }
+
+    func registerQueries(on router: Router<SandboxContext>) {
+        let tenant = self.tenant
+        router.get("/inventory/managedObjects") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let ids = query.get("ids").map { Set($0.split(separator: ",").map(String.init)) }
+            let fragment = query.get("fragmentType"), type = query.get("type"), text = query.get("text")?.lowercased()
+            let objects = await tenant.managedObjectList().filter { object in
+                (ids.map { object["id"]?.idValue.map($0.contains) ?? false } ?? true)
+                    && (fragment.map { object[$0] != nil } ?? true)
+                    && (type.map { object["type"]?.stringValue == $0 } ?? true)
+                    && (text.map { object.encodedString().lowercased().contains($0) } ?? true)
+            }
+            return Self.json(Self.collection(objects, named: "managedObjects", query, path: "/inventory/managedObjects"),
+                             type: "application/vnd.com.nsn.cumulocity.managedobjectcollection+json")
+        }
+        router.get("/identity/globalIds/{id}/externalIds") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard await tenant.managedObject(id) != nil else { return Self.error(404, "inventory/Not Found", "Managed object \(id) not found") }
+            let externalIds = await tenant.externalIDs(of: id).map { entry -> JSONValue in
+                ["externalId": .string(entry.value), "type": .string(entry.type), "managedObject": ["id": .string(id)]]
+            }
+            return Self.json(["externalIds": .array(externalIds), "self": .string("/identity/globalIds/\(id)/externalIds")],
+                             type: "application/vnd.com.nsn.cumulocity.externalidcollection+json")
+        }
+        router.get("/measurement/measurements") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            return Self.json(Self.collection(Self.filtered(await tenant.measurementList(), query), named: "measurements", query,
+                                             path: "/measurement/measurements"),
+                             type: "application/vnd.com.nsn.cumulocity.measurementcollection+json")
+        }
+        router.get("/event/events") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            return Self.json(Self.collection(Self.filtered(await tenant.eventList(), query), named: "events", query, path: "/event/events"),
+                             type: "application/vnd.com.nsn.cumulocity.eventcollection+json")
+        }
+        for (path, kind, type) in [("/measurement/measurements/{id}", "measurement", "measurement"),
+                                   ("/event/events/{id}", "event", "event"), ("/alarm/alarms/{id}", "alarm", "alarm")] {
+            router.get(RouterPath(path)) { _, context -> Response in
+                let id = context.parameters.get("id") ?? ""
+                guard let document = await tenant.document(kind: kind, id: id) else {
+                    return Self.error(404, "\(kind)/Not Found", "Finding \(kind) from database failed : No \(kind) for gid '\(id)'!")
+                }
+                return Self.json(document, type: "application/vnd.com.nsn.cumulocity.\(type)+json")
+            }
+        }
+        router.get("/tenant/currentTenant") { _, _ -> Response in
+            Self.json(["name": .string(tenant.settings.tenantID), "domainName": "localhost", "allowCreateTenants": false,
+                       "self": "/tenant/currentTenant"],
+                      type: "application/vnd.com.nsn.cumulocity.currenttenant+json")
+        }
+        router.get("/user/currentUser") { request, _ -> Response in
+            let name = Self.basicUser(request) ?? tenant.settings.username
+            return Self.json(["id": .string(name), "userName": .string(name), "self": "/user/currentUser",
+                              "effectiveRoles": [], "shouldResetPassword": false],
+                             type: "application/vnd.com.nsn.cumulocity.currentuser+json")
+        }
+    }
+
+    /// The user of a Basic `Authorization` header, without its tenant prefix.
+    static func basicUser(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+              let decoded = Data(base64Encoded: String(header.dropFirst(6))) else { return nil }
+        let user = String(decoding: decoded, as: UTF8.self).split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+        return user.split(separator: "/").last.map(String.init)
+    }
+}

@@ -1,0 +1,80 @@
+import Cumulocity
+import Foundation
+import JSONSupport
+import Logging
+import Sandbox
+import Testing
+
+/// The sandbox read back as a platform user reads a tenant: collections with filters, paging and
+/// totals, resources by id, the current tenant and user (issue 12, §1 in part).
+struct SandboxQueryTests {
+    func withSandbox(_ body: (PlatformClient, SandboxServer) async throws -> Void) async throws {
+        let server = try await SandboxServer.start(logger: Logger(label: "sandbox", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let transport = try CurlTransport()
+        let settings = server.tenant.settings
+        let client = PlatformClient(baseURL: server.url, transport: transport,
+                                    credentials: BasicCredentials(tenant: settings.tenantID, username: settings.username,
+                                                                  password: settings.password))
+        do {
+            try await body(client, server)
+        } catch {
+            transport.shutdown()
+            await server.stop()
+            throw error
+        }
+        transport.shutdown()
+        await server.stop()
+    }
+
+    func get(_ client: PlatformClient, _ path: String, _ query: [(String, String)] = []) async throws -> JSONValue {
+        try await client.send("GET", path, query: query, accept: MediaType.json).json ?? .null
+    }
+
+    @Test func collectionsFilterPageAndCount() async throws {
+        try await withSandbox { client, _ in
+            let device = try await client.createManagedObject(["name": "d", "c8y_IsDevice": [:], "type": "acme_Gateway"])["id"]?.idValue ?? ""
+            _ = try await client.createManagedObject(["name": "other"])
+            for day in 1...7 {
+                _ = try await client.send("POST", "/event/events", body: ["source": ["id": .string(device)], "type": day % 2 == 0 ? "even" : "odd",
+                                                                          "text": .string("day \(day)"), "time": .string("2026-11-0\(day)T12:00:00.000Z")],
+                                          accept: MediaType.event)
+            }
+            let devices = try await get(client, "/inventory/managedObjects", [("fragmentType", "c8y_IsDevice"), ("withTotalElements", "true")])
+            #expect(devices["managedObjects"]?.arrayValue?.map { $0["id"]?.idValue } == [device])
+            #expect(devices["statistics"]?["totalElements"] == 1)
+            #expect(try await get(client, "/inventory/managedObjects", [("type", "acme_Gateway")])["managedObjects"]?.arrayValue?.count == 1)
+            #expect(try await get(client, "/inventory/managedObjects", [("text", "OTHER")])["managedObjects"]?.arrayValue?.count == 1)
+
+            // Newest first by default; pages of two; totals on request; a date range; revert.
+            let first = try await get(client, "/event/events", [("source", device), ("pageSize", "2"), ("withTotalPages", "true")])
+            #expect(first["events"]?.arrayValue?.map { $0["text"]?.stringValue } == ["day 7", "day 6"])
+            #expect(first["statistics"]?["totalPages"] == 4)
+            let last = try await get(client, "/event/events", [("source", device), ("pageSize", "2"), ("currentPage", "4")])
+            #expect(last["events"]?.arrayValue?.map { $0["text"]?.stringValue } == ["day 1"])
+            #expect(try await get(client, "/event/events", [("source", device), ("currentPage", "5"), ("pageSize", "2")])["events"]?.arrayValue?.isEmpty == true)
+            let range = try await get(client, "/event/events", [("dateFrom", "2026-11-03"), ("dateTo", "2026-11-05"), ("revert", "true"),
+                                                                ("type", "odd"), ("unknownParameter", "ignored")])
+            #expect(range["events"]?.arrayValue?.map { $0["text"]?.stringValue } == ["day 3"])
+        }
+    }
+
+    @Test func resourcesByIdAndWhoIsAsking() async throws {
+        try await withSandbox { client, server in
+            let device = try await client.createManagedObject(["name": "d", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            try await client.registerExternalID(type: "c8y_Serial", externalId: "gw-1", managedObjectID: device)
+            let ids = try await get(client, "/identity/globalIds/\(device)/externalIds")
+            #expect(ids["externalIds"]?.arrayValue?.first?["externalId"] == "gw-1")
+            let alarm = try await client.createAlarm(["source": ["id": .string(device)], "type": "acme_A", "severity": "MAJOR", "text": "t",
+                                                      "time": "2026-11-01T00:00:00.000Z"])
+            let id = try #require(alarm["id"]?.idValue)
+            #expect(try await get(client, "/alarm/alarms/\(id)")["type"] == "acme_A")
+            #expect(try await get(client, "/alarm/alarms", [("severity", "MAJOR")])["alarms"]?.arrayValue?.count == 1)
+            #expect(try await get(client, "/alarm/alarms", [("severity", "MINOR")])["alarms"]?.arrayValue?.isEmpty == true)
+            await #expect { _ = try await get(client, "/event/events/nope") } throws: { error in
+                (error as? PlatformError)?.status == 404 && (error as? PlatformError)?.bodyExcerpt.contains("\"error\":\"event/Not Found\"") == true
+            }
+            #expect(try await get(client, "/tenant/currentTenant")["name"] == .string(server.tenant.settings.tenantID))
+            #expect(try await get(client, "/user/currentUser")["userName"] == .string(server.tenant.settings.username))
+        }
+    }
+}
