@@ -98,11 +98,26 @@ extension Routes {
         }
     }
 
+    /// The user (with its tenant prefix, if any) and password of a Basic `Authorization` header.
+    static func basicCredentials(_ request: Request) -> (user: String, password: String)? {
+        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+              let decoded = Data(base64Encoded: String(header.dropFirst(6))),
+              let separator = decoded.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        return (String(decoding: decoded[..<separator], as: UTF8.self), String(decoding: decoded[(separator + 1)...], as: UTF8.self))
+    }
+
     /// The user of a Basic `Authorization` header, without its tenant prefix.
     static func basicUser(_ request: Request) -> String? {
-        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
-              let decoded = Data(base64Encoded: String(header.dropFirst(6))) else { return nil }
-        let user = String(decoding: decoded, as: UTF8.self).split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
-        return user.split(separator: "/").last.map(String.init)
+        basicCredentials(request)?.user.split(separator: "/").last.map(String.init)
+    }
+
+    /// The operations a query selects beyond device, agent and status: `fragmentType`, and
+    /// `dateFrom`/`dateTo` on `creationTime`.
+    static func operationFilter(_ query: Parameters) -> @Sendable (JSONValue) -> Bool {
+        let fragment = query.get("fragmentType"), from = query.get("dateFrom"), to = query.get("dateTo")
+        return { operation in
+            let created = operation["creationTime"]?.stringValue ?? ""
+            return (fragment.map { operation[$0] != nil } ?? true) && (from.map { created >= $0 } ?? true) && (to.map { created < $0 } ?? true)
+        }
     }
 }

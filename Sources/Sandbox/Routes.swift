@@ -91,6 +91,11 @@ struct Routes: Sendable {
             }
             return Self.json(object, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
         }
+        router.delete("/inventory/managedObjects/{id}") { _, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard await tenant.deleteManagedObject(id) else { return Self.error(404, "inventory/Not Found", "Managed object \(id) not found") }
+            return Response(status: .noContent)
+        }
         router.put("/inventory/managedObjects/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
             guard let body = try await Self.object(request) else { return Self.badBody }
@@ -180,8 +185,19 @@ struct Routes: Sendable {
         router.get("/devicecontrol/operations") { request, _ -> Response in
             let query = request.uri.queryParameters
             let all = await tenant.queryOperations(agentID: query.get("agentId"), deviceID: query.get("deviceId"), status: query.get("status"))
-            return Self.json(Self.collection(all, named: "operations", query, path: "/devicecontrol/operations"),
+                .filter(Self.operationFilter(query))
+            // Oldest first; newest first with revert=true (the platform's order for operations).
+            return Self.json(Self.collection(query.get("revert") == "true" ? all.reversed() : all, named: "operations", query,
+                                             path: "/devicecontrol/operations"),
                              type: "application/vnd.com.nsn.cumulocity.operationcollection+json")
+        }
+        router.delete("/devicecontrol/operations") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let wanted = Set(await tenant.queryOperations(agentID: query.get("agentId"), deviceID: query.get("deviceId"),
+                                                         status: query.get("status")).filter(Self.operationFilter(query))
+                .compactMap { $0["id"]?.idValue })
+            _ = await tenant.deleteOperations { $0["id"]?.idValue.map(wanted.contains) ?? false }
+            return Response(status: .noContent)
         }
         router.post("/devicecontrol/operations") { request, _ -> Response in
             guard let body = try await Self.object(request) else { return Self.badBody }
@@ -198,7 +214,8 @@ struct Routes: Sendable {
         router.put("/devicecontrol/operations/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
             guard let body = try await Self.object(request) else { return Self.badBody }
-            switch await tenant.updateOperation(id, body) {
+            let platformUser = Self.basicCredentials(request).map { tenant.isPlatformUser($0.user, password: $0.password) } ?? false
+            switch await tenant.updateOperation(id, body, byPlatformUser: platformUser) {
             case .notFound: return Self.error(404, "devicecontrol/Not Found", "Operation \(id) not found")
             case .rejected(let why): return Self.error(422, "devicecontrol/Invalid status transition", why)
             case .updated(let operation):

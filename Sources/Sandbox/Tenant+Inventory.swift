@@ -89,6 +89,7 @@ extension Tenant {
                 && [settings.bootstrapTenantID + "/" + settings.bootstrapUsername, settings.bootstrapUsername].contains(user)
         }
         if password == settings.password && [settings.tenantID + "/" + settings.username, settings.username].contains(user) { return true }
+        if isPlatformUser(user, password: password) { return true }
         return deviceUsers[user] == password
     }
 
@@ -103,6 +104,20 @@ extension Tenant {
             guard let slash = key.firstIndex(of: "/") else { return nil }
             return (String(key[..<slash]), String(key[key.index(after: slash)...]))
         }
+    }
+
+
+    /// Whether these are the platform user's credentials (`<tenant>/<user>` or `<user>`).
+    nonisolated func isPlatformUser(_ user: String, password: String) -> Bool {
+        password == settings.platformPassword
+            && [settings.tenantID + "/" + settings.platformUsername, settings.platformUsername].contains(user)
+    }
+
+    /// Removes a managed object and its external ids; whether it existed.
+    func deleteManagedObject(_ id: String) -> Bool {
+        guard managedObjects.removeValue(forKey: id) != nil else { return false }
+        externalIDs = externalIDs.filter { $0.value != id }
+        return true
     }
 
 }

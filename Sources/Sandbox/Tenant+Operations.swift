@@ -56,14 +56,17 @@ extension Tenant {
 
     static let transitions: [String: Set<String>] = ["PENDING": ["EXECUTING"], "EXECUTING": ["SUCCESSFUL", "FAILED"]]
 
-    func updateOperation(_ id: String, _ body: JSONValue) -> UpdateResult {
+    /// Applies a status update. A platform user may also cancel a PENDING operation (PENDING →
+    /// FAILED with a `failureReason`), as the platform allows; a device may not.
+    func updateOperation(_ id: String, _ body: JSONValue, byPlatformUser: Bool = false) -> UpdateResult {
         guard let current = operations[id] else { return .notFound }
         var changes = body.objectValue ?? [:]
         changes["id"] = nil
         changes["deviceId"] = nil
         if let next = changes["status"]?.stringValue {
             let from = current["status"]?.stringValue ?? "PENDING"
-            guard Self.transitions[from]?.contains(next) == true else {
+            let cancel = byPlatformUser && from == "PENDING" && next == "FAILED"
+            guard cancel || Self.transitions[from]?.contains(next) == true else {
                 return .rejected("status cannot change from \(from) to \(next)")
             }
             var entry: [String: JSONValue] = ["status": .string(next), "time": .string(Self.now())]
@@ -75,4 +78,13 @@ extension Tenant {
         if let next = changes["status"]?.stringValue { recordStatus(id, next) }
         return .updated(updated)
     }
+
+    /// Removes the operations that match (`DELETE /devicecontrol/operations`); how many went.
+    func deleteOperations(matching keep: (JSONValue) -> Bool) -> Int {
+        let gone = operationOrder.filter { operations[$0].map(keep) ?? false }
+        for id in gone { operations[id] = nil }
+        operationOrder.removeAll { operations[$0] == nil }
+        return gone.count
+    }
+
 }

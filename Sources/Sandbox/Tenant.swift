@@ -9,6 +9,10 @@ public actor Tenant {
         public var tenantID = "t100"
         public var username = "device"
         public var password = "device-secret"
+        /// The platform user (full access, as an operator or an application): creates and cancels
+        /// operations, reads everything back.
+        public var platformUsername = "admin"
+        public var platformPassword = "admin-secret"
         /// How long a Bayeux connect is held open when nothing arrives.
         public var holdTime: Duration = .seconds(30)
         /// How long undelivered notifications are kept for a client that is not connected (the platform: 10 s).

@@ -25,12 +25,16 @@ struct TenantOptions: ParsableArguments {
     @Option(help: "Tenant id the sandbox accepts.") var tenant = "t100"
     @Option(help: "Device user name the sandbox accepts.") var username = "device"
     @Option(help: "Device password the sandbox accepts.") var password = "device-secret"
+    @Option(help: "The platform user (full access: create and cancel operations, read everything).") var platformUser = "admin"
+    @Option(help: "The platform user's password.") var platformPassword = "admin-secret"
 
     var settings: Tenant.Settings {
         var settings = Tenant.Settings()
         settings.tenantID = tenant
         settings.username = username
         settings.password = password
+        settings.platformUsername = platformUser
+        settings.platformPassword = platformPassword
         return settings
     }
 }
@@ -69,6 +73,7 @@ struct Serve: AsyncParsableCommand {
         if latency > 0 { await server.tenant.setAnswerLatency(.milliseconds(latency)) }
         print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))"
               + (latency > 0 ? "; every answer \(latency) ms late" : ""))
+        print("platform user: \(tenant.tenant)/\(tenant.platformUser), password \(tenant.platformPassword) (a local sandbox's, not a secret)")
         if let mtls = server.mtlsURL {
             print("mTLS (device certificates, OAuth2) at \(mtls); tokens live \(tokenLifetime) s")
             print("point an agent at it: SWITCHYARD_C8Y_URL=\(server.url) SWITCHYARD_C8Y_MTLS_URL=\(mtls) SWITCHYARD_AUTH_MODE=certificate SWITCHYARD_AUTH_CA=… SWITCHYARD_AUTH_CERTIFICATE_CERT=… SWITCHYARD_AUTH_CERTIFICATE_KEY=…")

@@ -77,4 +77,35 @@ struct SandboxQueryTests {
             #expect(try await get(client, "/user/currentUser")["userName"] == .string(server.tenant.settings.username))
         }
     }
+
+    /// The platform user may cancel a PENDING operation (PENDING → FAILED); a device may not.
+    /// Operations are selected by fragment and dates, oldest first unless revert, and deleted by filter.
+    @Test func operatorsCancelSelectAndDeleteOperations() async throws {
+        try await withSandbox { device, server in
+            let settings = server.tenant.settings
+            let platform = PlatformClient(baseURL: server.url, transport: device.transport,
+                                          credentials: BasicCredentials(tenant: settings.tenantID, username: settings.platformUsername,
+                                                                        password: settings.platformPassword))
+            let target = try await platform.createManagedObject(["name": "d", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            var ids: [String] = []
+            for fragment in ["c8y_Restart", "c8y_Message", "acme_Custom"] {
+                ids.append(try await platform.createOperation(["deviceId": .string(target), fragment: [:]])["id"]?.idValue ?? "")
+            }
+            await #expect { _ = try await device.send("PUT", "/devicecontrol/operations/\(ids[0])", body: ["status": "FAILED"], accept: MediaType.operation) }
+                throws: { ($0 as? PlatformError)?.status == 422 }
+            let cancelled = try await platform.send("PUT", "/devicecontrol/operations/\(ids[0])",
+                                                    body: ["status": "FAILED", "failureReason": "cancelled by the operator"], accept: MediaType.operation).json
+            #expect(cancelled?["status"] == "FAILED")
+            let messages = try await get(platform, "/devicecontrol/operations", [("deviceId", target), ("fragmentType", "c8y_Message")])
+            #expect(messages["operations"]?.arrayValue?.map { $0["id"]?.idValue } == [ids[1]])
+            let newestFirst = try await get(platform, "/devicecontrol/operations", [("deviceId", target), ("revert", "true"), ("withTotalElements", "true")])
+            #expect(newestFirst["operations"]?.arrayValue?.map { $0["id"]?.idValue } == ids.reversed())
+            #expect(newestFirst["statistics"]?["totalElements"] == 3)
+            _ = try await platform.send("DELETE", "/devicecontrol/operations", query: [("deviceId", target), ("status", "PENDING")], accept: MediaType.json)
+            #expect(try await get(platform, "/devicecontrol/operations", [("deviceId", target)])["operations"]?.arrayValue?.map { $0["id"]?.idValue } == [ids[0]])
+            _ = try await platform.send("DELETE", "/inventory/managedObjects/\(target)", accept: MediaType.json)
+            await #expect { _ = try await platform.managedObject(id: target) } throws: { ($0 as? PlatformError)?.status == 404 }
+        }
+    }
+
 }
