@@ -85,6 +85,74 @@ extension Routes {
                 return Self.json(document, type: "application/vnd.com.nsn.cumulocity.\(type)+json")
             }
         }
+        for kind in ["childDevices", "childAssets", "childAdditions"] {
+            router.get(RouterPath("/inventory/managedObjects/{id}/" + kind)) { request, context -> Response in
+                let id = context.parameters.get("id") ?? ""
+                guard let references = await tenant.children(of: id, kind: kind) else {
+                    return Self.error(404, "inventory/Not Found", "Managed object \(id) not found")
+                }
+                return Self.json(Self.collection(references, named: "references", request.uri.queryParameters,
+                                                 path: "/inventory/managedObjects/\(id)/\(kind)"),
+                                 type: "application/vnd.com.nsn.cumulocity.managedobjectreferencecollection+json")
+            }
+            router.delete(RouterPath("/inventory/managedObjects/{id}/\(kind)/{child}")) { _, context -> Response in
+                let id = context.parameters.get("id") ?? "", child = context.parameters.get("child") ?? ""
+                guard await tenant.removeChild(child, from: id, kind: kind) else {
+                    return Self.error(404, "inventory/Not Found", "Managed object \(id) has no reference to \(child)")
+                }
+                return Response(status: .noContent)
+            }
+        }
+        // childAssets and childAdditions are added like childDevices (POST of a reference).
+        for kind in ["childAssets", "childAdditions"] {
+            router.post(RouterPath("/inventory/managedObjects/{id}/" + kind)) { request, context -> Response in
+                let parent = context.parameters.get("id") ?? ""
+                guard let body = try await Self.object(request), let child = body["managedObject"]?["id"]?.idValue else { return Self.badBody }
+                guard await tenant.addChild(child, to: parent, kind: kind) else {
+                    return Self.error(404, "inventory/Not Found", "Managed object \(parent) or \(child) not found")
+                }
+                return Self.created(body, request, type: "application/vnd.com.nsn.cumulocity.managedobjectreference+json")
+            }
+        }
+        router.delete("/identity/externalIds/{type}/{value}") { _, context -> Response in
+            let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""
+            guard await tenant.deleteExternalID(type: type, value: value) else {
+                return Self.error(404, "identity/Not Found", "External id not found; external id = ID [type=\(type), value=\(value)]")
+            }
+            return Response(status: .noContent)
+        }
+        router.put("/event/events/{id}") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            guard let body = try await Self.object(request) else { return Self.badBody }
+            guard let updated = await tenant.updateEvent(id, body) else {
+                return Self.error(404, "event/Not Found", "Finding event from database failed : No event for gid '\(id)'!")
+            }
+            return Self.json(updated, type: "application/vnd.com.nsn.cumulocity.event+json")
+        }
+        for (path, kind) in [("/measurement/measurements/{id}", "measurement"), ("/event/events/{id}", "event")] {
+            router.delete(RouterPath(path)) { _, context -> Response in
+                let id = context.parameters.get("id") ?? ""
+                guard await tenant.deleteDocument(kind: kind, id: id) else {
+                    return Self.error(404, "\(kind)/Not Found", "Finding \(kind) from database failed : No \(kind) for gid '\(id)'!")
+                }
+                return Response(status: .noContent)
+            }
+        }
+        // Bulk status change; at least one query parameter (the platform refuses to update every alarm).
+        router.put("/alarm/alarms") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            guard let status = try await Self.object(request)?["status"]?.stringValue else { return Self.badBody }
+            let source = query.get("source"), current = query.get("status"), severity = query.get("severity")
+            guard source != nil || current != nil || severity != nil else {
+                return Self.error(422, "alarm/Invalid", "at least one query parameter is required")
+            }
+            _ = await tenant.updateAlarms(status: status) { alarm in
+                (source.map { alarm["source"]?["id"]?.idValue == $0 } ?? true)
+                    && (current.map { alarm["status"]?.stringValue == $0 } ?? true)
+                    && (severity.map { alarm["severity"]?.stringValue == $0 } ?? true)
+            }
+            return Response(status: .ok)
+        }
         router.get("/tenant/currentTenant") { _, _ -> Response in
             Self.json(["name": .string(tenant.settings.tenantID), "domainName": "localhost", "allowCreateTenants": false,
                        "self": "/tenant/currentTenant"],

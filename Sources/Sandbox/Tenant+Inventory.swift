@@ -50,15 +50,37 @@ extension Tenant {
     }
 
     /// Adds a child device reference to a parent; `false` when either does not exist.
-    func addChild(_ childID: String, to parentID: String) -> Bool {
+    func addChild(_ childID: String, to parentID: String, kind: String = "childDevices") -> Bool {
         guard var parent = managedObjects[parentID]?.objectValue, let child = managedObjects[childID] else { return false }
-        var references = parent["childDevices"]?["references"]?.arrayValue ?? []
+        var references = parent[kind]?["references"]?.arrayValue ?? []
         if !references.contains(where: { $0["managedObject"]?["id"]?.idValue == childID }) {
             references.append(["managedObject": ["id": .string(childID), "name": child["name"] ?? .null]])
         }
-        parent["childDevices"] = ["references": .array(references)]
+        parent[kind] = ["references": .array(references)]
         managedObjects[parentID] = .object(parent)
         return true
+    }
+
+    /// A parent's references of one kind (`childDevices`, `childAssets`, `childAdditions`); `nil` without the parent.
+    func children(of parentID: String, kind: String) -> [JSONValue]? {
+        guard let parent = managedObjects[parentID] else { return nil }
+        return parent[kind]?["references"]?.arrayValue ?? []
+    }
+
+    /// Removes a reference; whether it was there.
+    func removeChild(_ childID: String, from parentID: String, kind: String) -> Bool {
+        guard var parent = managedObjects[parentID]?.objectValue else { return false }
+        let references = parent[kind]?["references"]?.arrayValue ?? []
+        let kept = references.filter { $0["managedObject"]?["id"]?.idValue != childID }
+        guard kept.count < references.count else { return false }
+        parent[kind] = ["references": .array(kept)]
+        managedObjects[parentID] = .object(parent)
+        return true
+    }
+
+    /// Removes an external id; whether it existed.
+    func deleteExternalID(type: String, value: String) -> Bool {
+        externalIDs.removeValue(forKey: "\(type)/\(value)") != nil
     }
 
     // MARK: Device credentials (seed step 0)

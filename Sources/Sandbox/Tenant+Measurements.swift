@@ -70,4 +70,40 @@ extension Tenant {
         }
     }
 
+
+    /// Updates an event's mutable fields (`text`, custom fragments); `nil` when there is none with the id.
+    func updateEvent(_ id: String, _ body: JSONValue) -> JSONValue? {
+        guard let index = events.firstIndex(where: { $0["id"]?.idValue == id }) else { return nil }
+        var changes = body.objectValue ?? [:]
+        for key in ["id", "source", "type", "time", "creationTime"] { changes[key] = nil }
+        events[index] = events[index].merging(.object(changes))
+        return events[index]
+    }
+
+    /// Removes a measurement or an event; whether it existed.
+    func deleteDocument(kind: String, id: String) -> Bool {
+        switch kind {
+        case "measurement":
+            let before = measurements.count
+            measurements.removeAll { $0["id"]?.idValue == id }
+            return measurements.count < before
+        case "event":
+            let before = events.count
+            events.removeAll { $0["id"]?.idValue == id }
+            return events.count < before
+        default:
+            return false
+        }
+    }
+
+    /// Sets the status of every alarm `select` picks (`PUT /alarm/alarms`); how many changed.
+    func updateAlarms(status: String, where select: (JSONValue) -> Bool) -> Int {
+        var changed = 0
+        for id in alarmOrder where alarms[id].map(select) == true {
+            alarms[id] = alarms[id]?.merging(["status": .string(status)])
+            changed += 1
+        }
+        return changed
+    }
+
 }

@@ -108,4 +108,45 @@ struct SandboxQueryTests {
         }
     }
 
+
+    /// References, external ids, events and alarms change and go as the platform's API says.
+    @Test func referencesIdsEventsAndAlarmsChangeAndGo() async throws {
+        try await withSandbox { client, _ in
+            let parent = try await client.createManagedObject(["name": "gw", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            let child = try await client.createManagedObject(["name": "sensor", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            let asset = try await client.createManagedObject(["name": "room"])["id"]?.idValue ?? ""
+            try await client.addChildDevice(parentID: parent, childID: child)
+            _ = try await client.send("POST", "/inventory/managedObjects/\(asset)/childAssets", body: ["managedObject": ["id": .string(parent)]],
+                                      accept: MediaType.managedObjectReference)
+            #expect(try await get(client, "/inventory/managedObjects/\(parent)/childDevices")["references"]?.arrayValue?.first?["managedObject"]?["id"]?.idValue == child)
+            #expect(try await get(client, "/inventory/managedObjects/\(asset)/childAssets")["references"]?.arrayValue?.count == 1)
+            _ = try await client.send("DELETE", "/inventory/managedObjects/\(parent)/childDevices/\(child)", accept: MediaType.json)
+            #expect(try await get(client, "/inventory/managedObjects/\(parent)/childDevices")["references"]?.arrayValue?.isEmpty == true)
+
+            try await client.registerExternalID(type: "c8y_Serial", externalId: "gw-9", managedObjectID: parent)
+            _ = try await client.send("DELETE", "/identity/externalIds/c8y_Serial/gw-9", accept: MediaType.json)
+            #expect(try await client.managedObjectID(externalIdType: "c8y_Serial", externalId: "gw-9") == nil)
+
+            let event = try await client.send("POST", "/event/events", body: ["source": ["id": .string(parent)], "type": "acme_E", "text": "before",
+                                                                              "time": "2026-11-01T00:00:00.000Z"], accept: MediaType.event).json
+            let eventID = try #require(event?["id"]?.idValue)
+            _ = try await client.send("PUT", "/event/events/\(eventID)", body: ["text": "after", "type": "not changed"], accept: MediaType.event)
+            let changed = try await get(client, "/event/events/\(eventID)")
+            #expect(changed["text"] == "after" && changed["type"] == "acme_E")
+            _ = try await client.send("DELETE", "/event/events/\(eventID)", accept: MediaType.json)
+            await #expect { _ = try await get(client, "/event/events/\(eventID)") } throws: { ($0 as? PlatformError)?.status == 404 }
+
+            for type in ["acme_A", "acme_B"] {
+                _ = try await client.createAlarm(["source": ["id": .string(parent)], "type": .string(type), "severity": "MAJOR", "text": "t",
+                                                  "time": "2026-11-01T00:00:00.000Z"])
+            }
+            await #expect { _ = try await client.send("PUT", "/alarm/alarms", body: ["status": "CLEARED"], accept: MediaType.alarm) }
+                throws: { ($0 as? PlatformError)?.status == 422 }
+            _ = try await client.send("PUT", "/alarm/alarms", query: [("source", parent), ("status", "ACTIVE")], body: ["status": "CLEARED"],
+                                      accept: MediaType.alarm)
+            #expect(try await client.alarms(source: parent, status: "ACTIVE").isEmpty)
+            #expect(try await client.alarms(source: parent, status: "CLEARED").count == 2)
+        }
+    }
+
 }
