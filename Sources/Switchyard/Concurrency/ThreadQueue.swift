@@ -171,16 +171,37 @@ enum LogWriter {
     /// Returns once every append asked for before it is in its file (a caller that must not wait
     /// long bounds it with ``withTimeLimit(_:deadlines:onTimeout:_:)``).
     static func flush() async {
-        // Once: by the writer when it gets here, or at once when the task is cancelled.
-        let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
-        let resume: @Sendable () -> Void = { waiter.withLock { $0.take() }?.resume() }
+        // Resumed once: by the writer when it gets here, or at once when the task is cancelled. The
+        // waiter is an object: the writer may reach it after this call has returned.
+        let waiter = FlushWaiter()
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                waiter.withLock { $0 = continuation }
-                if Task.isCancelled { resume() } else { queue.submit(resume) }
+                waiter.set(continuation)
+                if Task.isCancelled { waiter.resume() } else { queue.submit { waiter.resume() } }
             }
         } onCancel: {
-            resume()
+            waiter.resume()
+        }
+    }
+
+    /// A continuation that is resumed at most once, by whichever side comes first.
+    private final class FlushWaiter: Sendable {
+        private let slot = Mutex<(continuation: CheckedContinuation<Void, Never>?, done: Bool)>((nil, false))
+
+        func set(_ continuation: CheckedContinuation<Void, Never>) {
+            let resumeNow = slot.withLock { state -> Bool in
+                if state.done { return true }
+                state.continuation = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+
+        func resume() {
+            slot.withLock { state -> CheckedContinuation<Void, Never>? in
+                state.done = true
+                return state.continuation.take()
+            }?.resume()
         }
     }
 }
