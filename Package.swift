@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
+        // The sandbox's multipart uploads (POST /inventory/binaries, event binaries), as the platform takes them.
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
     targets: [
         // System libraries, wrapped by tiny module maps (see each folder's shim header).
@@ -94,6 +96,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "MultipartKit", package: "multipart-kit"),
         ], swiftSettings: strict),
         .executableTarget(name: "switchyard-sandbox", dependencies: [
             "Sandbox", "Switchyard", "BuiltinHandlers", "Cumulocity",

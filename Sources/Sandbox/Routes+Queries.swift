@@ -158,13 +158,22 @@ extension Routes {
                        "self": "/tenant/currentTenant"],
                       type: "application/vnd.com.nsn.cumulocity.currenttenant+json")
         }
-        router.get("/user/currentUser") { request, _ -> Response in
-            let name = Self.basicUser(request) ?? tenant.settings.username
+        router.get("/user/currentUser") { _, context -> Response in
+            let name = context.principal.name ?? tenant.settings.username
+            let roles = (context.principal.isPlatform ? Self.platformRoles : Self.deviceRoles).map { role -> JSONValue in
+                ["id": .string(role), "name": .string(role)]
+            }
             return Self.json(["id": .string(name), "userName": .string(name), "self": "/user/currentUser",
-                              "effectiveRoles": [], "shouldResetPassword": false],
+                              "effectiveRoles": .array(roles), "shouldResetPassword": false],
                              type: "application/vnd.com.nsn.cumulocity.currentuser+json")
         }
     }
+
+    /// The roles `/user/currentUser` lists: what the sandbox lets each kind of user do.
+    static let deviceRoles = ["ROLE_INVENTORY_CREATE", "ROLE_INVENTORY_READ", "ROLE_IDENTITY_ADMIN", "ROLE_MEASUREMENT_ADMIN",
+                              "ROLE_EVENT_ADMIN", "ROLE_ALARM_ADMIN", "ROLE_DEVICE_CONTROL_ADMIN", "ROLE_BINARY_READ"]
+    static let platformRoles = ["ROLE_INVENTORY_ADMIN", "ROLE_IDENTITY_ADMIN", "ROLE_MEASUREMENT_ADMIN", "ROLE_EVENT_ADMIN",
+                                "ROLE_ALARM_ADMIN", "ROLE_DEVICE_CONTROL_ADMIN", "ROLE_BINARY_ADMIN", "ROLE_USER_MANAGEMENT_READ"]
 
     /// The user (with its tenant prefix, if any) and password of a Basic `Authorization` header.
     static func basicCredentials(_ request: Request) -> (user: String, password: String)? {
@@ -172,11 +181,6 @@ extension Routes {
               let decoded = Data(base64Encoded: String(header.dropFirst(6))),
               let separator = decoded.firstIndex(of: UInt8(ascii: ":")) else { return nil }
         return (String(decoding: decoded[..<separator], as: UTF8.self), String(decoding: decoded[(separator + 1)...], as: UTF8.self))
-    }
-
-    /// The user of a Basic `Authorization` header, without its tenant prefix.
-    static func basicUser(_ request: Request) -> String? {
-        basicCredentials(request)?.user.split(separator: "/").last.map(String.init)
     }
 
     /// The operations a query selects beyond device, agent and status: `fragmentType`, and

@@ -56,10 +56,19 @@ struct Routes: Sendable {
 
     static let badBody = error(422, "general/invalidBody", "the body is not a JSON object")
 
+    /// 403 when a device user would change or delete a managed object another user owns.
+    static func refusedChange(of id: String, by principal: Principal, tenant: Tenant) async -> Response? {
+        guard let object = await tenant.managedObject(id) else { return nil }  // the route answers 404
+        let owner = object["owner"]?.stringValue
+        guard !principal.mayModify(ownedBy: owner) else { return nil }
+        return error(403, "security/Forbidden", "Access is denied: managed object \(id) is owned by \(owner ?? "another user")")
+    }
+
     func register(on router: Router<SandboxContext>) {
         let tenant = self.tenant
         registerAuthentication(on: router)
         registerQueries(on: router)
+        registerBinaries(on: router)
         // Identity
         router.get("/identity/externalIds/{type}/{value}") { _, context -> Response in
             let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""
@@ -80,9 +89,10 @@ struct Routes: Sendable {
                                 request, type: "application/vnd.com.nsn.cumulocity.externalid+json")
         }
         // Inventory
-        router.post("/inventory/managedObjects") { request, _ -> Response in
+        router.post("/inventory/managedObjects") { request, context -> Response in
             guard let body = try await Self.object(request) else { return Self.badBody }
-            return Self.created(await tenant.createManagedObject(body), request, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
+            return Self.created(await tenant.createManagedObject(body, owner: context.principal.name), request,
+                                type: "application/vnd.com.nsn.cumulocity.managedobject+json")
         }
         router.get("/inventory/managedObjects/{id}") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
@@ -93,11 +103,13 @@ struct Routes: Sendable {
         }
         router.delete("/inventory/managedObjects/{id}") { _, context -> Response in
             let id = context.parameters.get("id") ?? ""
+            if let refused = await Self.refusedChange(of: id, by: context.principal, tenant: tenant) { return refused }
             guard await tenant.deleteManagedObject(id) else { return Self.error(404, "inventory/Not Found", "Managed object \(id) not found") }
             return Response(status: .noContent)
         }
         router.put("/inventory/managedObjects/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
+            if let refused = await Self.refusedChange(of: id, by: context.principal, tenant: tenant) { return refused }
             guard let body = try await Self.object(request) else { return Self.badBody }
             guard let updated = await tenant.updateManagedObject(id, body) else {
                 return Self.error(404, "inventory/Not Found", "Managed object \(id) not found")
@@ -111,64 +123,6 @@ struct Routes: Sendable {
                 return Self.error(404, "inventory/Not Found", "Managed object \(parent) or \(child) not found")
             }
             return Self.created(body, request, type: "application/vnd.com.nsn.cumulocity.managedobjectreference+json")
-        }
-        router.get("/inventory/binaries/{id}") { request, context -> Response in
-            let id = context.parameters.get("id") ?? ""
-            let range = request.headers[.range]
-            guard let (bytes, cut) = await tenant.binary(id, range: range) else {
-                return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
-            }
-            var start = 0
-            var status = HTTPResponse.Status.ok
-            var headers: HTTPFields = [.contentType: "application/octet-stream", .acceptRanges: "bytes"]
-            if let range, range.hasPrefix("bytes="), let from = Int(range.dropFirst(6).prefix { $0 != "-" }) {
-                guard from < bytes.count else {
-                    return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(bytes.count)"])
-                }
-                start = from
-                status = .partialContent
-                headers[.contentRange] = "bytes \(from)-\(bytes.count - 1)/\(bytes.count)"
-            }
-            let body = bytes[start...]
-            headers[.contentLength] = String(body.count)
-            let pace = await tenant.binaryPace
-            return Response(status: status, headers: headers, body: ResponseBody { writer in
-                await tenant.binaryDownload(started: true)
-                defer { Task { await tenant.binaryDownload(started: false) } }
-                var offset = body.startIndex
-                let end = cut.map { min(body.endIndex, body.startIndex + $0) } ?? body.endIndex
-                while offset < end {
-                    let next = min(end, offset + 64 * 1024)
-                    try await writer.write(ByteBuffer(bytes: body[offset..<next]))
-                    offset = next
-                    if let pace, offset < end { try await Task.sleep(for: pace) }
-                }
-                if cut != nil { throw SandboxError(detail: "download cut by fault injection") }
-                try await writer.finish(nil)
-            })
-        }
-        // Replace a file: the raw body, counted as it arrives (tests watch a body stream in).
-        router.put("/inventory/binaries/{id}") { request, context -> Response in
-            let id = context.parameters.get("id") ?? ""
-            guard await tenant.binaryContent(id) != nil else {
-                return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
-            }
-            var bytes: [UInt8] = []
-            for try await buffer in request.body {
-                bytes.append(contentsOf: buffer.readableBytesView)
-                await tenant.uploadReceived(id, bytes: buffer.readableBytes)
-            }
-            _ = await tenant.replaceBinary(id, with: bytes)
-            return Self.json(["id": .string(id), "length": .int(Int64(bytes.count)),
-                              "contentType": .string(request.headers[.contentType] ?? "application/octet-stream"),
-                              "self": .string("/inventory/binaries/\(id)")],
-                             status: 201, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
-        }
-        router.put("/sandbox/binaries") { request, _ -> Response in
-            var request = request
-            let buffer = try await request.collectBody(upTo: 1 << 30)
-            let id = await tenant.addBinary(Array(buffer.readableBytesView))
-            return Self.json(["id": .string(id), "path": .string("/inventory/binaries/\(id)")])
         }
         router.post("/devicecontrol/deviceCredentials") { request, _ -> Response in
             guard let body = try await Self.object(request), let id = body["id"]?.stringValue else { return Self.badBody }
@@ -214,8 +168,7 @@ struct Routes: Sendable {
         router.put("/devicecontrol/operations/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""
             guard let body = try await Self.object(request) else { return Self.badBody }
-            let platformUser = Self.basicCredentials(request).map { tenant.isPlatformUser($0.user, password: $0.password) } ?? false
-            switch await tenant.updateOperation(id, body, byPlatformUser: platformUser) {
+            switch await tenant.updateOperation(id, body, byPlatformUser: context.principal.isPlatform) {
             case .notFound: return Self.error(404, "devicecontrol/Not Found", "Operation \(id) not found")
             case .rejected(let why): return Self.error(422, "devicecontrol/Invalid status transition", why)
             case .updated(let operation):

@@ -30,6 +30,8 @@ public struct SandboxTLS: Sendable {
 public struct SandboxContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    /// Who is asking, as the gate authenticated them.
+    var principal: Principal = .anonymous
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -170,20 +172,66 @@ struct PlatformGate: RouterMiddleware {
             return Routes.json(["error": "sandbox/fault", "message": "refused by fault injection"], status: status)
         }
         let header = request.headers[.authorization] ?? ""
+        var context = context
         if header.hasPrefix("Bearer ") {
             guard await tenant.validToken(String(header.dropFirst(7))) else {
                 return Routes.json(["error": "security/Unauthorized", "message": "Invalid or expired token"], status: 401)
             }
-            return try await next(request, context)
+            context.principal = .device(await tenant.tokenHolder(String(header.dropFirst(7))) ?? "device")
+        } else {
+            guard let (user, password) = Routes.basicCredentials(request),
+                  await tenant.authorized(user: user, password: password, credentialsRequest: path == "/devicecontrol/deviceCredentials") else {
+                return Routes.json(["error": "security/Unauthorized", "message": "Invalid credentials!"], status: 401)
+            }
+            let name = String(user.split(separator: "/").last ?? "")
+            context.principal = tenant.isPlatformUser(user, password: password) ? .platform(name) : .device(name)
         }
-        guard header.hasPrefix("Basic "),
-              let decoded = Data(base64Encoded: String(header.dropFirst(6))),
-              let separator = decoded.firstIndex(of: UInt8(ascii: ":")),
-              await tenant.authorized(user: String(decoding: decoded[..<separator], as: UTF8.self),
-                                      password: String(decoding: decoded[(separator + 1)...], as: UTF8.self),
-                                      credentialsRequest: path == "/devicecontrol/deviceCredentials") else {
-            return Routes.json(["error": "security/Unauthorized", "message": "Invalid credentials!"], status: 401)
+        if case .device = context.principal, let why = Self.refusedToDevices(method: request.method.rawValue, path: path) {
+            return Routes.error(403, "security/Forbidden", "Access is denied: \(why)")
         }
         return try await next(request, context)
+    }
+
+    /// What a device user may not do, as the platform's device role does not let it (a platform
+    /// user may): delete operations, change alarms in bulk, read or change users, delete managed
+    /// objects it does not own (checked by the route, which knows the owner). `nil`: allowed.
+    static func refusedToDevices(method: String, path: String) -> String? {
+        switch (method, path) {
+        case ("DELETE", "/devicecontrol/operations"): "a device may not delete operations"
+        case ("PUT", "/alarm/alarms"): "a device may not update alarms in bulk"
+        case (_, let path) where path.hasPrefix("/user/") && path != "/user/currentUser" && path != "/user/logout":
+            "a device may not manage users"
+        default: nil
+        }
+    }
+}
+
+/// The authenticated user of a request.
+enum Principal: Sendable, Equatable {
+    case anonymous
+    /// The platform user (full access); the name without the tenant prefix.
+    case platform(String)
+    /// A device user (Basic or a device access token); the name without the tenant prefix.
+    case device(String)
+
+    var name: String? {
+        switch self {
+        case .anonymous: nil
+        case .platform(let name), .device(let name): name
+        }
+    }
+
+    var isPlatform: Bool {
+        if case .platform = self { true } else { false }
+    }
+
+    /// Whether this user may change or delete a managed object owned by `owner` (objects without an
+    /// owner were made by the sandbox itself or its tests, and anyone may change them).
+    func mayModify(ownedBy owner: String?) -> Bool {
+        switch self {
+        case .platform: true
+        case .anonymous: false
+        case .device(let name): owner == nil || owner == name
+        }
     }
 }

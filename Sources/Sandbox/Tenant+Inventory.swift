@@ -23,10 +23,11 @@ extension Tenant {
         lookup(type: externalIdType, externalId: externalId).flatMap { managedObjects[$0] }
     }
 
-    func createManagedObject(_ body: JSONValue) -> JSONValue {
+    func createManagedObject(_ body: JSONValue, owner: String? = nil) -> JSONValue {
         let id = newID()
         var object = body.objectValue ?? [:]
         object["id"] = .string(id)
+        if let owner { object["owner"] = .string(owner) }
         object["creationTime"] = .string(Self.now())
         object["lastUpdated"] = .string(Self.now())
         for collection in ["childDevices", "childAssets", "deviceParents", "assetParents"] {
@@ -42,6 +43,7 @@ extension Tenant {
         var updated = current.merging(body)
         if case .object(var members) = updated {
             members["id"] = .string(id)
+            members["owner"] = current["owner"]
             members["lastUpdated"] = .string(Self.now())
             updated = .object(members)
         }

@@ -37,6 +37,11 @@ extension Tenant {
         return true
     }
 
+    /// The user a valid token was issued to, without the tenant prefix.
+    func tokenHolder(_ token: String) -> String? {
+        tokens[token].map { String($0.user.split(separator: "/").last ?? "") }
+    }
+
     /// `POST /user/logout`: the token can no longer be used.
     func logout(_ token: String) {
         tokens[token]?.revoked = true

@@ -65,6 +65,10 @@ public actor Tenant {
     /// How many times devices asked for credentials.
     public internal(set) var credentialRequests = 0
     var binaries: [String: [UInt8]] = [:]
+    /// Each stored file's metadata (`name`, `type`, `contentType`, `length`, `c8y_IsBinary`, `owner`).
+    var binaryInfo: [String: JSONValue] = [:]
+    /// Files attached to events, by event id.
+    var eventBinaries: [String: StoredFile] = [:]
     var cutNextDownloadAfter: Int?
     /// Each binary request as `id` and the `Range` header (or `-`), in order.
     public internal(set) var binaryRequests: [String] = []

@@ -26,6 +26,13 @@ struct SandboxQueryTests {
         await server.stop()
     }
 
+    func platform(_ server: SandboxServer, _ device: PlatformClient) -> PlatformClient {
+        let settings = server.tenant.settings
+        return PlatformClient(baseURL: server.url, transport: device.transport,
+                              credentials: BasicCredentials(tenant: settings.tenantID, username: settings.platformUsername,
+                                                            password: settings.platformPassword))
+    }
+
     func get(_ client: PlatformClient, _ path: String, _ query: [(String, String)] = []) async throws -> JSONValue {
         try await client.send("GET", path, query: query, accept: MediaType.json).json ?? .null
     }
@@ -111,7 +118,7 @@ struct SandboxQueryTests {
 
     /// References, external ids, events and alarms change and go as the platform's API says.
     @Test func referencesIdsEventsAndAlarmsChangeAndGo() async throws {
-        try await withSandbox { client, _ in
+        try await withSandbox { client, server in
             let parent = try await client.createManagedObject(["name": "gw", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
             let child = try await client.createManagedObject(["name": "sensor", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
             let asset = try await client.createManagedObject(["name": "room"])["id"]?.idValue ?? ""
@@ -140,13 +147,104 @@ struct SandboxQueryTests {
                 _ = try await client.createAlarm(["source": ["id": .string(parent)], "type": .string(type), "severity": "MAJOR", "text": "t",
                                                   "time": "2026-11-01T00:00:00.000Z"])
             }
-            await #expect { _ = try await client.send("PUT", "/alarm/alarms", body: ["status": "CLEARED"], accept: MediaType.alarm) }
+            let platform = platform(server, client)
+            await #expect { _ = try await platform.send("PUT", "/alarm/alarms", body: ["status": "CLEARED"], accept: MediaType.alarm) }
                 throws: { ($0 as? PlatformError)?.status == 422 }
-            _ = try await client.send("PUT", "/alarm/alarms", query: [("source", parent), ("status", "ACTIVE")], body: ["status": "CLEARED"],
-                                      accept: MediaType.alarm)
+            _ = try await platform.send("PUT", "/alarm/alarms", query: [("source", parent), ("status", "ACTIVE")], body: ["status": "CLEARED"],
+                                        accept: MediaType.alarm)
             #expect(try await client.alarms(source: parent, status: "ACTIVE").isEmpty)
             #expect(try await client.alarms(source: parent, status: "CLEARED").count == 2)
         }
     }
 
+    /// A multipart body as `c8y-api` (requests) builds it: an optional `object` part and a `file` part.
+    static func multipart(object: String?, file: [UInt8], type: String, boundary: String = "sy-boundary-42") -> (String, [UInt8]) {
+        var body: [UInt8] = []
+        if let object { body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"object\"\r\n\r\n\(object)\r\n".utf8) }
+        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"file\"\r\nContent-Type: \(type)\r\n\r\n".utf8)
+        body += file + Array("\r\n--\(boundary)--\r\n".utf8)
+        return ("multipart/form-data; boundary=\(boundary)", body)
+    }
+
+    /// Files as the platform stores them: multipart upload with metadata, listing, whole and ranged
+    /// downloads, replacement, deletion; one file per event (409 for a second), read back and removed;
+    /// broken uploads refused with the platform's error shape.
+    @Test func binariesAndEventFiles() async throws {
+        try await withSandbox { client, server in
+            let content = Array("line one\nline two\n".utf8)
+            let (type, body) = Self.multipart(object: #"{"name":"notes.txt","type":"text/plain"}"#, file: content, type: "text/plain")
+            let created = try await client.forward("POST", "/inventory/binaries", headers: [("Content-Type", type), ("Accept", "application/json")], body: body)
+            #expect(created.status == 201)
+            let info = try JSONValue.parse(created.body)
+            let id = try #require(info["id"]?.idValue)
+            #expect(info["name"] == "notes.txt" && info["contentType"] == "text/plain" && info["length"] == .int(Int64(content.count)))
+            #expect(info["c8y_IsBinary"] != nil && info["owner"] == .string(server.tenant.settings.username))
+            #expect(try await get(client, "/inventory/binaries", [("type", "text/plain")])["managedObjects"]?.arrayValue?.map { $0["id"]?.idValue } == [id])
+            let whole = try await client.forward("GET", "/inventory/binaries/\(id)", headers: [], body: nil)
+            #expect(whole.body == content && whole.headers["content-type"] == "text/plain")
+            let part = try await client.forward("GET", "/inventory/binaries/\(id)", headers: [("Range", "bytes=5-7")], body: nil)
+            #expect(part.status == 206 && part.body == Array("one".utf8) && part.headers["content-range"] == "bytes 5-7/\(content.count)")
+            let replaced = try await client.forward("PUT", "/inventory/binaries/\(id)", headers: [("Content-Type", "text/plain")], body: Array("new".utf8))
+            #expect(try replaced.status == 201 && JSONValue.parse(replaced.body)["length"] == 3)
+            #expect(try await client.forward("DELETE", "/inventory/binaries/\(id)", headers: [], body: nil).status == 204)
+            #expect(try await client.forward("GET", "/inventory/binaries/\(id)", headers: [], body: nil).status == 404)
+
+            // Refused uploads: no boundary, no file part, an object part that is not JSON.
+            for (contentType, payload) in [("multipart/form-data", body),
+                                           (type, Array("--sy-boundary-42--\r\n".utf8)),
+                                           (Self.multipart(object: "{not json", file: content, type: "text/plain"))] {
+                let refused = try await client.forward("POST", "/inventory/binaries", headers: [("Content-Type", contentType)], body: payload)
+                #expect(refused.status == 400, "\(String(decoding: refused.body, as: UTF8.self))")
+                let error = try JSONValue.parse(refused.body)
+                #expect(error["error"] == "general/invalidBody")
+            }
+
+            let device = try await client.createManagedObject(["name": "d", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            let event = try await client.send("POST", "/event/events", body: ["source": ["id": .string(device)], "type": "c8y_Logfile", "text": "log",
+                                                                              "time": "2026-11-01T00:00:00.000Z"], accept: MediaType.event).json
+            let eventID = try #require(event?["id"]?.idValue)
+            let (fileType, fileBody) = Self.multipart(object: nil, file: content, type: "text/plain")
+            let attached = try await client.forward("POST", "/event/events/\(eventID)/binaries", headers: [("Content-Type", fileType), ("Accept", "application/json")],
+                                                    body: fileBody)
+            #expect(try attached.status == 201 && JSONValue.parse(attached.body)["source"] == .string(eventID))
+            #expect(try await client.forward("POST", "/event/events/\(eventID)/binaries", headers: [("Content-Type", "text/plain")], body: content).status == 409)
+            #expect(try await get(client, "/event/events/\(eventID)")["c8y_IsBinary"]?["length"] == .int(Int64(content.count)))
+            #expect(try await client.forward("GET", "/event/events/\(eventID)/binaries", headers: [], body: nil).body == content)
+            #expect(try await client.forward("PUT", "/event/events/\(eventID)/binaries", headers: [("Content-Type", "text/plain")], body: Array("x".utf8)).status == 201)
+            #expect(await server.tenant.eventBinary(eventID)?.bytes == Array("x".utf8))
+            #expect(try await client.forward("DELETE", "/event/events/\(eventID)/binaries", headers: [], body: nil).status == 204)
+            #expect(try await get(client, "/event/events/\(eventID)")["c8y_IsBinary"] == nil)
+            #expect(try await client.forward("GET", "/event/events/\(eventID)/binaries", headers: [], body: nil).status == 404)
+            #expect(try await client.forward("POST", "/event/events/nope/binaries", headers: [("Content-Type", "text/plain")], body: content).status == 404)
+        }
+    }
+
+    /// Device users reach what a device may: they change only what they own, and may not delete
+    /// operations, change alarms in bulk or manage users; the platform user may.
+    @Test func devicesReachOnlyWhatTheyMay() async throws {
+        try await withSandbox { device, server in
+            let platform = platform(server, device)
+            let owned = try await platform.createManagedObject(["name": "operator's group"])["id"]?.idValue ?? ""
+            let mine = try await device.createManagedObject(["name": "mine", "c8y_IsDevice": [:]])["id"]?.idValue ?? ""
+            #expect(try await platform.managedObject(id: mine)["owner"] == .string(server.tenant.settings.username))
+            let requests: [(String, String, JSONValue?)] = [("PUT", "/inventory/managedObjects/\(owned)", JSONValue.object(["x": 1])),
+                                         ("DELETE", "/inventory/managedObjects/\(owned)", nil),
+                                         ("DELETE", "/devicecontrol/operations", nil),
+                                         ("PUT", "/alarm/alarms", ["status": "CLEARED"]),
+                                         ("GET", "/user/\(server.tenant.settings.tenantID)/users", nil)]
+            for (method, path, body) in requests {
+                let answer = try await device.forward(method, path + (path == "/alarm/alarms" ? "?source=\(mine)" : ""),
+                                                      headers: [("Content-Type", "application/json")], body: body?.encoded())
+                #expect(answer.status == 403, "\(method) \(path)")
+                let error = try JSONValue.parse(answer.body)
+                #expect(error["error"] == "security/Forbidden")
+            }
+            try await device.updateManagedObject(id: mine, fragments: ["c8y_Hardware": ["model": "x"]])
+            #expect(try await platform.forward("PUT", "/inventory/managedObjects/\(mine)", headers: [("Content-Type", "application/json")],
+                                               body: JSONValue.object(["y": 1]).encoded()).status == 200)
+            #expect(try await get(device, "/user/currentUser")["effectiveRoles"]?.arrayValue?.contains { $0["id"] == "ROLE_INVENTORY_ADMIN" } == false)
+            #expect(try await get(platform, "/user/currentUser")["userName"] == .string(server.tenant.settings.platformUsername))
+            #expect(try await platform.forward("DELETE", "/inventory/managedObjects/\(owned)", headers: [], body: nil).status == 204)
+        }
+    }
 }
