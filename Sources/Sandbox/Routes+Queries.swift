@@ -29,15 +29,25 @@ extension Routes {
     /// unless `revert=true`.
     static func filtered(_ all: [JSONValue], _ query: Parameters) -> [JSONValue] {
         let source = query.get("source"), type = query.get("type")
-        let from = query.get("dateFrom"), to = query.get("dateTo")
-        let matching = all.filter { document in
-            let time = document["time"]?.stringValue ?? ""
-            return (source == nil || document["source"]?["id"]?.idValue == source)
-                && (type == nil || document["type"]?.stringValue == type)
-                && (from.map { time >= $0 } ?? true)
-                && (to.map { time < $0 } ?? true)
+        let from = query.get("dateFrom").map(sortableTime), to = query.get("dateTo").map(sortableTime)
+        let matching = all.map { (document: $0, time: sortableTime($0["time"]?.stringValue ?? "")) }.filter { entry in
+            (source == nil || entry.document["source"]?["id"]?.idValue == source)
+                && (type == nil || entry.document["type"]?.stringValue == type)
+                && (from.map { entry.time >= $0 } ?? true)
+                && (to.map { entry.time < $0 } ?? true)
         }
-        return query.get("revert") == "true" ? matching : matching.reversed()
+        // By time (ties in the order they arrived), as the platform orders them.
+        let oldestFirst = matching.enumerated().sorted { ($0.element.time, $0.offset) < ($1.element.time, $1.offset) }.map(\.element.document)
+        return query.get("revert") == "true" ? oldestFirst : oldestFirst.reversed()
+    }
+
+    /// An ISO 8601 time as a string that sorts by time: the zone suffix (`Z`, `+00:00`) dropped, so
+    /// times are compared as UTC (what devices and clients send); a date alone sorts as its midnight.
+    static func sortableTime(_ time: String) -> String {
+        var text = Substring(time)
+        if text.hasSuffix("Z") { text = text.dropLast() }
+        if text.count > 19, let sign = text.dropFirst(19).lastIndex(where: { $0 == "+" || $0 == "-" }) { text = text[..<sign] }
+        return String(text)
     }
 
     func registerQueries(on router: Router<SandboxContext>) {

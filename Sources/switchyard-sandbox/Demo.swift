@@ -6,6 +6,8 @@ import Logging
 import Sandbox
 import HandlerKit
 import Switchyard
+import Synchronization
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -27,6 +29,10 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Run each example this many times and print median, 95th percentile and maximum (a benchmark).")
     var rounds = 1
     @Option(help: "Size of the demo firmware image in MiB.") var firmwareMiB = 8
+    @Flag(help: "Leave the sandbox and the agent running after the demo, for exploration (Ctrl-C or SIGTERM ends it).")
+    var keep = false
+    @Option(help: "The sandbox's port (0: any free port; the URL is printed).") var port = 0
+    @OptionGroup var tenant: TenantOptions
 
     struct Row {
         let operation: String
@@ -52,7 +58,7 @@ struct Demo: AsyncParsableCommand {
         let repository = FileSystem.parent(of: source)
         let scratch = "/tmp/switchyard-demo-\(getpid())"
         defer { FileSystem.removeTree(scratch) }
-        let server = try await SandboxServer.start()
+        let server = try await SandboxServer.start(port: port, settings: tenant.settings)
         let settings = server.tenant.settings
         let demo = try await DemoDevice.prepare(scratch: scratch, repository: repository, tenant: server.tenant,
                                                 baseURL: server.url, firmwareMiB: firmwareMiB)
@@ -102,13 +108,8 @@ struct Demo: AsyncParsableCommand {
                 row.lastID = id
                 while ContinuousClock.now < deadline {
                     if demo.rebootRequested() {
-                        // The "device" reboots: the agent goes down and comes back with a new boot id.
-                        agentTask.cancel()
-                        _ = try? await agentTask.value
-                        try demo.boot()
-                        let handshakes = await server.tenant.handshakeCount
-                        agentTask = Task { try await agent.run() }
-                        _ = try await waitForAgent(server.tenant, externalId: device.externalId, handshakes: handshakes, deadline: deadline)
+                        agentTask = try await reboot(agentTask, agent: agent, demo: demo, tenant: server.tenant,
+                                                     externalId: device.externalId, deadline: deadline)
                     }
                     let operation = await server.tenant.operation(id)
                     let status = operation?["status"]?.stringValue ?? "?"
@@ -125,9 +126,11 @@ struct Demo: AsyncParsableCommand {
             rows.append(row)
         }
         let inventory = await server.tenant.managedObject(deviceID) ?? .null
-        agentTask.cancel()
-        _ = try? await agentTask.value
-        await server.stop()
+        if !keep {
+            agentTask.cancel()
+            _ = try? await agentTask.value
+            await server.stop()
+        }
 
         print("")
         let header = pad("OPERATION", 24) + pad("ID", 8) + pad("HANDLER", 40) + pad("STATUS", 12)
@@ -154,7 +157,53 @@ struct Demo: AsyncParsableCommand {
         print("device inventory afterwards: c8y_Firmware \(inventory["c8y_Firmware"] ?? .null)")
         print("  c8y_SoftwareList \(inventory["c8y_SoftwareList"] ?? .null)")
         print("  c8y_Configuration \(inventory["c8y_Configuration"] ?? .null)")
+        if keep {
+            print("")
+            print("kept running (--keep): sandbox tenant at \(server.url)  device \(deviceID)  "
+                  + "platform user \(settings.tenantID)/\(settings.platformUsername), password \(settings.platformPassword); Ctrl-C ends")
+            fflush(nil)  // every output stream: a script reading the pipe sees the line now
+            agentTask = try await keepRunning(agentTask, agent: agent, demo: demo, tenant: server.tenant, externalId: device.externalId)
+            agentTask.cancel()
+            _ = try? await agentTask.value
+            await server.stop()
+        }
         if !allSuccessful { throw ExitCode(1) }
+    }
+
+    /// The "device" reboots: the agent goes down and comes back with a new boot id.
+    func reboot(_ running: Task<Void, any Error>, agent: Agent, demo: DemoDevice, tenant: Tenant, externalId: String,
+                deadline: ContinuousClock.Instant) async throws -> Task<Void, any Error> {
+        running.cancel()
+        _ = try? await running.value
+        try demo.boot()
+        let handshakes = await tenant.handshakeCount
+        let restarted = Task { try await agent.run() }
+        _ = try await waitForAgent(tenant, externalId: externalId, handshakes: handshakes, deadline: deadline)
+        return restarted
+    }
+
+    /// After the demo with `--keep`: reboots the agent when its restart handler asks, until SIGINT or SIGTERM.
+    func keepRunning(_ running: Task<Void, any Error>, agent: Agent, demo: DemoDevice, tenant: Tenant,
+                     externalId: String) async throws -> Task<Void, any Error> {
+        var agentTask = running
+        let stopped = StopRequest()
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        let watcher = Task {
+            for await _ in signals {
+                stopped.set()
+                return
+            }
+        }
+        defer { watcher.cancel() }
+        while !stopped.isSet {  // the restart handler's marker and the signal are looked at four times a second
+            if demo.rebootRequested() {
+                agentTask = try await reboot(agentTask, agent: agent, demo: demo, tenant: tenant, externalId: externalId,
+                                             deadline: .now + .seconds(60))
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        print("stopping the kept sandbox and agent")
+        return agentTask
     }
 
     func waitForAgent(_ tenant: Tenant, externalId: String, handshakes: Int, deadline: ContinuousClock.Instant) async throws -> String? {
@@ -171,6 +220,13 @@ struct Demo: AsyncParsableCommand {
     func shorten(_ handler: String) -> String {
         handler.count > 38 ? "…" + handler.suffix(37) : handler
     }
+}
+
+/// Set once by the signal watcher of `demo --keep`, read by its loop.
+final class StopRequest: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var isSet: Bool { flag.withLock { $0 } }
 }
 
 /// The demo's scratch device: safe declarations of the four standard operations and what they act on.

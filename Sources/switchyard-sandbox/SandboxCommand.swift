@@ -17,7 +17,8 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-sandbox",
         abstract: "The Switchyard workbench: an emulated Cumulocity tenant on loopback, and a demo against it.",
-        subcommands: [Demo.self, Serve.self, OperationCommand.self, Accept.self, Bench.self],
+        subcommands: [Demo.self, Serve.self, DeviceCommand.self, OperationCommand.self, MeasurementCommand.self, EventCommand.self,
+                      AlarmCommand.self, BinaryCommand.self, Accept.self, Bench.self],
         defaultSubcommand: Demo.self)
 }
 
@@ -159,21 +160,11 @@ struct Bench: AsyncParsableCommand {
 
 struct OperationCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "operation", abstract: "Create and read operations (the platform side).",
-                                                    subcommands: [Create.self, List.self])
-
-    struct Connection: ParsableArguments {
-        @Option(help: "The sandbox (or tenant) URL.") var url = "http://127.0.0.1:8111"
-        @OptionGroup var tenant: TenantOptions
-
-        func client() throws -> PlatformClient {
-            PlatformClient(baseURL: url, transport: try CurlTransport(),
-                           credentials: BasicCredentials(tenant: tenant.tenant, username: tenant.username, password: tenant.password))
-        }
-    }
+                                                    subcommands: [Create.self, List.self, Get.self, Cancel.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an operation for a device and print it.")
-        @OptionGroup var connection: Connection
+        @OptionGroup var connection: PlatformConnection
         @Option(help: "Managed object id of the target device.") var device: String
         @Argument(help: "The operation's fragments as JSON, e.g. '{\"c8y_Message\":{\"text\":\"hi\"}}'.") var json: String
 
@@ -187,8 +178,8 @@ struct OperationCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a device's operations in a status.")
-        @OptionGroup var connection: Connection
+        static let configuration = CommandConfiguration(abstract: "List an agent's operations in a status.")
+        @OptionGroup var connection: PlatformConnection
         @Option(help: "Managed object id of the agent.") var device: String
         @Option(help: "PENDING, EXECUTING, SUCCESSFUL or FAILED.") var status = "PENDING"
 
