@@ -69,6 +69,7 @@ struct Routes: Sendable {
         registerAuthentication(on: router)
         registerQueries(on: router)
         registerBinaries(on: router)
+        registerConsole(on: router)
         // Identity
         router.get("/identity/externalIds/{type}/{value}") { _, context -> Response in
             let type = context.parameters.get("type") ?? "", value = context.parameters.get("value") ?? ""

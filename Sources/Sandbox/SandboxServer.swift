@@ -38,6 +38,12 @@ public struct SandboxContext: RequestContext {
         channel = source.channel
     }
 
+    /// Whether the request came over the loopback interface.
+    var fromLoopback: Bool {
+        guard let address = channel.remoteAddress?.ipAddress else { return false }
+        return address == "::1" || address.hasPrefix("127.") || address == "::ffff:127.0.0.1"
+    }
+
     /// The verified client certificate's DER bytes, or `nil` on a connection without one.
     func peerCertificate() async -> [UInt8]? {
         guard let certificate = try? await channel.nioSSL_peerCertificate().get() else { return nil }
@@ -138,11 +144,11 @@ struct PlatformGate: RouterMiddleware {
     let tenant: Tenant
 
     /// Routes that authenticate on their own (client certificate, OAuth2 token) or not at all.
-    static let ownAuthentication = ["/sandbox/", "/devicecontrol/deviceAccessToken", "/.well-known/", "/oauth/", "/artifacts/"]
+    static let ownAuthentication = ["/sandbox/", "/devicecontrol/deviceAccessToken", "/.well-known/", "/oauth/", "/artifacts/", "/console"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if Self.ownAuthentication.contains(where: { path.hasPrefix($0) }) { return try await next(request, context) }
+        if path == "/" || Self.ownAuthentication.contains(where: { path.hasPrefix($0) }) { return try await next(request, context) }
         let response = try await checked(request, context: context, next: next)
         // A remote tenant: the answer arrives that much later (what it did has been done).
         if let latency = await tenant.answerLatency { try await Task.sleep(for: latency) }

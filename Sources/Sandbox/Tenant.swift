@@ -60,6 +60,9 @@ public actor Tenant {
     public var answerLatency: Duration?
 
     public func setAnswerLatency(_ latency: Duration?) { answerLatency = latency }
+    /// The console prefills a new operation from these: fragment → operation body (the declarations' `example`).
+    public internal(set) var operationExamples: [String: JSONValue] = [:]
+    public func setOperationExamples(_ examples: [String: JSONValue]) { operationExamples = examples }
     var accepted: Set<String> = []
     var deviceUsers: [String: String] = [:]  // "<tenant>/<user>" → password
     /// How many times devices asked for credentials.

@@ -73,6 +73,7 @@ struct Demo: AsyncParsableCommand {
         }
         let combined = Registry.load(directory: demo.handlers, catalog: builtinHandlers)
         for problem in combined.problems { print("rejected demo declaration: \(problem)") }
+        await server.tenant.setOperationExamples(operationExamples(combined))
 
         var device = AgentConfiguration.Device(externalId: "demo-\(getpid())")
         device.name = "Switchyard demo device"
@@ -159,6 +160,7 @@ struct Demo: AsyncParsableCommand {
         print("  c8y_Configuration \(inventory["c8y_Configuration"] ?? .null)")
         if keep {
             print("")
+            print("console: \(server.url)/  (open it in a browser)")
             print("kept running (--keep): sandbox tenant at \(server.url)  device \(deviceID)  "
                   + "platform user \(settings.tenantID)/\(settings.platformUsername), password \(settings.platformPassword); Ctrl-C ends")
             fflush(nil)  // every output stream: a script reading the pipe sees the line now
@@ -220,6 +222,16 @@ struct Demo: AsyncParsableCommand {
     func shorten(_ handler: String) -> String {
         handler.count > 38 ? "…" + handler.suffix(37) : handler
     }
+}
+
+/// Each declaration's `example` by the operation it handles, for the console's new-operation form.
+func operationExamples(_ registry: Registry) -> [String: JSONValue] {
+    var examples: [String: JSONValue] = [:]
+    for declaration in registry.declarations {
+        guard let example = declaration.example else { continue }
+        examples[declaration.operation] = example
+    }
+    return examples
 }
 
 /// Set once by the signal watcher of `demo --keep`, read by its loop.

@@ -57,6 +57,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Lifetime of device access tokens, in seconds.") var tokenLifetime = 3600
     @Option(help: "The OAuth2 client id that may get tokens with its certificate.") var oauthClientId = "switchyard-device"
     @Option(help: "Milliseconds added to every platform answer, to stand for a remote tenant.") var latency = 0
+    @Option(help: "A handlers directory whose declarations' examples prefill the console's new-operation form.") var handlers: String?
     @OptionGroup var tenant: TenantOptions
 
     func run() async throws {
@@ -72,8 +73,14 @@ struct Serve: AsyncParsableCommand {
         }
         let server = try await SandboxServer.start(host: host, port: port, settings: settings, tls: tls, mtlsPort: mtlsPort)
         if latency > 0 { await server.tenant.setAnswerLatency(.milliseconds(latency)) }
+        if let handlers {
+            let registry = Registry.load(directory: FileSystem.absolute(handlers), catalog: builtinHandlers)
+            for problem in registry.problems { print("rejected declaration: \(problem)") }
+            await server.tenant.setOperationExamples(operationExamples(registry))
+        }
         print("sandbox tenant at \(server.url)  (tenant \(tenant.tenant), user \(tenant.username))"
               + (latency > 0 ? "; every answer \(latency) ms late" : ""))
+        print("console: \(server.url)/  (open it in a browser; on loopback it signs in as the platform user)")
         print("platform user: \(tenant.tenant)/\(tenant.platformUser), password \(tenant.platformPassword) (a local sandbox's, not a secret)")
         if let mtls = server.mtlsURL {
             print("mTLS (device certificates, OAuth2) at \(mtls); tokens live \(tokenLifetime) s")

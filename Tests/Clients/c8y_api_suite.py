@@ -213,6 +213,57 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual([(item["name"], item["length"]) for item in listed], [("image.bin", 256 * 64)])
 
 
+class ConsoleTests(unittest.TestCase):
+    """The web console in a real headless browser (Debian's chromium through Playwright): it opens
+    without a login on loopback, shows the agent, creates an operation from the advertised fragments
+    (prefilled from the declaration's example) and shows it become SUCCESSFUL; a screenshot is saved."""
+
+    def test_an_operation_created_in_the_page_becomes_successful(self):
+        from playwright.sync_api import sync_playwright
+        screenshot = os.environ.get("SWITCHYARD_CONSOLE_SCREENSHOT", os.path.join(".build", "console.png"))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                                 args=["--no-sandbox"], headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                problems = []
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                page.goto(SANDBOX.url + "/")
+                page.click(f'#devices a[data-id="{SANDBOX.device}"]')
+                page.wait_for_selector("#fragment option", state="attached")
+                options = page.eval_on_selector_all("#fragment option", "options => options.map(o => o.textContent)")
+                self.assertIn("c8y_Message", options)
+                page.select_option("#fragment", "c8y_Message")
+                prefilled = page.input_value("#operation-json")
+                self.assertIn('"c8y_Message"', prefilled)  # the declaration's example
+                page.fill("#operation-json", '{"c8y_Message": {"text": "from the console"}}')
+                page.click("#create")
+                page.wait_for_selector("#create-result:has-text('created')")
+                operation_id = page.text_content("#create-result").split()[1]
+                page.wait_for_selector(f'tr[data-operation="{operation_id}"] td.status-SUCCESSFUL', timeout=60_000)
+                c8y = CumulocityApi(base_url=SANDBOX.url, tenant_id=SANDBOX.tenant, username=SANDBOX.user, password=SANDBOX.password)
+                self.assertEqual(c8y.operations.get(operation_id).c8y_Message["text"], "from the console")
+                now = datetime.datetime.now(datetime.timezone.utc)
+                for minute in range(10):
+                    Measurement(c8y, type="acme_Load", source=SANDBOX.device, time=now - datetime.timedelta(minutes=10 - minute),
+                                acme_Load={"cpu": {"value": 20 + (minute * 7) % 30, "unit": "%"}}).create()
+                Alarm(c8y, type="acme_Console", source=SANDBOX.device, time=now, text="raised for the console",
+                      severity=Alarm.Severity.MINOR).create()
+                page.wait_for_selector('.chart[data-series="acme_Load.cpu"]', timeout=10_000)  # a chart per series
+                page.click("button[data-alarm]")  # the alarm is cleared from the page
+                wait_for(lambda: not c8y.alarms.get_all(source=SANDBOX.device, type="acme_Console", status="ACTIVE"),
+                         "the alarm cleared in the console", timeout=10)
+                page.screenshot(path=screenshot, full_page=True)
+                print(f"console screenshot: {os.path.abspath(screenshot)}", flush=True)
+                self.assertEqual(problems, [])
+            except Exception:
+                page.screenshot(path=screenshot, full_page=True)
+                print(f"console screenshot (of the failure): {os.path.abspath(screenshot)}", flush=True)
+                raise
+            finally:
+                browser.close()
+
+
 def main():
     global SANDBOX
     parser = argparse.ArgumentParser()
