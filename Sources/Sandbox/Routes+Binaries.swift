@@ -208,16 +208,12 @@ extension Routes {
     static func parameter(_ key: String, in header: String) -> String? {
         for item in header.split(separator: ";").dropFirst() {
             let pair = item.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2, trimmed(pair[0]).lowercased() == key else { continue }
-            var value = trimmed(pair[1])
+            guard pair.count == 2, pair[0].trimmingWhitespace().lowercased() == key else { continue }
+            var value = pair[1].trimmingWhitespace()
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
             return value
         }
         return nil
-    }
-
-    static func trimmed(_ text: Substring) -> String {
-        String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 
     /// A file's bytes, whole or the part a `Range: bytes=FROM-[TO]` header asks for (206, or 416 past

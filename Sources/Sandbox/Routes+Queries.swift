@@ -55,12 +55,24 @@ extension Routes {
         router.get("/inventory/managedObjects") { request, _ -> Response in
             let query = request.uri.queryParameters
             let ids = query.get("ids").map { Set($0.split(separator: ",").map(String.init)) }
-            let fragment = query.get("fragmentType"), type = query.get("type"), text = query.get("text")?.lowercased()
+            // Clients form-encode these (requests sends a space as +), and the platform reads them so.
+            let fragment = query.get("fragmentType"), type = query.get("type")
+            let text = query.get("text").map { $0.replacing("+", with: " ").lowercased() }
+            let owner = query.get("owner")
+            var matchesQuery: InventoryQuery?
+            if let expression = (query.get("query") ?? query.get("q")).map({ $0.replacing("+", with: " ") }) {
+                switch InventoryQuery.parse(expression) {
+                case .success(let parsed): matchesQuery = parsed
+                case .failure(let problem): return Self.error(400, "inventory/Invalid query", problem.detail)
+                }
+            }
             let objects = await tenant.managedObjectList().filter { object in
                 (ids.map { object["id"]?.idValue.map($0.contains) ?? false } ?? true)
                     && (fragment.map { object[$0] != nil } ?? true)
                     && (type.map { object["type"]?.stringValue == $0 } ?? true)
+                    && (owner.map { object["owner"]?.stringValue == $0 } ?? true)
                     && (text.map { object.encodedString().lowercased().contains($0) } ?? true)
+                    && (matchesQuery?.matches(object) ?? true)
             }
             return Self.json(Self.collection(objects, named: "managedObjects", query, path: "/inventory/managedObjects"),
                              type: "application/vnd.com.nsn.cumulocity.managedobjectcollection+json")
@@ -201,5 +213,100 @@ extension Routes {
             let created = operation["creationTime"]?.stringValue ?? ""
             return (fragment.map { operation[$0] != nil } ?? true) && (from.map { created >= $0 } ?? true) && (to.map { created < $0 } ?? true)
         }
+    }
+}
+
+/// The forms of the inventory query language (`query`, and `q` for devices) that `c8y-api` builds:
+/// `$filter=(TERM and TERM …)` with an optional `$orderby=…` (ignored), where a term is `has(FRAGMENT)`
+/// or `PATH eq VALUE` (a dotted path such as `c8y_Hardware.model`; the value quoted with `'…'`, `''`
+/// for a quote, or bare; `*` matches any run of characters). Anything else (`or`, `not`, `bygroupid`,
+/// other operators) is refused with 400 rather than answered wrongly.
+struct InventoryQuery: Sendable {
+    enum Term: Sendable, Equatable {
+        case has(String)
+        case equals(path: [String], pattern: String)
+    }
+
+    struct Problem: Error { let detail: String }
+
+    let terms: [Term]
+
+    static func parse(_ expression: String) -> Result<InventoryQuery, Problem> {
+        var text = Substring(expression.trimmingWhitespace())
+        if text.hasPrefix("$filter=") { text = text.dropFirst(8) }
+        if let order = text.firstRange(of: "$orderby=") {
+            text = text[..<order.lowerBound]
+            if text.hasSuffix("+") || text.hasSuffix(" ") { text = text.dropLast() }  // c8y-api joins them with +
+        }
+        var terms: [Term] = []
+        for raw in unparenthesized(String(text)).components(separatedBy: " and ") {
+            let term = unparenthesized(raw)
+            if term.hasPrefix("has("), term.hasSuffix(")") {
+                terms.append(.has(String(term.dropFirst(4).dropLast())))
+                continue
+            }
+            let parts = term.components(separatedBy: " eq ")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[0].contains(" ") else {
+                return .failure(Problem(detail: "the sandbox understands has(FRAGMENT) and PATH eq VALUE joined by and; not \"\(term)\""))
+            }
+            var value = parts[1].trimmingWhitespace()
+            if value.count >= 2, value.hasPrefix("'"), value.hasSuffix("'") {
+                value = String(value.dropFirst().dropLast()).replacing("''", with: "'")
+            }
+            terms.append(.equals(path: parts[0].split(separator: ".").map(String.init), pattern: value))
+        }
+        return .success(InventoryQuery(terms: terms.filter { $0 != .has("") }))
+    }
+
+    /// The text without whitespace around it and without parentheses that enclose all of it.
+    static func unparenthesized(_ text: String) -> String {
+        var current = text.trimmingWhitespace()
+        while current.hasPrefix("("), current.hasSuffix(")"), enclosesAll(current) {
+            current = String(current.dropFirst().dropLast()).trimmingWhitespace()
+        }
+        return current
+    }
+
+    static func enclosesAll(_ text: String) -> Bool {
+        var depth = 0
+        for (offset, character) in text.enumerated() {
+            if character == "(" { depth += 1 }
+            if character == ")" { depth -= 1 }
+            if depth == 0, offset < text.count - 1 { return false }
+        }
+        return true
+    }
+
+    func matches(_ object: JSONValue) -> Bool {
+        terms.allSatisfy { term in
+            switch term {
+            case .has(let fragment): object[fragment] != nil
+            case .equals(let path, let pattern):
+                path.reduce(Optional(object)) { $0?[$1] }.map { value in
+                    Self.glob(pattern, value.stringValue ?? value.encodedString())
+                } ?? false
+            }
+        }
+    }
+
+    /// `*` matches any run of characters; everything else itself.
+    static func glob(_ pattern: String, _ text: String) -> Bool {
+        let pieces = pattern.components(separatedBy: "*")
+        guard pieces.count > 1 else { return pattern == text }
+        var rest = Substring(text)
+        guard let first = pieces.first, rest.hasPrefix(first) else { return false }
+        rest = rest.dropFirst(first.count)
+        for piece in pieces.dropFirst().dropLast() where !piece.isEmpty {
+            guard let found = rest.firstRange(of: piece) else { return false }
+            rest = rest[found.upperBound...]
+        }
+        let last = pieces.last ?? ""
+        return rest.count >= last.count && rest.hasSuffix(last)
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> String {
+        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 }

@@ -56,6 +56,13 @@ struct Routes: Sendable {
 
     static let badBody = error(422, "general/invalidBody", "the body is not a JSON object")
 
+    /// The alarms a query selects: `source`, `type`, `dateFrom`/`dateTo`, `status`, `severity`; newest first unless `revert`.
+    static func alarms(_ tenant: Tenant, _ query: Parameters) async -> [JSONValue] {
+        let severity = query.get("severity")
+        return filtered(await tenant.alarmList(status: query.get("status")), query)
+            .filter { severity == nil || $0["severity"]?.stringValue == severity }
+    }
+
     /// 403 when a device user would change or delete a managed object another user owns.
     static func refusedChange(of id: String, by principal: Principal, tenant: Tenant) async -> Response? {
         guard let object = await tenant.managedObject(id) else { return nil }  // the route answers 404
@@ -191,11 +198,12 @@ struct Routes: Sendable {
         }
         router.get("/alarm/alarms") { request, _ -> Response in
             let query = request.uri.queryParameters
-            let severity = query.get("severity")
-            let alarms = Self.filtered(await tenant.alarmList(status: query.get("status")), query)
-                .filter { severity == nil || $0["severity"]?.stringValue == severity }
-            return Self.json(Self.collection(alarms, named: "alarms", query, path: "/alarm/alarms"),
+            return Self.json(Self.collection(await Self.alarms(tenant, query), named: "alarms", query, path: "/alarm/alarms"),
                              type: "application/vnd.com.nsn.cumulocity.alarmcollection+json")
+        }
+        // The number of alarms the same filters select (a bare integer, as the platform answers).
+        router.get("/alarm/alarms/count") { request, _ -> Response in
+            Self.json(.int(Int64(await Self.alarms(tenant, request.uri.queryParameters).count)))
         }
         router.put("/alarm/alarms/{id}") { request, context -> Response in
             let id = context.parameters.get("id") ?? ""

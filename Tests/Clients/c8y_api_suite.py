@@ -80,6 +80,9 @@ class PlatformUserTests(unittest.TestCase):
         for fragment in ("c8y_Restart", "c8y_Message", "switchyard_Diagnostics"):
             self.assertIn(fragment, supported)
         self.assertIn("c8y_IsDevice", agent.fragments)
+        # By name: c8y-api turns this into q=$filter=(has(c8y_IsDevice) and name eq '…').
+        self.assertEqual([d.id for d in self.c8y.device_inventory.get_all(name="Switchyard demo*")], [self.device_id])
+        self.assertEqual(self.c8y.device_inventory.get_count(name="no such device"), 0)
 
     def operation_ends(self, fragments, expected="SUCCESSFUL"):
         operation = Operation(self.c8y, self.device_id, **fragments).create()

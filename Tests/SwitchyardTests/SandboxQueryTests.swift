@@ -247,4 +247,33 @@ struct SandboxQueryTests {
             #expect(try await platform.forward("DELETE", "/inventory/managedObjects/\(owned)", headers: [], body: nil).status == 204)
         }
     }
+
+    /// The inventory query forms c8y-api builds select what they say; other forms are refused, not guessed.
+    @Test func inventoryQueriesAsTheClientBuildsThem() async throws {
+        try await withSandbox { client, _ in
+            let gateway = try await client.createManagedObject(["name": "Gateway 7", "type": "acme_Gateway", "c8y_IsDevice": [:],
+                                                                "c8y_Hardware": ["model": "GW-7"]])["id"]?.idValue ?? ""
+            _ = try await client.createManagedObject(["name": "Gateway 8", "type": "acme_Gateway"])
+            _ = try await client.createManagedObject(["name": "O'Brien's sensor", "c8y_IsDevice": [:]])
+            func names(_ parameter: String, _ expression: String) async throws -> [String?] {
+                try await get(client, "/inventory/managedObjects", [(parameter, expression), ("pageSize", "100")])["managedObjects"]?
+                    .arrayValue?.map { $0["name"]?.stringValue } ?? []
+            }
+            #expect(try await names("q", "$filter=(has(c8y_IsDevice) and name eq 'Gateway*')") == ["Gateway 7"])
+            #expect(try await names("query", "$filter=(type eq acme_Gateway)+$orderby=name") == ["Gateway 7", "Gateway 8"])
+            #expect(try await names("query", "$filter=(c8y_Hardware.model eq 'GW-7')") == ["Gateway 7"])
+            #expect(try await names("query", "$filter=(name eq 'O''Brien*')") == ["O'Brien's sensor"])
+            #expect(try await names("q", "$filter=((has(c8y_IsDevice)) and (name eq '*sensor'))") == ["O'Brien's sensor"])
+            let formEncoded = try await client.forward("GET", "/inventory/managedObjects?q=%24filter%3D(has(c8y_IsDevice)+and+name+eq+'Gateway*')",
+                                                       headers: [], body: nil)
+            #expect(try JSONValue.parse(formEncoded.body)["managedObjects"]?.arrayValue?.map { $0["name"] } == ["Gateway 7"])
+            let refused = try await client.forward("GET", "/inventory/managedObjects?query=%24filter%3D(name%20eq%20'a'%20or%20name%20eq%20'b')",
+                                                   headers: [], body: nil)
+            #expect(refused.status == 400)
+            #expect(try JSONValue.parse(refused.body)["error"] == "inventory/Invalid query")
+            _ = try await client.createAlarm(["source": ["id": .string(gateway)], "type": "acme_A", "severity": "MAJOR", "text": "t",
+                                              "time": "2026-11-01T00:00:00.000Z"])
+            #expect(try await client.forward("GET", "/alarm/alarms/count?source=\(gateway)&status=ACTIVE", headers: [], body: nil).body == Array("1".utf8))
+        }
+    }
 }
