@@ -181,13 +181,13 @@ struct PlatformGate: RouterMiddleware {
         var context = context
         if header.hasPrefix("Bearer ") {
             guard await tenant.validToken(String(header.dropFirst(7))) else {
-                return Routes.json(["error": "security/Unauthorized", "message": "Invalid or expired token"], status: 401)
+                return Routes.error(401, "security/Unauthorized", "Invalid or expired token")
             }
             context.principal = .device(await tenant.tokenHolder(String(header.dropFirst(7))) ?? "device")
         } else {
             guard let (user, password) = Routes.basicCredentials(request),
                   await tenant.authorized(user: user, password: password, credentialsRequest: path == "/devicecontrol/deviceCredentials") else {
-                return Routes.json(["error": "security/Unauthorized", "message": "Invalid credentials!"], status: 401)
+                return Routes.error(401, "security/Unauthorized", "Invalid credentials!")
             }
             let name = String(user.split(separator: "/").last ?? "")
             context.principal = tenant.isPlatformUser(user, password: password) ? .platform(name) : .device(name)

@@ -245,6 +245,14 @@ struct SandboxQueryTests {
             #expect(try await get(device, "/user/currentUser")["effectiveRoles"]?.arrayValue?.contains { $0["id"] == "ROLE_INVENTORY_ADMIN" } == false)
             #expect(try await get(platform, "/user/currentUser")["userName"] == .string(server.tenant.settings.platformUsername))
             #expect(try await platform.forward("DELETE", "/inventory/managedObjects/\(owned)", headers: [], body: nil).status == 204)
+
+            // A wrong password: 401 in the platform's error shape, and no browser prompt (no WWW-Authenticate).
+            let stranger = PlatformClient(baseURL: server.url, transport: device.transport,
+                                          credentials: BasicCredentials(tenant: server.tenant.settings.tenantID, username: "admin", password: "wrong"))
+            let refused = try await stranger.forward("GET", "/inventory/managedObjects", headers: [], body: nil)
+            let error = try JSONValue.parse(refused.body)
+            #expect(refused.status == 401 && error["error"] == "security/Unauthorized" && error["info"] != nil)
+            #expect(refused.headers["www-authenticate"] == nil)
         }
     }
 
