@@ -21,6 +21,18 @@ struct PlatformConnection: ParsableArguments {
     }
 }
 
+/// A device's measurements or events, newest first: `--device`, `--type`, `--page-size`.
+struct DeviceDocuments: ParsableArguments {
+    @OptionGroup var connection: PlatformConnection
+    @Option(help: "The source device's id.") var device: String
+    @Option(help: "Only of this type.") var type: String?
+    @Option(help: "How many at most.") var pageSize = 20
+
+    func page(_ path: String, _ member: String) async throws -> [JSONValue] {
+        try await connection.page(path, member, [("source", device)] + (type.map { [("type", $0)] } ?? []), pageSize: pageSize)
+    }
+}
+
 /// `key=value` pairs of the fields present, for one-line listings.
 func summary(_ item: JSONValue, _ keys: [String]) -> String {
     keys.compactMap { key -> String? in
@@ -92,14 +104,10 @@ struct MeasurementCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "A device's measurements, newest first.")
-        @OptionGroup var connection: PlatformConnection
-        @Option(help: "The source device's id.") var device: String
-        @Option(help: "Only of this type.") var type: String?
-        @Option(help: "How many at most.") var pageSize = 20
+        @OptionGroup var selection: DeviceDocuments
 
         func run() async throws {
-            let query = [("source", device)] + (type.map { [("type", $0)] } ?? [])
-            let items = try await connection.page("/measurement/measurements", "measurements", query, pageSize: pageSize)
+            let items = try await selection.page("/measurement/measurements", "measurements")
             for item in items {
                 // The series: every fragment other than the standard fields, as fragment.series=value unit.
                 let standard: Set<String> = ["id", "self", "time", "type", "source"]
@@ -121,14 +129,10 @@ struct EventCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "A device's events, newest first.")
-        @OptionGroup var connection: PlatformConnection
-        @Option(help: "The source device's id.") var device: String
-        @Option(help: "Only of this type.") var type: String?
-        @Option(help: "How many at most.") var pageSize = 20
+        @OptionGroup var selection: DeviceDocuments
 
         func run() async throws {
-            let query = [("source", device)] + (type.map { [("type", $0)] } ?? [])
-            let items = try await connection.page("/event/events", "events", query, pageSize: pageSize)
+            let items = try await selection.page("/event/events", "events")
             for item in items {
                 let file = item["c8y_IsBinary"].map { "  file=\($0["name"]?.stringValue ?? "?") (\($0["length"]?.encodedString() ?? "?") bytes)" } ?? ""
                 print(summary(item, ["id", "time", "type", "text"]) + file)
