@@ -290,11 +290,15 @@ public actor Outbox: Service {
             }
             failures = 0
             logger.debug("delivered", metadata: ["request": "\(item.request.method) \(item.request.path)", "operation": "\(item.operationID ?? "-")"])
-            await remove(item)
+            // A delivered final status is recorded in the journal before the request leaves the queue:
+            // a reconciliation in between (whose platform query may predate the delivery) then sees
+            // the update still queued or the operation acknowledged, never neither, and does not send
+            // the final status a second time.
             if let id = item.request.updatedOperation, let status = item.request.body?["status"]?.stringValue,
                OperationItem.finalStatuses.contains(status) {
                 await journal?.acknowledged(id)
             }
+            await remove(item)
         } catch where error.isCancellation {
             inFlight.remove(item.sequence)
             return
