@@ -1,3 +1,4 @@
+import Cumulocity
 import HTTPTypes
 import Hummingbird
 import JSONSupport
@@ -15,12 +16,12 @@ extension Routes {
     func registerBinaries(on router: Router<SandboxContext>) {
         let tenant = self.tenant
         router.post("/inventory/binaries") { request, context -> Response in
-            let upload: Upload
+            let file: StoredFile
             switch try await Self.upload(request, defaultName: "file") {
-            case .success(let value): upload = value
+            case .success(let value): file = value
             case .failure(let refusal): return refusal.response
             }
-            let id = await tenant.addBinary(upload.file.bytes, name: upload.file.name, type: upload.file.type, owner: context.principal.name)
+            let id = await tenant.addBinary(file.bytes, name: file.name, type: file.type, owner: context.principal.name)
             return Self.json(await tenant.binaryMetadata(id) ?? [:], status: 201, type: "application/vnd.com.nsn.cumulocity.managedobject+json")
         }
         router.get("/inventory/binaries") { request, _ -> Response in
@@ -50,7 +51,7 @@ extension Routes {
             guard let info = await tenant.binaryMetadata(id) else {
                 return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
             }
-            if let refused = Self.refusedChange(of: info, id: id, by: context.principal) { return refused }
+            if let refused = Self.refusedChange(of: info, named: "binary \(id)", by: context.principal) { return refused }
             var bytes: [UInt8] = []
             for try await buffer in request.body {
                 bytes.append(contentsOf: buffer.readableBytesView)
@@ -65,7 +66,7 @@ extension Routes {
             guard let info = await tenant.binaryMetadata(id) else {
                 return Self.error(404, "inventory/Not Found", "Binary \(id) not found")
             }
-            if let refused = Self.refusedChange(of: info, id: id, by: context.principal) { return refused }
+            if let refused = Self.refusedChange(of: info, named: "binary \(id)", by: context.principal) { return refused }
             _ = await tenant.deleteBinary(id)
             return Response(status: .noContent)
         }
@@ -81,12 +82,12 @@ extension Routes {
         for (method, replace) in [(HTTPRequest.Method.post, false), (.put, true)] {
             router.on(RouterPath("/event/events/{id}/binaries"), method: method) { request, context -> Response in
                 let id = context.parameters.get("id") ?? ""
-                let upload: Upload
+                let file: StoredFile
                 switch try await Self.upload(request, defaultName: "event-\(id)") {
-                case .success(let value): upload = value
+                case .success(let value): file = value
                 case .failure(let refusal): return refusal.response
                 }
-                switch await tenant.attachBinary(toEvent: id, upload.file, replace: replace) {
+                switch await tenant.attachBinary(toEvent: id, file, replace: replace) {
                 case .attached(let answer): return Self.json(answer, status: 201)
                 case .noEvent:
                     return Self.error(404, "event/Not Found",
@@ -113,21 +114,10 @@ extension Routes {
 
     static let tooLarge = error(413, "general/Payload Too Large", "the sandbox keeps files of up to \(uploadLimit >> 20) MiB")
 
-    static func refusedChange(of info: JSONValue, id: String, by principal: Principal) -> Response? {
-        let owner = info["owner"]?.stringValue
-        guard !principal.mayModify(ownedBy: owner) else { return nil }
-        return error(403, "security/Forbidden", "Access is denied: binary \(id) is owned by \(owner ?? "another user")")
-    }
-
-    /// A file as uploaded, with the `object` part's JSON when there was one.
-    struct Upload {
-        var file: StoredFile
-    }
-
     /// Reads an upload: `multipart/form-data` with a `file` part and an optional `object` part
     /// (`{"name", "type"}`), as the platform and `c8y-api` send it, or a raw body whose media type is
     /// the file's (a `filename` in `Content-Disposition` names it).
-    static func upload(_ request: Request, defaultName: String) async throws -> Result<Upload, Refusal> {
+    static func upload(_ request: Request, defaultName: String) async throws -> Result<StoredFile, Refusal> {
         var request = request
         let contentType = request.headers[.contentType] ?? "application/octet-stream"
         let body: ByteBuffer
@@ -139,7 +129,7 @@ extension Routes {
         guard contentType.lowercased().hasPrefix("multipart/form-data") else {
             let disposition = request.headers.first { $0.name.canonicalName == "content-disposition" }?.value
             let name = disposition.flatMap { parameter("filename", in: $0) } ?? defaultName
-            return .success(Upload(file: StoredFile(name: name, type: contentType, bytes: Array(body.readableBytesView))))
+            return .success(StoredFile(name: name, type: contentType, bytes: Array(body.readableBytesView)))
         }
         guard let boundary = parameter("boundary", in: contentType), !boundary.isEmpty else {
             return .failure(Refusal(error(400, "general/invalidBody", "multipart/form-data without a boundary")))
@@ -162,7 +152,7 @@ extension Routes {
             name = info["name"]?.stringValue ?? name
             type = info["type"]?.stringValue ?? type
         }
-        return .success(Upload(file: StoredFile(name: name, type: type, bytes: file.body)))
+        return .success(StoredFile(name: name, type: type, bytes: file.body))
     }
 
     /// An answer that ends a route early, as a `Result` failure.
@@ -208,8 +198,8 @@ extension Routes {
     static func parameter(_ key: String, in header: String) -> String? {
         for item in header.split(separator: ";").dropFirst() {
             let pair = item.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2, pair[0].trimmingWhitespace().lowercased() == key else { continue }
-            var value = pair[1].trimmingWhitespace()
+            guard pair.count == 2, pair[0].trimmingCharacters(in: " \t\r\n").lowercased() == key else { continue }
+            var value = pair[1].trimmingCharacters(in: " \t\r\n")
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
             return value
         }

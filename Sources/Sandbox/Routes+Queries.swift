@@ -1,3 +1,4 @@
+import Cumulocity
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
@@ -232,7 +233,7 @@ struct InventoryQuery: Sendable {
     let terms: [Term]
 
     static func parse(_ expression: String) -> Result<InventoryQuery, Problem> {
-        var text = Substring(expression.trimmingWhitespace())
+        var text = Substring(expression.trimmingCharacters(in: " \t\r\n"))
         if text.hasPrefix("$filter=") { text = text.dropFirst(8) }
         if let order = text.firstRange(of: "$orderby=") {
             text = text[..<order.lowerBound]
@@ -249,7 +250,7 @@ struct InventoryQuery: Sendable {
             guard parts.count == 2, !parts[0].isEmpty, !parts[0].contains(" ") else {
                 return .failure(Problem(detail: "the sandbox understands has(FRAGMENT) and PATH eq VALUE joined by and; not \"\(term)\""))
             }
-            var value = parts[1].trimmingWhitespace()
+            var value = parts[1].trimmingCharacters(in: " \t\r\n")
             if value.count >= 2, value.hasPrefix("'"), value.hasSuffix("'") {
                 value = String(value.dropFirst().dropLast()).replacing("''", with: "'")
             }
@@ -260,9 +261,9 @@ struct InventoryQuery: Sendable {
 
     /// The text without whitespace around it and without parentheses that enclose all of it.
     static func unparenthesized(_ text: String) -> String {
-        var current = text.trimmingWhitespace()
+        var current = text.trimmingCharacters(in: " \t\r\n")
         while current.hasPrefix("("), current.hasSuffix(")"), enclosesAll(current) {
-            current = String(current.dropFirst().dropLast()).trimmingWhitespace()
+            current = String(current.dropFirst().dropLast()).trimmingCharacters(in: " \t\r\n")
         }
         return current
     }
@@ -302,11 +303,5 @@ struct InventoryQuery: Sendable {
         }
         let last = pieces.last ?? ""
         return rest.count >= last.count && rest.hasSuffix(last)
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
     }
 }

@@ -66,9 +66,14 @@ struct Routes: Sendable {
     /// 403 when a device user would change or delete a managed object another user owns.
     static func refusedChange(of id: String, by principal: Principal, tenant: Tenant) async -> Response? {
         guard let object = await tenant.managedObject(id) else { return nil }  // the route answers 404
-        let owner = object["owner"]?.stringValue
+        return refusedChange(of: object, named: "managed object \(id)", by: principal)
+    }
+
+    /// 403 when a device user would change or delete a document (managed object, file) another user owns.
+    static func refusedChange(of document: JSONValue, named name: String, by principal: Principal) -> Response? {
+        let owner = document["owner"]?.stringValue
         guard !principal.mayModify(ownedBy: owner) else { return nil }
-        return error(403, "security/Forbidden", "Access is denied: managed object \(id) is owned by \(owner ?? "another user")")
+        return error(403, "security/Forbidden", "Access is denied: \(name) is owned by \(owner ?? "another user")")
     }
 
     func register(on router: Router<SandboxContext>) {

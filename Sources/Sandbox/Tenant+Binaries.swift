@@ -29,7 +29,7 @@ extension Tenant {
 
     /// The metadata of every stored file (the managed objects with `c8y_IsBinary`), oldest first.
     func binaryList() -> [JSONValue] {
-        binaryInfo.values.sorted { (Int($0["id"]?.idValue ?? "") ?? 0) < (Int($1["id"]?.idValue ?? "") ?? 0) }
+        Self.oldestFirst(binaryInfo.values)
     }
 
     /// A stored file's metadata.
@@ -60,7 +60,7 @@ extension Tenant {
 
     func uploadReceived(_ id: String, bytes: Int) { uploadProgress[id, default: 0] += bytes }
 
-    /// Replaces a binary's content; `false` when there is no such binary.
+    /// Replaces a binary's content and returns its updated metadata; `nil` when there is no such binary.
     func replaceBinary(_ id: String, with bytes: [UInt8], contentType: String? = nil) -> JSONValue? {
         guard binaries[id] != nil else { return nil }
         binaries[id] = bytes

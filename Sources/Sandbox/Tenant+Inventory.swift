@@ -119,7 +119,12 @@ extension Tenant {
 
     /// Every managed object, oldest first.
     func managedObjectList() -> [JSONValue] {
-        managedObjects.values.sorted { (Int($0["id"]?.idValue ?? "") ?? 0) < (Int($1["id"]?.idValue ?? "") ?? 0) }
+        Self.oldestFirst(managedObjects.values)
+    }
+
+    /// Documents in the order their ids were given out (ids are increasing numbers).
+    static func oldestFirst(_ documents: some Sequence<JSONValue>) -> [JSONValue] {
+        documents.sorted { (Int($0["id"]?.idValue ?? "") ?? 0) < (Int($1["id"]?.idValue ?? "") ?? 0) }
     }
 
     /// The external ids bound to a managed object.
