@@ -74,9 +74,11 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "FirmwareHandler", dependencies: ["HandlerKit"], path: "Plugins/Firmware",
                 swiftSettings: strict),
+        .target(name: "LogfileHandler", dependencies: ["HandlerKit"], path: "Plugins/Logs",
+                swiftSettings: strict),
         // The catalog of compiled handlers, by the name a `swift:` declaration uses.
         .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler",
-                                                     "SoftwareHandler", "FirmwareHandler"],
+                                                     "SoftwareHandler", "FirmwareHandler", "LogfileHandler"],
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [
@@ -114,7 +116,7 @@ let package = Package(
 
         .testTarget(name: "SwitchyardTests", dependencies: [
             "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport", "SoftwareHandler",
-            "HandlerKitTesting", "MessageHandler", "ConfigurationHandler", "FirmwareHandler",
+            "HandlerKitTesting", "MessageHandler", "ConfigurationHandler", "FirmwareHandler", "LogfileHandler",
         ], swiftSettings: strict),
     ]
 )

@@ -1,6 +1,7 @@
 public import HandlerKit
 import ConfigurationHandler
 import FirmwareHandler
+import LogfileHandler
 import MessageHandler
 import RestartHandler
 import SoftwareHandler
@@ -9,6 +10,7 @@ import SoftwareHandler
 public let builtinHandlers: [String: any OperationHandler.Type] = [
     "Configuration": ConfigurationHandler.self,
     "Firmware": FirmwareHandler.self,
+    "Logfile": LogfileHandler.self,
     "Message": MessageHandler.self,
     "Restart": RestartHandler.self,
     "Software": SoftwareHandler.self,

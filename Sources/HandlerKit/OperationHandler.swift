@@ -62,6 +62,11 @@ public protocol DeviceContext: Sendable {
     /// Clears the device's active alarms of `type`, after what was queued before has gone out; none
     /// active: nothing happens.
     func clearAlarm(type: String) async throws
+
+    /// Runs `work` on one of the agent's threads for blocking work (reading or writing large files,
+    /// globbing, C calls that block) and returns its result: never block the cooperative pool that
+    /// runs every operation, which on a one-core device has a single thread.
+    func blocking<T: Sendable, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T
 }
 
 /// What of a command's run is copied into the operation's log.
@@ -71,6 +76,11 @@ public enum CommandLogging: Sendable, Equatable {
     /// Standard error only, and how many lines of standard output there were: for commands whose
     /// output is data the handler reads (a software list of thousands of lines), not a story.
     case outputSummary
+    /// Standard output is written to the file at `path` (created with mode 0600, or emptied), at
+    /// most `maxBytes` of it (the rest is dropped; the run's footer in the log says so), and not
+    /// to the log; standard error goes to the log. For output too large to hold in memory: a log
+    /// excerpt, a decompressed file. ``CommandResult/output`` is then empty.
+    case outputToFile(path: String, maxBytes: Int64)
 }
 
 /// An alarm's severity, as the platform names them.
@@ -144,4 +154,13 @@ public protocol HandlerContext: DeviceContext {
 
     /// Sends a measurement from the target device, e.g. `["c8y_Temperature": ["T": ["value": 21.5, "unit": "C"]]]`.
     func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws
+
+    /// Creates an event from the target device at once (not queued: the platform must be
+    /// reachable) and attaches the file at `path` to it as its binary, streamed from disk, never
+    /// whole in memory. The file is uploaded as `fileName` with `contentType`.
+    /// - Returns: the URL the platform serves the file at (`<tenant>/event/events/<id>/binaries`),
+    ///   as a log request's or a configuration upload's result names it.
+    /// - Throws: when the event cannot be created or the file cannot be read or sent.
+    func sendEvent(type: String, text: String, fragments: [String: JSONValue], attaching path: String,
+                   fileName: String, contentType: String) async throws -> String
 }

@@ -23,6 +23,8 @@ public final class RecordingContext: HandlerContext, Sendable {
         case log(String)
         case inventory([String: JSONValue])
         case event(type: String, text: String, fragments: [String: JSONValue])
+        /// An event with a file attached: the file's name, type and content as they were when sent.
+        case eventWithFile(type: String, text: String, fileName: String, contentType: String, contents: [UInt8])
         case measurement(type: String, fragments: [String: JSONValue])
         case alarm(type: String, severity: AlarmSeverity, text: String)
         case clearAlarm(type: String)
@@ -80,6 +82,22 @@ public final class RecordingContext: HandlerContext, Sendable {
         record(.event(type: type, text: text, fragments: fragments))
     }
 
+    /// Records the event with the file's content; the URL returned is
+    /// `https://recording.invalid/event/events/<n>/binaries`, n counting from 1.
+    public func sendEvent(type: String, text: String, fragments: [String: JSONValue], attaching path: String,
+                          fileName: String, contentType: String) async throws -> String {
+        let contents = try readFile(path)
+        let number = state.withLock { state in
+            state.calls.append(.eventWithFile(type: type, text: text, fileName: fileName, contentType: contentType, contents: contents))
+            return state.calls.count { if case .eventWithFile = $0 { true } else { false } }
+        }
+        return "https://recording.invalid/event/events/\(number)/binaries"
+    }
+
+    public func blocking<T: Sendable, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        try work()
+    }
+
     public func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
         record(.measurement(type: type, fragments: fragments))
     }
@@ -102,7 +120,15 @@ public final class RecordingContext: HandlerContext, Sendable {
     public func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
                            logging: CommandLogging) async -> CommandResult {
         record(.command(argv: argv, input: input, environment: environment))
-        return await runner(argv, input, environment)
+        let result = await runner(argv, input, environment)
+        guard case .outputToFile(let path, let maxBytes) = logging else { return result }
+        // As the agent does: the output goes to the file (up to the limit), not into the result.
+        do {
+            try writeFile(path, Array(Array(result.output.utf8).prefix(Int(clamping: maxBytes))))
+        } catch {
+            return CommandResult(exitCode: nil, detail: error.description)
+        }
+        return CommandResult(exitCode: result.exitCode, detail: result.detail)
     }
 
     /// Copies the file registered for `url` to `path`; an unknown URL fails as a 404 would.

@@ -5,7 +5,7 @@ public struct PlatformError: Error, CustomStringConvertible, Sendable {
     /// What kind of failure it is; a struct over a private enum, so codes can be added without
     /// breaking a caller's `switch`.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
-        private enum Base: String, Sendable { case transport, status, malformedResponse, credentials }
+        private enum Base: String, Sendable { case transport, status, malformedResponse, credentials, localFile }
         private let base: Base
         private init(_ base: Base) { self.base = base }
 
@@ -18,6 +18,8 @@ public struct PlatformError: Error, CustomStringConvertible, Sendable {
         public static let malformedResponse = Code(.malformedResponse)
         /// Credentials could not be obtained (e.g. an unreadable password file).
         public static let credentials = Code(.credentials)
+        /// A file the request sends could not be read; nothing was sent.
+        public static let localFile = Code(.localFile)
 
         public var description: String { base.rawValue }
     }
@@ -65,6 +67,10 @@ public struct PlatformError: Error, CustomStringConvertible, Sendable {
 
     public static func credentials(_ detail: String, file: String = #fileID, line: Int = #line) -> Self {
         Self(.credentials, "-", "-", detail: detail, file: file, line: line)
+    }
+
+    public static func localFile(_ method: String, _ path: String, _ detail: String, file: String = #fileID, line: Int = #line) -> Self {
+        Self(.localFile, method, path, detail: detail, file: file, line: line)
     }
 
     /// Whether sending the same request later may succeed: network trouble, 5xx, 408, 429 and 401

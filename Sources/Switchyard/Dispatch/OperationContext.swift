@@ -82,6 +82,26 @@ struct OperationContext: HandlerContext {
         try await outbox.enqueue(.createEvent(.object(event)), for: operationID)
     }
 
+    func sendEvent(type: String, text: String, fragments: [String: JSONValue], attaching path: String,
+                   fileName: String, contentType: String) async throws -> String {
+        var event = fragments
+        event["source"] = ["id": .string(deviceID)]
+        event["type"] = .string(type)
+        event["text"] = .string(text)
+        event["time"] = .string(timestamp())
+        let body = JSONValue.object(event)
+        let id = try await retryingNetwork { () throws(PlatformError) in try await client.createEvent(body) }
+        let url = try await retryingNetwork { () throws(PlatformError) in
+            try await client.attachFile(toEvent: id, path: path, name: fileName, contentType: contentType)
+        }
+        appendLine("[switchyard: \(fileName) attached to event \(id) (\(type))]", to: logFile)
+        return url
+    }
+
+    func blocking<T: Sendable, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        try await BlockingPool.run(work)
+    }
+
     func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
         var measurement = fragments
         measurement["source"] = ["id": .string(deviceID)]
@@ -123,6 +143,28 @@ struct ReportContext: DeviceContext {
     }
 
     func sha256(ofFile path: String) async throws -> String { try await BlockingPool.run { () throws(DigestError) in try sha256Hex(ofFile: path) } }
+
+    func blocking<T: Sendable, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        try await BlockingPool.run(work)
+    }
+}
+
+/// Runs a direct platform call (one a handler waits for, outside the outbox) up to four times
+/// while the network fails or the platform answers 5xx, 200 ms more between each try.
+func retryingNetwork<T: Sendable>(_ call: () async throws(PlatformError) -> T) async throws -> T {
+    var attempt = 1
+    while true {
+        let result: Result<T, PlatformError>
+        do { result = .success(try await call()) } catch { result = .failure(error) }
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error):
+            guard attempt < 4, error.isRetryable, !error.isCancellation, error.code != .credentials else { throw error }
+        }
+        try await Task.sleep(for: .milliseconds(200 * attempt))
+        attempt += 1
+    }
 }
 
 /// A new ACTIVE alarm of `device`, as `POST /alarm/alarms` takes it.
@@ -150,6 +192,9 @@ func runDeviceCommand(_ argv: [String], input: [UInt8]?, environment: [String: S
     let result = await ExecRunner().run(spec, operation: .null, environment: [:], timeout: timeout,
                                         workingDirectory: directory, logFile: logFile, templated: false,
                                         stdin: input ?? [], captureOutput: 1 << 20, logging: logging)
+    if case .outputToFile = logging {
+        await LogWriter.flush()  // the handler reads the file next: all of it must be there
+    }
     let tail = ExecResult.lastLines(result.stderrTail)
     let outcome: CommandResult
     if case .exited(let code) = result.ending {

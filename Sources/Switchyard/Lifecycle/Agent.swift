@@ -223,7 +223,8 @@ public struct Agent: Service {
             reportedChildren.append((identity.id, childRegistry))
             let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
                                         dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
-                                        optional: true, limits: configuration.limits.declarations)
+                                        optional: true, limits: configuration.limits.declarations,
+                                        report: { [self] in await report($0, of: identity.id, outbox: outbox, client: client, state: state) })
             keepers.append((keeper, directory))
         }
 
@@ -259,7 +260,8 @@ public struct Agent: Service {
         // handlers.d is live: changes (and SIGHUP) reload it; alarms name invalid files.
         let keeper = RegistryKeeper(registry: registry, advertised: registry.supportedOperations, catalog: catalog,
                                     dispatcher: dispatcher, client: client, deviceID: device.id, logger: logger,
-                                    limits: configuration.limits.declarations)
+                                    limits: configuration.limits.declarations,
+                                    report: { [self] in await report($0, of: device.id, outbox: outbox, client: client, state: state) })
         for (keeper, directory) in [(keeper, registry.directory)] + keepers {
             await keeper.sync()
             let watcher = HandlerDirectoryWatcher(directory: directory, interval: tuning.reloadInterval,
@@ -319,18 +321,23 @@ public struct Agent: Service {
 
     /// Lets every compiled handler report its device's current state (configuration, software, …).
     func report(registries: [(deviceID: String, registry: Registry)], outbox: Outbox, client: PlatformClient, state: String) async {
+        for (deviceID, registry) in registries {
+            await report(registry.declarations, of: deviceID, outbox: outbox, client: client, state: state)
+        }
+    }
+
+    /// Lets the compiled handlers among `declarations` report the state of device `deviceID`.
+    func report(_ declarations: [HandlerDeclaration], of deviceID: String, outbox: Outbox, client: PlatformClient, state: String) async {
         let directory = state + "/reports"
         try? FileSystem.makeDirectories(directory, mode: 0o700)
-        for (deviceID, registry) in registries {
-            for declaration in registry.declarations {
-                guard case .swift(let name, let handler) = declaration.kind else { continue }
-                do {
-                    try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox,
-                                                                    client: client))
-                } catch {
-                    logger.warning("handler could not report the device's state",
-                                   metadata: ["handler": "\(name)", "declaration": "\(declaration.location)", "error": "\(error)"])
-                }
+        for declaration in declarations {
+            guard case .swift(let name, let handler) = declaration.kind else { continue }
+            do {
+                try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox,
+                                                                client: client))
+            } catch {
+                logger.warning("handler could not report the device's state",
+                               metadata: ["handler": "\(name)", "declaration": "\(declaration.location)", "error": "\(error)"])
             }
         }
     }

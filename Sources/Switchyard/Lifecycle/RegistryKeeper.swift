@@ -23,10 +23,14 @@ actor RegistryKeeper {
     private let optional: Bool
 
     private let limits: DeclarationReader.Limits
+    /// Lets new or changed compiled handlers report the device's state (``OperationHandler/report(context:)``),
+    /// as they do at start: a new log type or configuration file is advertised without a restart.
+    private let report: @Sendable ([HandlerDeclaration]) async -> Void
 
     init(registry: Registry, advertised: [String], catalog: [String: any OperationHandler.Type], dispatcher: Dispatcher,
          client: PlatformClient, deviceID: String, logger: Logger, optional: Bool = false,
-         limits: DeclarationReader.Limits = .init()) {
+         limits: DeclarationReader.Limits = .init(), report: @escaping @Sendable ([HandlerDeclaration]) async -> Void = { _ in }) {
+        self.report = report
         self.optional = optional
         self.limits = limits
         self.directory = registry.directory
@@ -49,10 +53,12 @@ actor RegistryKeeper {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
         logger.info("handlers reloaded", metadata: ["operations": "\(next.supportedOperations.joined(separator: ","))"])
+        let known = Set(registry.declarations.map { $0.json.encoded() })
         registry = next
         await dispatcher.update(registry: next, for: deviceID)
         synced = false
         await sync()
+        await report(next.declarations.filter { !known.contains($0.json.encoded()) })
     }
 
     /// Brings the platform in line with the registry, if it is not already; whether it is now.

@@ -60,7 +60,7 @@ struct ExecRunner: Sendable {
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
 
         let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, captureLimit: captureOutput,
-                             summary: logging == .outputSummary, onDirective: onDirective, onInvalidDirective: onInvalidDirective)
+                             logging: logging, onDirective: onDirective, onInvalidDirective: onInvalidDirective)
         let input = stdin ?? operation.encoded()
         let processGroup = ProcessGroupBox()
 

@@ -29,6 +29,10 @@ final class LogCapture: Sendable {
         var collected = Collected()
         var captured: [UInt8] = []
         var outputLines = 0
+        /// ``CommandLogging/outputToFile(path:maxBytes:)``: where standard output goes, how much went.
+        var outputFD: Int32 = -1
+        var outputWritten: Int64 = 0
+        var outputCut = false
     }
     /// The longest stdout line read as a possible directive.
     static let lineLimit = 256 * 1024
@@ -41,24 +45,34 @@ final class LogCapture: Sendable {
     private let captureLimit: Int
     /// Standard output is counted, not copied (``CommandLogging/outputSummary``).
     private let summary: Bool
+    /// Standard output goes to a file, not the log (``CommandLogging/outputToFile(path:maxBytes:)``).
+    private let output: (path: String, limit: Int64)?
     private let onDirective: @Sendable (Directive) -> Void
     private let onInvalidDirective: @Sendable (_ why: String, _ line: String) -> Void
 
-    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0, summary: Bool = false,
+    init(file: String, limit: Int, tailBytes: Int, captureLimit: Int = 0, logging: CommandLogging = .full,
          onDirective: @escaping @Sendable (Directive) -> Void = { _ in },
          onInvalidDirective: @escaping @Sendable (_ why: String, _ line: String) -> Void = { _, _ in }) {
         self.limit = limit
         self.tailBytes = tailBytes
         self.captureLimit = captureLimit
-        self.summary = summary
+        self.summary = logging == .outputSummary
         self.onDirective = onDirective
         self.onInvalidDirective = onInvalidDirective
-        self.state = Mutex(State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600),
-                                 lines: LineSplitter(limit: Self.lineLimit)))
+        var state = State(fd: open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600), lines: LineSplitter(limit: Self.lineLimit))
+        if case .outputToFile(let path, let maxBytes) = logging {
+            output = (path, maxBytes)
+            state.outputFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        } else {
+            output = nil
+        }
+        self.state = Mutex(state)
     }
 
     deinit {
-        LogWriter.closeFile(state.withLock { $0.fd })
+        let (fd, outputFD) = state.withLock { ($0.fd, $0.outputFD) }
+        LogWriter.closeFile(fd)
+        LogWriter.closeFile(outputFD)
     }
 
     func take(_ chunk: SubprocessOutputSequence.Buffer, stderr: Bool) {
@@ -68,6 +82,15 @@ final class LogCapture: Sendable {
                     s.tail += bytes.suffix(tailBytes)
                     if s.tail.count > tailBytes { s.tail.removeFirst(s.tail.count - tailBytes) }
                     append(bytes, to: &s)
+                    return
+                }
+                if let output {
+                    // Data for the handler, written as it comes (on the writer's thread), never parsed.
+                    let room = max(0, output.limit - s.outputWritten)
+                    if Int64(bytes.count) > room { s.outputCut = true }
+                    let part = bytes.prefix(Int(min(Int64(bytes.count), room)))
+                    LogWriter.append(Array(part), to: s.outputFD)
+                    s.outputWritten += Int64(part.count)
                     return
                 }
                 if s.captured.count < captureLimit {
@@ -110,6 +133,14 @@ final class LogCapture: Sendable {
             s.lines = lines
             if let last { read(last, into: &s) }
             if summary { note("[switchyard: \(s.outputLines) lines of standard output, read by the handler, not copied here]", to: &s) }
+            if let output {
+                if s.outputFD < 0 {
+                    note("[switchyard: cannot write standard output to \(output.path): nothing kept]", to: &s)
+                } else {
+                    let cut = s.outputCut ? "; the rest was dropped at the limit of \(output.limit) bytes" : ""
+                    note("[switchyard: \(s.outputWritten) bytes of standard output written to \(output.path)\(cut)]", to: &s)
+                }
+            }
         }
     }
 
