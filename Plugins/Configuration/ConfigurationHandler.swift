@@ -6,132 +6,196 @@ import Glibc
 import Musl
 #endif
 
-/// Text configuration: `c8y_Configuration` writes `c8y_Configuration.config` to a file and applies it;
-/// `c8y_SendConfiguration` reports the file as it is. The current configuration is reported at start.
+/// Device configuration, in the three forms of the platform's Configuration tab (device-management
+/// reference, "Configuration"):
 ///
-/// Options: `file` (required), `apply` (argv run after writing; optional), `maxBytes` (default 1 MiB),
-/// `applyTimeout` (seconds, default 60).
-/// The file is replaced atomically (temporary file beside it, fsync, rename) keeping its owner and
-/// mode; the previous version is kept as `<file>.previous`. If `apply` fails, the previous file is
-/// restored, `apply` runs again, and the operation fails with the reason.
+/// - **Text**: `c8y_Configuration` (`{config}`) writes the text to the file and applies it, then
+///   reports it as the device's `c8y_Configuration`; `c8y_SendConfiguration` reports the file as it is.
+/// - **Typed files**: the device advertises `c8y_SupportedConfigurations` (the declared types);
+///   `c8y_UploadConfigFile` (`{type}`) creates an event whose type is the configuration type and
+///   attaches the file to it; `c8y_DownloadConfigFile` (`{type, url}`) downloads the file, installs
+///   and applies it, then reports `c8y_Configuration_<type>` (`{name, time, type, url}`).
+/// - **Legacy files**: the same two operations without `type` mean the default type; a legacy
+///   download's `c8y_ConfigurationDump` reference is copied into the device's inventory.
+///
+/// Every replacement goes through ``ConfigurationFile/install(_:)`` (atomic, owner and mode kept
+/// or set, previous version kept, restored when `apply` fails).
+///
+/// Options: text form `file`, `apply` (argv), `maxBytes` (default 1 MiB), `applyTimeout` (seconds,
+/// default 60); typed form `files`, a list of `{type, path, owner, group, mode, apply, applyTimeout,
+/// maxBytes}`; `defaultType` (default: the first of `files`, or `configuration` for `file`).
 public struct ConfigurationHandler: OperationHandler {
-    let file: String
-    let apply: [String]?
-    let maxBytes: Int
-    let applyTimeout: Duration
+    /// The text file (`file`), when declared: reported as `c8y_Configuration` at start.
+    let text: ConfigurationFile?
+    /// Every file, text and typed, by type.
+    let files: [ConfigurationFile]
+    let typed: Bool
+    let defaultType: String
+
+    struct Mode: Decodable {
+        let value: mode_t
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            // "0640" as text, or 640 / 0640 as a YAML number: the digits are octal either way.
+            let digits = (try? container.decode(String.self)) ?? (try? container.decode(Int.self)).map { String($0) } ?? ""
+            guard !digits.isEmpty, let value = mode_t(digits, radix: 8), value <= 0o7777 else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "must be an octal file mode such as \"0640\"")
+            }
+            self.value = value
+        }
+    }
 
     struct Options: Decodable {
-        var file: String
+        struct File: Decodable {
+            var type: String
+            var path: String
+            var owner: String?
+            var group: String?
+            var mode: Mode?
+            var apply: [String]?
+            var applyTimeout: Int64?
+            var maxBytes: Int64?
+        }
+        var file: String?
         var apply: [String]?
-        var maxBytes: Int?
+        var maxBytes: Int64?
         var applyTimeout: Int64?
+        var files: [File]?
+        var defaultType: String?
     }
 
     public init(options: JSONValue) throws(HandlerOptionsError) {
         let options = try options.decode(Options.self)
-        guard options.file.hasPrefix("/") else {
-            throw HandlerOptionsError("options.file must be the absolute path of the configuration file")
+        func checked(_ place: String, type: String, path: String, owner: String? = nil, group: String? = nil, mode: mode_t? = nil,
+                     apply: [String]?, applyTimeout: Int64?, maxBytes: Int64?) throws(HandlerOptionsError) -> ConfigurationFile {
+            guard path.hasPrefix("/") else { throw HandlerOptionsError("\(place) must be the absolute path of the configuration file") }
+            if let apply, apply.first?.hasPrefix("/") != true {
+                throw HandlerOptionsError("\(place == "options.file" ? "options" : place).apply must be a list starting with an absolute program path")
+            }
+            let seconds = applyTimeout ?? 60
+            guard seconds > 0 else { throw HandlerOptionsError("\(place == "options.file" ? "options" : place).applyTimeout must be a positive number of seconds") }
+            let bytes = maxBytes ?? 1 << 20
+            guard bytes > 0 else { throw HandlerOptionsError("\(place == "options.file" ? "options" : place).maxBytes must be positive") }
+            return ConfigurationFile(type: type, path: path, owner: owner, group: group, mode: mode, apply: apply,
+                                     applyTimeout: .seconds(seconds), maxBytes: bytes)
         }
-        file = options.file
-        if let apply = options.apply, apply.first?.hasPrefix("/") != true {
-            throw HandlerOptionsError("options.apply must be a list starting with an absolute program path")
+        var files: [ConfigurationFile] = []
+        for (index, file) in (options.files ?? []).enumerated() {
+            let place = "options.files[\(index)]"
+            guard !file.type.isEmpty else { throw HandlerOptionsError("\(place).type must not be empty") }
+            guard !files.contains(where: { $0.type == file.type }) else { throw HandlerOptionsError("\(place): type \(file.type) is declared twice") }
+            files.append(try checked(place + ".path", type: file.type, path: file.path, owner: file.owner, group: file.group,
+                                     mode: file.mode?.value, apply: file.apply, applyTimeout: file.applyTimeout, maxBytes: file.maxBytes))
         }
-        apply = options.apply
-        maxBytes = options.maxBytes ?? 1 << 20
-        guard maxBytes > 0 else { throw HandlerOptionsError("options.maxBytes must be positive") }
-        let seconds = options.applyTimeout ?? 60
-        guard seconds > 0 else { throw HandlerOptionsError("options.applyTimeout must be a positive number of seconds") }
-        applyTimeout = .seconds(seconds)
+        typed = !files.isEmpty
+        if let path = options.file {
+            let type = options.defaultType ?? files.first?.type ?? "configuration"
+            let file = try checked("options.file", type: type, path: path, apply: options.apply, applyTimeout: options.applyTimeout,
+                                   maxBytes: options.maxBytes)
+            text = file
+            if !files.contains(where: { $0.type == type }) { files.insert(file, at: 0) }
+        } else {
+            text = nil
+        }
+        guard let first = files.first else { throw HandlerOptionsError("options need file (text configuration) or files (typed configuration files)") }
+        let defaultType = options.defaultType ?? text?.type ?? first.type
+        guard files.contains(where: { $0.type == defaultType }) else {
+            throw HandlerOptionsError("options.defaultType \(defaultType) is not one of the declared types (\(files.map(\.type).joined(separator: ", ")))")
+        }
+        self.defaultType = defaultType
+        self.files = files
+    }
+
+    var defaultFile: ConfigurationFile? { files.first { $0.type == defaultType } }
+
+    public func report(context: any DeviceContext) async throws {
+        if typed {
+            try await context.updateInventory(["c8y_SupportedConfigurations": .array(files.map { .string($0.type) })])
+        }
+        if let text, let current = readAll(text.path) {
+            try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
+        }
     }
 
     public func execute(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {
-        if operation.fragment == "c8y_SendConfiguration" {
-            guard let current = readAll(file) else { return .failed("cannot read \(file): \(errorText())") }
-            try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
-            return .successful
+        switch operation.fragment {
+        case "c8y_SendConfiguration": return try await sendText(context)
+        case "c8y_UploadConfigFile": return try await upload(operation.payload, context)
+        case "c8y_DownloadConfigFile": return try await download(operation.payload, context)
+        default: return try await replaceText(operation.payload, context)
         }
-        guard let text = operation.payload["config"]?.stringValue else {
-            return .failed("c8y_Configuration.config is missing or not text")
+    }
+
+    /// The declared file of the request's `type` (the default one without a type).
+    func file(for request: JSONValue, _ fragment: String) -> Result<ConfigurationFile, HandlerOptionsError> {
+        let type = request["type"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? defaultType
+        guard let file = files.first(where: { $0.type == type }) else {
+            return .failure(HandlerOptionsError("unknown configuration type \(type); this device has: \(files.map(\.type).joined(separator: ", "))"))
         }
-        guard text.utf8.count <= maxBytes else {
-            return .failed("the configuration is \(text.utf8.count) bytes; this device accepts at most \(maxBytes)")
-        }
-        let previous = readAll(file)
-        if let previous {
-            guard replaceAtomically(file + ".previous", with: previous, like: file) else {
-                return .failed("cannot keep the previous configuration as \(file).previous: \(errorText())")
-            }
-        }
-        guard replaceAtomically(file, with: text, like: file) else {
-            return .failed("cannot write \(file): \(errorText())")
-        }
-        await context.log("wrote \(text.utf8.count) bytes to \(file)")
-        if let apply {
-            let result = await context.runCommand(apply, timeout: applyTimeout)
-            if !result.succeeded {
-                let reason = "applying the configuration failed: \(result.failureDescription)"
-                guard let previous else {
-                    return .failed(reason + "; there was no previous configuration to restore")
-                }
-                guard replaceAtomically(file, with: previous, like: file) else {
-                    return .failed(reason + "; restoring the previous configuration also failed: \(errorText())")
-                }
-                let again = await context.runCommand(apply, timeout: applyTimeout)
-                let restored = again.succeeded ? "the previous configuration was restored and applied"
-                    : "the previous configuration was restored, but applying it failed too: \(again.failureDescription)"
-                return .failed(reason + "; " + restored)
-            }
-        }
-        try await context.updateInventory(["c8y_Configuration": ["config": .string(text)]])
+        return .success(file)
+    }
+
+    func sendText(_ context: any HandlerContext) async throws -> Outcome {
+        guard let file = text ?? defaultFile else { return .failed("no configuration file is declared") }
+        guard let current = readAll(file.path) else { return .failed("cannot read \(file.path): \(errorText())") }
+        try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
         return .successful
     }
 
-    public func report(context: any DeviceContext) async throws {
-        guard let current = readAll(file) else { return }
-        try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
+    func replaceText(_ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
+        guard let file = text ?? defaultFile else { return .failed("no configuration file is declared") }
+        guard let config = request["config"]?.stringValue else { return .failed("c8y_Configuration.config is missing or not text") }
+        let bytes = Array(config.utf8)
+        guard Int64(bytes.count) <= file.maxBytes else {
+            return .failed("the configuration is \(bytes.count) bytes; this device accepts at most \(file.maxBytes)")
+        }
+        if let problem = await file.stage(bytes, context) { return .failed(problem) }
+        if let problem = await file.install(context) { return .failed(problem) }
+        await context.log("wrote \(bytes.count) bytes to \(file.path)")
+        try await context.updateInventory(["c8y_Configuration": ["config": .string(config)]])
+        return .successful
     }
-}
 
-func errorText() -> String { String(cString: strerror(errno)) }
+    /// Typed (or legacy) upload: an event of the configuration's type with the file attached.
+    func upload(_ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
+        let file: ConfigurationFile
+        switch self.file(for: request, "c8y_UploadConfigFile") {
+        case .success(let found): file = found
+        case .failure(let problem): return .failed(problem.detail)
+        }
+        guard access(file.path, R_OK) == 0 else { return .failed("cannot read \(file.path): \(errorText())") }
+        let url = try await context.sendEvent(type: file.type, text: "\(file.type) configuration (\(file.path))", fragments: [:],
+                                              attaching: file.path, fileName: file.fileName, contentType: "text/plain")
+        await context.log("uploaded \(file.path) as \(url)")
+        return .successful
+    }
 
-func readAll(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 { if errno == EINTR { continue } else { return nil } }
-        if count == 0 { return String(decoding: bytes, as: UTF8.self) }
-        bytes += chunk[0..<count]
+    /// Typed (or legacy) download: streamed beside the target, then installed like any replacement.
+    func download(_ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
+        let file: ConfigurationFile
+        switch self.file(for: request, "c8y_DownloadConfigFile") {
+        case .success(let found): file = found
+        case .failure(let problem): return .failed(problem.detail)
+        }
+        guard let url = request["url"]?.stringValue, !url.isEmpty else { return .failed("c8y_DownloadConfigFile.url is missing") }
+        unlink(file.staged)  // never resume a file left by another download
+        let size: Int64
+        do {
+            size = try await context.download(url, to: file.staged, maxBytes: file.maxBytes)
+        } catch {
+            unlink(file.staged)
+            return .failed("\(error); \(file.path) was not changed")
+        }
+        await context.log("downloaded \(size) bytes for \(file.path)")
+        if let problem = await file.install(context) { return .failed(problem) }
+        var fragments: [String: JSONValue] = [:]
+        if request["type"]?.stringValue?.isEmpty == false {
+            fragments["c8y_Configuration_\(file.type)"] = [
+                "name": .string(file.type), "type": .string(file.type), "url": .string(url), "time": .string(platformTimestamp()),
+            ]
+        }
+        if let dump = request["c8y_ConfigurationDump"], dump != .null { fragments["c8y_ConfigurationDump"] = dump }
+        if !fragments.isEmpty { try await context.updateInventory(fragments) }
+        return .successful
     }
-}
-
-/// Writes `text` to a temporary file beside `path`, fsyncs it, gives it the owner and mode of
-/// `reference` (when that exists), renames it over `path` and fsyncs the directory.
-func replaceAtomically(_ path: String, with text: String, like reference: String) -> Bool {
-    var info = stat()
-    let hasReference = stat(reference, &info) == 0
-    let temporary = path + ".switchyard-tmp"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, hasReference ? info.st_mode & 0o7777 : 0o644)
-    guard fd >= 0 else { return false }
-    let bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if written < 0 { if errno == EINTR { continue }; close(fd); unlink(temporary); return false }
-        offset += written
-    }
-    if hasReference {
-        _ = fchown(fd, info.st_uid, info.st_gid)
-        _ = fchmod(fd, info.st_mode & 0o7777)
-    }
-    guard fsync(fd) == 0 else { close(fd); unlink(temporary); return false }
-    close(fd)
-    guard rename(temporary, path) == 0 else { unlink(temporary); return false }
-    let slash = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-    let directory = open(slash.isEmpty ? "/" : slash, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if directory >= 0 { fsync(directory); close(directory) }
-    return true
 }

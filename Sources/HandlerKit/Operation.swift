@@ -1,4 +1,5 @@
 @_exported public import JSONSupport
+import FoundationEssentials
 
 /// One device operation as a handler sees it.
 public struct Operation: Sendable {
@@ -45,4 +46,10 @@ public enum Outcome: Sendable, Equatable {
 
     public static var successful: Outcome { .successful(result: [:]) }
     public static func failed(_ reason: String) -> Outcome { .failed(reason: reason, result: [:]) }
+}
+
+/// The current time as the platform writes it: ISO 8601 in UTC with milliseconds
+/// (`2026-12-01T09:30:00.000Z`), for the `time` of fragments a handler reports.
+public func platformTimestamp() -> String {
+    Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
 }

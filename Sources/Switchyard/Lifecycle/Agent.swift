@@ -156,6 +156,7 @@ public struct Agent: Service {
         for problem in registry.problems {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
+        registry.logDormant(logger)
         logger.info("handlers loaded", metadata: [
             "directory": "\(registry.directory)", "operations": "\(registry.supportedOperations.joined(separator: ","))",
         ])

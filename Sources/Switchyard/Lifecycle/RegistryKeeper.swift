@@ -52,6 +52,7 @@ actor RegistryKeeper {
         for problem in next.problems where !before.contains(problem.description) {
             logger.error("handler declaration rejected", metadata: ["problem": "\(problem)"])
         }
+        next.logDormant(logger)
         logger.info("handlers reloaded", metadata: ["operations": "\(next.supportedOperations.joined(separator: ","))"])
         let known = Set(registry.declarations.map { $0.json.encoded() })
         registry = next

@@ -10,12 +10,14 @@ import Musl
 ///
 /// A file holds one declaration, or several separated by `---`. Keys:
 /// `operation` (required), `fragments`, `description`, exactly one of `swift` (with `options`)
-/// or `exec` (`command`, `timeout`, `env`, `gracePeriod`), `timeout`, `concurrency`, `resumable`, `example`.
+/// or `exec` (`command`, `timeout`, `env`, `gracePeriod`), `timeout`, `concurrency`, `resumable`, `example`,
+/// `advertise` (further operations to advertise, among `fragments`) and `requires` (fragments of which
+/// the directory must handle at least one for this declaration to be active).
 /// Every problem of a file is reported (each unknown key, each bad value, with its line), and the whole
 /// file is rejected, so a half-valid file never half-applies.
 public enum DeclarationReader {
     static let keys = ["operation", "fragments", "description", "swift", "options", "exec", "timeout",
-                       "concurrency", "resumable", "example"]
+                       "concurrency", "resumable", "example", "advertise", "requires"]
     static let execKeys = ["command", "timeout", "env", "gracePeriod", "user"]
     static let defaultTimeout: Duration = .seconds(600)
 
@@ -95,6 +97,17 @@ public enum DeclarationReader {
         } else if let operation {
             fragments = [operation]
         }
+        let advertise = attempt { () throws(FileProblem) in try reader.stringList("advertise") } ?? nil
+        if let advertise, let fragments {
+            for extra in advertise where !fragments.contains(extra) {
+                problems.append(FileProblem(file: file, line: reader.node("advertise")?.line,
+                                            "'advertise' names \(extra), which is not among the fragments this declaration handles"))
+            }
+        }
+        let requires = attempt { () throws(FileProblem) in try reader.stringList("requires") } ?? nil
+        for fragment in requires ?? [] {
+            _ = attempt { () throws(FileProblem) in try checkFragmentName(fragment, file: file, line: reader.node("requires")?.line ?? reader.line) }
+        }
         var timeout = attempt { () throws(FileProblem) in try reader.duration("timeout") } ?? nil
 
         var kind: HandlerDeclaration.Kind?
@@ -144,8 +157,10 @@ public enum DeclarationReader {
         guard problems.isEmpty, let operation, let fragments, let kind else {
             throw FileProblems(problems)
         }
+        var advertised = [operation]
+        for extra in advertise ?? [] where !advertised.contains(extra) { advertised.append(extra) }
         return HandlerDeclaration(
-            operation: operation, fragments: fragments, description: description,
+            operation: operation, fragments: fragments, advertised: advertised, requires: requires ?? [], description: description,
             kind: kind, concurrency: concurrency ?? 1,
             timeout: timeout ?? defaultTimeout, resumable: resumable ?? false,
             example: example, options: reader.node("options")?.json ?? .null, file: file, line: reader.line)

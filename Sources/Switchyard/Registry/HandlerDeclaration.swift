@@ -15,6 +15,12 @@ public struct HandlerDeclaration: Sendable {
     public let operation: String
     /// The fragments that select this handler (by default just `operation`).
     public let fragments: [String]
+    /// What it adds to `c8y_SupportedOperations`: `operation`, then those of `advertise`.
+    public let advertised: [String]
+    /// Fragments of which the same directory must handle at least one for this declaration to be
+    /// active (`requires`; empty: always active). A device profile needs a firmware, software or
+    /// configuration handler to be of any use.
+    public let requires: [String]
     public let description: String?
     public let kind: Kind
     /// How many operations of this handler may run at once.
@@ -40,6 +46,8 @@ public struct HandlerDeclaration: Sendable {
             "concurrency": .int(Int64(concurrency)), "resumable": .bool(resumable),
             "timeout": .string(Self.milliseconds(timeout)),
         ]
+        if advertised.count > 1 { object["advertise"] = .array(advertised.dropFirst().map(JSONValue.string)) }
+        if !requires.isEmpty { object["requires"] = .array(requires.map(JSONValue.string)) }
         if let description { object["description"] = .string(description) }
         if let example { object["example"] = example }
         switch kind {

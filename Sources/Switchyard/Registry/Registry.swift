@@ -1,4 +1,5 @@
 public import HandlerKit
+import Logging
 
 /// The handlers declared in one `handlers.d` directory, and the problems found reading it.
 ///
@@ -18,6 +19,8 @@ public struct Registry: Sendable {
         return Array(Set(paths)).sorted()
     }
     public let problems: [FileProblem]
+    /// Valid declarations left out because the directory handles none of the fragments they require.
+    public let dormant: [HandlerDeclaration]
     private let byFragment: [String: HandlerDeclaration]
 
     public init(directory: String, declarations: [HandlerDeclaration], problems: [FileProblem]) {
@@ -35,7 +38,13 @@ public struct Registry: Sendable {
                                             "fragment \(fragment) is claimed by \(places); neither is active until one is removed"))
             }
         }
-        let active = declarations.filter { !rejected.contains($0.location) }
+        var active = declarations.filter { !rejected.contains($0.location) }
+        // A declaration that requires others is active only with one of them: it is left out, not
+        // an error (the device simply lacks what it builds on), and said so in `dormant`.
+        let handled = Set(active.filter { $0.requires.isEmpty }.flatMap(\.fragments))
+        let dormant = active.filter { !$0.requires.isEmpty && !$0.requires.contains(where: handled.contains) }
+        active.removeAll { declaration in dormant.contains { $0.location == declaration.location } }
+        self.dormant = dormant
         var byFragment: [String: HandlerDeclaration] = [:]
         for declaration in active {
             for fragment in declaration.fragments { byFragment[fragment] = declaration }
@@ -53,7 +62,7 @@ public struct Registry: Sendable {
     public var fragments: [String] { byFragment.keys.sorted() }
 
     /// What the device advertises as `c8y_SupportedOperations`: the sorted operation names of the valid declarations.
-    public var supportedOperations: [String] { Set(declarations.map(\.operation)).sorted() }
+    public var supportedOperations: [String] { Set(declarations.flatMap(\.advertised)).sorted() }
 
     /// Like ``load(directory:catalog:)``, but a missing directory is an empty registry, not a problem.
     public static func loadOptional(directory: String, catalog: [String: any OperationHandler.Type],
@@ -88,5 +97,15 @@ public struct Registry: Sendable {
             }
         }
         return Registry(directory: directory, declarations: declarations, problems: problems)
+    }
+
+    /// Says which declarations wait for a handler they require (a notice: not an error).
+    func logDormant(_ logger: Logger) {
+        for declaration in dormant {
+            logger.notice("handler declaration inactive: this directory handles none of the fragments it requires", metadata: [
+                "declaration": "\(declaration.location)", "operation": "\(declaration.operation)",
+                "requires": "\(declaration.requires.joined(separator: ","))",
+            ])
+        }
     }
 }
