@@ -76,9 +76,12 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "LogfileHandler", dependencies: ["HandlerKit"], path: "Plugins/Logs",
                 swiftSettings: strict),
+        .target(name: "DeviceProfileHandler", dependencies: ["HandlerKit"], path: "Plugins/DeviceProfile",
+                swiftSettings: strict),
         // The catalog of compiled handlers, by the name a `swift:` declaration uses.
         .target(name: "BuiltinHandlers", dependencies: ["HandlerKit", "MessageHandler", "RestartHandler", "ConfigurationHandler",
-                                                     "SoftwareHandler", "FirmwareHandler", "LogfileHandler"],
+                                                     "SoftwareHandler", "FirmwareHandler", "LogfileHandler",
+                                                     "DeviceProfileHandler"],
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [
@@ -116,7 +119,7 @@ let package = Package(
 
         .testTarget(name: "SwitchyardTests", dependencies: [
             "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport", "SoftwareHandler",
-            "HandlerKitTesting", "MessageHandler", "ConfigurationHandler", "FirmwareHandler", "LogfileHandler",
+            "HandlerKitTesting", "MessageHandler", "ConfigurationHandler", "FirmwareHandler", "LogfileHandler", "DeviceProfileHandler",
         ], swiftSettings: strict),
     ]
 )

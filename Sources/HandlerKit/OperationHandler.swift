@@ -163,4 +163,14 @@ public protocol HandlerContext: DeviceContext {
     /// - Throws: when the event cannot be created or the file cannot be read or sent.
     func sendEvent(type: String, text: String, fragments: [String: JSONValue], attaching path: String,
                    fileName: String, contentType: String) async throws -> String
+
+    /// Runs this device's own handler for `fragment` on `payload` as one named step of this operation
+    /// (a device profile's firmware, software and configuration): the handler a single operation of
+    /// that fragment would get, with its time limit and guarantees, its inventory updates, a state
+    /// directory of its own under this one, but no status of its own: its outcome is returned.
+    /// - Returns: the step's outcome. ``Outcome/restartRequired`` means the step needs the device
+    ///   restarted: return it (the declaration must be `resumable`), and after the restart call
+    ///   this again for the same step with `phase` ``Phase/resume``. No handler for `fragment`, or
+    ///   one that cannot resume, is a failed outcome saying so.
+    func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome
 }

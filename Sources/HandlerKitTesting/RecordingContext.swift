@@ -31,7 +31,11 @@ public final class RecordingContext: HandlerContext, Sendable {
         case saveState(key: String, value: String)
         case command(argv: [String], input: [UInt8]?, environment: [String: String])
         case download(url: String, path: String)
+        case step(name: String, fragment: String, payload: JSONValue, phase: Phase)
     }
+
+    /// Answers a step the handler runs (``HandlerContext/runStep(_:fragment:payload:phase:)``).
+    public typealias StepRunner = @Sendable (_ step: String, _ fragment: String, _ payload: JSONValue, _ phase: Phase) async -> Outcome
 
     /// Answers a command the handler runs (argv, standard input, extra environment).
     public typealias CommandRunner = @Sendable (_ argv: [String], _ input: [UInt8]?, _ environment: [String: String]) async -> CommandResult
@@ -40,6 +44,7 @@ public final class RecordingContext: HandlerContext, Sendable {
     public let stateDirectory: String
     private let state = Mutex<(calls: [Call], saved: [String: String])>(([], [:]))
     private let runner: CommandRunner
+    private let stepRunner: StepRunner
     private let downloads: [String: String]
 
     /// - Parameters:
@@ -47,8 +52,10 @@ public final class RecordingContext: HandlerContext, Sendable {
     ///   - downloads: what each URL serves, as the path of a local file.
     ///   - savedState: state a previous run saved (for ``OperationHandler/resume(_:context:)``).
     ///   - commands: answers the handler's commands; without one, every command fails saying so.
+    ///   - steps: answers the steps the handler runs; without one, every step fails saying so.
     public init(phase: Phase = .execute, stateDirectory: String, downloads: [String: String] = [:],
-                savedState: [String: String] = [:], commands: CommandRunner? = nil) {
+                savedState: [String: String] = [:], commands: CommandRunner? = nil, steps: StepRunner? = nil) {
+        self.stepRunner = steps ?? { step, fragment, _, _ in .failed("RecordingContext has no step runner for \(step) (\(fragment))") }
         self.phase = phase
         self.stateDirectory = stateDirectory
         self.downloads = downloads
@@ -92,6 +99,11 @@ public final class RecordingContext: HandlerContext, Sendable {
             return state.calls.count { if case .eventWithFile = $0 { true } else { false } }
         }
         return "https://recording.invalid/event/events/\(number)/binaries"
+    }
+
+    public func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome {
+        record(.step(name: step, fragment: fragment, payload: payload, phase: phase))
+        return await stepRunner(step, fragment, payload, phase)
     }
 
     public func blocking<T: Sendable, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {

@@ -446,9 +446,44 @@ public actor Dispatcher {
 
     /// The context a handler runs with: its phase, its workspace, the log `log` names, the outbox.
     private func context(_ operation: Operation, phase: Phase, workspace: OperationWorkspace, log: String) -> OperationContext {
-        OperationContext(phase: phase, stateDirectory: workspace.directory, logFile: workspace.logFile(log),
-                         deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
-                         variables: pluginVariables)
+        var context = OperationContext(phase: phase, stateDirectory: workspace.directory, logFile: workspace.logFile(log),
+                                       deviceID: operation.deviceId, operationID: operation.id, outbox: outbox, client: client,
+                                       variables: pluginVariables)
+        context.steps = { [self] step, fragment, payload, phase in
+            await runStep(step, of: operation, in: workspace, fragment: fragment, payload: payload, phase: phase)
+        }
+        return context
+    }
+
+    /// One step of an operation: the handler this device declares for `fragment`, run on `payload`
+    /// in the step's own workspace, under the operation's id and within the parent's concurrency slot.
+    private func runStep(_ step: String, of operation: Operation, in parent: OperationWorkspace, fragment: String,
+                         payload: JSONValue, phase: Phase) async -> Outcome {
+        guard let declaration = registry(for: operation.deviceId)?.declaration(for: fragment) else {
+            return .failed("this device has no handler for \(fragment)")
+        }
+        if phase == .resume && !declaration.resumable {
+            return .failed("the device restarted during the \(step) step, and its handler (\(declaration.handlerName)) is not resumable")
+        }
+        var json = operation.json.objectValue ?? [:]
+        json[fragment] = payload
+        let request = Operation(id: operation.id, deviceId: operation.deviceId, externalId: operation.externalId,
+                                fragment: fragment, json: .object(json))
+        let workspace = parent.step(step)
+        do {
+            let isExec = if case .exec = declaration.kind { true } else { false }
+            try workspace.prepare(request.json, writeOperationFile: isExec)
+        } catch {
+            return .failed("cannot prepare the directory of the \(step) step: \(error)")
+        }
+        let context = context(request, phase: phase, workspace: workspace, log: phase.rawValue)
+        switch await runner(for: declaration).run(request, phase: phase, timeout: declaration.timeout, context: context,
+                                                  workspace: workspace) {
+        case .outcome(let outcome): return outcome
+        case .restartRequested:
+            return declaration.resumable ? .restartRequired
+                : .failed("the \(step) step asked for a device restart, but its handler (\(declaration.handlerName)) is not resumable")
+        }
     }
 
     /// Runs the handler; `nil` when the operation stays open across a device restart it asked for.

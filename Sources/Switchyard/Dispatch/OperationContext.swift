@@ -33,6 +33,17 @@ struct OperationContext: HandlerContext {
     /// The plugin proxy's `SWITCHYARD_PROXY_URL` and `SWITCHYARD_PROXY_SECRET`, for the commands a
     /// handler runs (a software plugin may download through the proxy).
     var variables: [String: String] = [:]
+    /// Runs another declaration's handler as a step of this operation (the ``Dispatcher`` does).
+    var steps: @Sendable (_ step: String, _ fragment: String, _ payload: JSONValue, _ phase: Phase) async -> Outcome = { step, _, _, _ in
+        .failed("steps cannot be run here (\(step))")
+    }
+
+    func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome {
+        appendLine("[switchyard: step \(step): \(fragment), phase \(phase.rawValue)]", to: logFile)
+        let outcome = await steps(step, fragment, payload, phase)
+        appendLine("[switchyard: step \(step) ended: \(outcome)]", to: logFile)
+        return outcome
+    }
 
     func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
                     logging: CommandLogging) async -> CommandResult {

@@ -11,6 +11,14 @@ struct OperationWorkspace: Sendable {
         directory = stateDirectory + "/operations/" + operationID
     }
 
+    /// The workspace of one step of an operation (``HandlerContext/runStep(_:fragment:payload:phase:)``):
+    /// `steps/<step>` inside the operation's, the step's name reduced to a safe file name.
+    func step(_ name: String) -> OperationWorkspace {
+        OperationWorkspace(directory: directory + "/steps/" + String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }))
+    }
+
+    private init(directory: String) { self.directory = directory }
+
     /// The log of one phase (`execute.log`, `resume.log`, `report.log`, `restart.log`).
     func logFile(_ name: String) -> String { directory + "/\(name).log" }
 
