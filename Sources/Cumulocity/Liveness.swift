@@ -25,3 +25,21 @@ public final class Liveness: Sendable {
         deadlines.withLock { $0.filter { $0.value < now }.keys.sorted() }
     }
 }
+
+/// When each device last sent something the platform counts for its availability (an event, a
+/// measurement, an alarm, or an update of its own managed object: device-management reference,
+/// "Device availability"), so a heartbeat goes out only when nothing else did.
+public final class DeviceActivity: Sendable {
+    private let last = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    public init() {}
+
+    public func record(_ device: String, at instant: ContinuousClock.Instant = .now) {
+        last.withLock { $0[device] = instant }
+    }
+
+    /// When `device` last sent something, if it did since the agent started.
+    public func lastMessage(of device: String) -> ContinuousClock.Instant? {
+        last.withLock { $0[device] }
+    }
+}

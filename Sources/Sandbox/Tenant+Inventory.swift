@@ -13,7 +13,26 @@ extension Tenant {
         return true
     }
 
-    public func managedObject(_ id: String) -> JSONValue? { managedObjects[id] }
+    /// The managed object with its availability, as the platform computes it (device-management
+    /// reference, "Device availability"): `c8y_Availability {lastMessage, status}` for a device with
+    /// `c8y_RequiredAvailability` — MAINTENANCE for a `responseInterval` ≤ 0, AVAILABLE while its
+    /// last event, measurement, alarm or update of itself is younger than the interval, else UNAVAILABLE.
+    public func managedObject(_ id: String) -> JSONValue? {
+        guard let object = managedObjects[id] else { return nil }
+        guard let minutes = object["c8y_RequiredAvailability"]?["responseInterval"]?.intValue else { return object }
+        let last = lastMessage[id]
+        let status = minutes <= 0 ? "MAINTENANCE"
+            : last.map { Int64(Date().timeIntervalSince1970) - $0.seconds < minutes * 60 } == true ? "AVAILABLE" : "UNAVAILABLE"
+        var availability: [String: JSONValue] = ["status": .string(status)]
+        if let last { availability["lastMessage"] = .string(last.text) }
+        return object.merging(["c8y_Availability": .object(availability)])
+    }
+
+    /// A message from `device` that shows it is alive.
+    func heardFrom(_ device: String?) {
+        guard let device else { return }
+        lastMessage[device] = (Int64(Date().timeIntervalSince1970), Self.now())
+    }
 
     /// The bodies of every PUT to a managed object, in order.
     public func updates(of id: String) -> [JSONValue] { putHistory[id] ?? [] }
@@ -40,6 +59,7 @@ extension Tenant {
     func updateManagedObject(_ id: String, _ body: JSONValue) -> JSONValue? {
         guard let current = managedObjects[id] else { return nil }
         putHistory[id, default: []].append(body)
+        heardFrom(id)
         var updated = current.merging(body)
         if case .object(var members) = updated {
             members["id"] = .string(id)

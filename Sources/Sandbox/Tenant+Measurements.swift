@@ -16,18 +16,21 @@ extension Tenant {
     func addMeasurement(_ body: JSONValue) -> JSONValue {
         let stored = body.merging(["id": .string(newID())])
         measurements.append(stored)
+        heardFrom(body["source"]?["id"]?.idValue)
         return stored
     }
 
     func addEvent(_ body: JSONValue) -> JSONValue {
         let stored = body.merging(["id": .string(newID()), "creationTime": .string(Self.now())])
         events.append(stored)
+        heardFrom(body["source"]?["id"]?.idValue)
         return stored
     }
 
     /// Raises an alarm; an ACTIVE alarm of the same source and type is counted instead of duplicated.
     func addAlarm(_ body: JSONValue) -> JSONValue {
         let source = body["source"]?["id"]?.idValue
+        heardFrom(source)
         let type = body["type"]?.stringValue
         if let existingID = alarmOrder.first(where: { id in
             let alarm = alarms[id]

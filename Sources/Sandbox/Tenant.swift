@@ -36,6 +36,8 @@ public actor Tenant {
     var nextID = 10_000
     var managedObjects: [String: JSONValue] = [:]
     var putHistory: [String: [JSONValue]] = [:]
+    /// When each device last sent what counts for availability (seconds since 1970, and as text).
+    var lastMessage: [String: (seconds: Int64, text: String)] = [:]
     var externalIDs: [String: String] = [:]  // "type/value" → managed object id
     var operations: [String: JSONValue] = [:]
     var operationOrder: [String] = []

@@ -19,6 +19,7 @@ extension PlatformClient {
         guard let id = json?["id"]?.idValue else {
             throw PlatformError.malformed("POST", path, status: status, body: json?.encoded() ?? [], "no id in the created event")
         }
+        if let device = event["source"]?["id"]?.idValue { activity.record(device) }
         return id
     }
 

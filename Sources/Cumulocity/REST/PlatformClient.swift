@@ -33,6 +33,8 @@ final class AnswerEnds: ResponseBodySink, @unchecked Sendable {
 public struct PlatformClient: Sendable {
     /// The tenant's base URL without a trailing slash, e.g. `https://acme.cumulocity.com`.
     public let baseURL: String
+    /// When each device last sent what counts for its availability (``DeviceActivity``).
+    public let activity = DeviceActivity()
     public let transport: CurlTransport
     public let credentials: any CredentialProvider
     /// Timeout of ordinary requests (long-polls set their own).
@@ -89,7 +91,9 @@ public struct PlatformClient: Sendable {
             }
             return nil
         }
-        return try await send(request.method, request.path, body: request.body, accept: request.mediaType).json
+        let answer = try await send(request.method, request.path, body: request.body, accept: request.mediaType).json
+        if let device = request.showsActivityOf { activity.record(device) }
+        return answer
     }
 
     /// A path with its query, percent-encoded.

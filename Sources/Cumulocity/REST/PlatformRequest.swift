@@ -66,6 +66,15 @@ public enum PlatformRequest: Sendable, Hashable {
         }
     }
 
+    /// The device whose availability this request shows (its source, or the managed object it updates).
+    public var showsActivityOf: String? {
+        switch self {
+        case .createEvent(let body), .createMeasurement(let body), .createAlarm(let body): body["source"]?["id"]?.idValue
+        case .updateManagedObject(let id, _): id
+        default: nil
+        }
+    }
+
     /// The operation whose status this request updates.
     public var updatedOperation: String? {
         if case .updateOperation(let id, _) = self { return id }

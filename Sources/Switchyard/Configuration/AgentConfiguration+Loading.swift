@@ -160,6 +160,7 @@ extension AgentConfiguration.Device {
         for field in ["model", "serialNumber", "revision"] {
             if let text = reader.text("device.hardware.\(field)") { hardware[field] = text }
         }
+        requiredInterval = reader.integer("device.requiredInterval", in: -32768...32767)
     }
 }
 

@@ -35,6 +35,11 @@ public struct AgentConfiguration: Sendable {
         public var type = "switchyard"
         /// `device.hardware.model`, `.serialNumber`, `.revision` (text, default none): sent as `c8y_Hardware`.
         public var hardware: [String: String] = [:]
+        /// `device.requiredInterval` (minutes, -32768…32767; default none): written as
+        /// `c8y_RequiredAvailability.responseInterval`, so the platform raises an unavailability alarm
+        /// when the device sends nothing for that long; ≤ 0 is maintenance. The agent sends a heartbeat
+        /// when nothing else went out for half of it.
+        public var requiredInterval: Int?
 
         public init(externalId: String) { self.externalId = externalId }
     }
@@ -106,11 +111,14 @@ public struct AgentConfiguration: Sendable {
         public var externalId: String
         public var name: String?
         public var type: String?
+        /// Minutes, as `device.requiredInterval`, for this child.
+        public var requiredInterval: Int?
 
-        public init(externalId: String, name: String? = nil, type: String? = nil) {
+        public init(externalId: String, name: String? = nil, type: String? = nil, requiredInterval: Int? = nil) {
             self.externalId = externalId
             self.name = name
             self.type = type
+            self.requiredInterval = requiredInterval
         }
 
         /// Reads `{externalId, name, type}`; the problem when the shape is wrong.
@@ -118,15 +126,23 @@ public struct AgentConfiguration: Sendable {
             guard let object = json.objectValue else {
                 return .failure(Problem("a child device must be an object, found \(json)"))
             }
-            let unknown = object.keys.filter { !["externalId", "name", "type"].contains($0) }.sorted()
+            let unknown = object.keys.filter { !["externalId", "name", "type", "requiredInterval"].contains($0) }.sorted()
             guard unknown.isEmpty else {
-                return .failure(Problem("unknown key '\(unknown[0])' in child device \(json) (expected externalId, name, type)"))
+                return .failure(Problem("unknown key '\(unknown[0])' in child device \(json) (expected externalId, name, type, requiredInterval)"))
+            }
+            var interval: Int?
+            if let value = object["requiredInterval"], value != .null {
+                guard let minutes = value.intValue, (-32768...32767).contains(minutes) else {
+                    return .failure(Problem("requiredInterval of child device \(json) must be whole minutes between -32768 and 32767"))
+                }
+                interval = Int(minutes)
             }
             guard let id = object["externalId"]?.stringValue, !id.isEmpty,
                   id.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:".contains($0) }), id != ".", id != ".." else {
                 return .failure(Problem("child device \(json) needs an externalId of letters, digits and - _ . :"))
             }
-            return .success(ChildDevice(externalId: id, name: object["name"]?.stringValue, type: object["type"]?.stringValue))
+            return .success(ChildDevice(externalId: id, name: object["name"]?.stringValue, type: object["type"]?.stringValue,
+                                        requiredInterval: interval))
         }
     }
 

@@ -39,6 +39,8 @@ public struct Agent: Service {
         var retention = Housekeeping.Retention()
         /// How often a full state directory is probed for space.
         public var diskProbeInterval: Duration = .seconds(5)
+        /// Quiet time before an availability heartbeat; half of each device's required interval when `nil`.
+        public var heartbeatAfter: Duration?
         public init() {}
     }
 
@@ -205,6 +207,7 @@ public struct Agent: Service {
         // Step 5: child devices, each with its own handlers.d/<external id>/.
         var keepers: [(RegistryKeeper, String)] = []
         var reportedChildren: [(String, Registry)] = []
+        var monitored: [(id: String, minutes: Int?)] = [(device.id, configuration.device.requiredInterval)]
         for child in await childDevices() {
             let directory = configuration.handlers + "/" + child.externalId
             fingerprints[directory] = HandlerDirectoryWatcher.fingerprint(directory)
@@ -222,6 +225,7 @@ public struct Agent: Service {
             }
             await dispatcher.update(registry: childRegistry, for: identity.id, externalId: child.externalId)
             reportedChildren.append((identity.id, childRegistry))
+            monitored.append((identity.id, child.requiredInterval))
             let keeper = RegistryKeeper(registry: childRegistry, advertised: childRegistry.supportedOperations, catalog: catalog,
                                         dispatcher: dispatcher, client: client, deviceID: identity.id, logger: logger,
                                         optional: true, limits: configuration.limits.declarations,
@@ -253,6 +257,8 @@ public struct Agent: Service {
             await dispatcher.drain()
             if Task.isCancelled { logger.warning("shutdown grace period over; stopping what still runs (settled at the next start)") }
         }))
+        let heartbeat = Heartbeat(client: client, devices: monitored, quietOverride: tuning.heartbeatAfter, logger: logger)
+        if !heartbeat.devices.isEmpty { services.append(AgentService("availability heartbeat", loop: { await heartbeat.run() })) }
         // In the background: thousands of old directories must not delay the subscription.
         services.append(AgentService("housekeeping", loop: {
             await withDiscardingTaskGroup { group in group.addTask(priority: .background) { await housekeeping.prune() } }

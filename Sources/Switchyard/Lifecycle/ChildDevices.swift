@@ -10,7 +10,8 @@ struct ChildRegistration {
     let logger: Logger
 
     func register(_ child: AgentConfiguration.ChildDevice, supportedOperations: [String]) async throws(PlatformError) -> DeviceIdentity {
-        let advertised = [SupportedOperations.fragment: SupportedOperations.value(supportedOperations)]
+        var advertised = [SupportedOperations.fragment: SupportedOperations.value(supportedOperations)]
+        if let minutes = child.requiredInterval { advertised[RequiredAvailability.fragment] = RequiredAvailability.value(minutes) }
         let type = agent.externalIdType
         if let id = try await client.managedObjectID(externalIdType: type, externalId: child.externalId) {
             let changed = changedFragments(advertised, in: try await client.managedObject(id: id))

@@ -66,6 +66,7 @@ struct DeviceRegistration {
         if !device.hardware.isEmpty {
             body["c8y_Hardware"] = .object(device.hardware.mapValues(JSONValue.string))
         }
+        if let minutes = device.requiredInterval { body[RequiredAvailability.fragment] = RequiredAvailability.value(minutes) }
         return .object(body)
     }
 
@@ -76,6 +77,7 @@ struct DeviceRegistration {
                                            "c8y_Agent": agentFragment]
         let hardware = configuration.device.hardware
         if !hardware.isEmpty { wanted["c8y_Hardware"] = .object(hardware.mapValues(JSONValue.string)) }
+        if let minutes = configuration.device.requiredInterval { wanted[RequiredAvailability.fragment] = RequiredAvailability.value(minutes) }
         var fragments = changedFragments(wanted, in: current)
         if current["com_cumulocity_model_Agent"] == nil { fragments["com_cumulocity_model_Agent"] = [:] }
         guard !fragments.isEmpty else {
@@ -97,4 +99,13 @@ enum SupportedOperations {
 /// The fragments of `wanted` whose value in the managed object `current` differs (what a PUT must send).
 func changedFragments(_ wanted: [String: JSONValue], in current: JSONValue) -> [String: JSONValue] {
     wanted.filter { current[$0.key] != $0.value }
+}
+
+/// Availability monitoring (device-management reference, "Device availability"): the platform marks
+/// a device UNAVAILABLE, and raises `c8y_UnavailabilityAlarm`, when it sent nothing (event,
+/// measurement, alarm, or an update of its own managed object) for `responseInterval` minutes.
+enum RequiredAvailability {
+    static let fragment = "c8y_RequiredAvailability"
+
+    static func value(_ minutes: Int) -> JSONValue { ["responseInterval": .int(Int64(minutes))] }
 }
