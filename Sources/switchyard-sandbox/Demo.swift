@@ -1,6 +1,7 @@
 import ArgumentParser
 import BuiltinHandlers
 import Cumulocity
+import FoundationEssentials
 import JSONSupport
 import Logging
 import Sandbox
@@ -44,7 +45,8 @@ struct Demo: AsyncParsableCommand {
     }
 
     static let standard: Set<String> = ["c8y_Restart", "c8y_Configuration", "c8y_SendConfiguration", "c8y_SoftwareUpdate",
-                                        "c8y_SoftwareList", "c8y_Firmware"]
+                                        "c8y_SoftwareList", "c8y_Firmware", "c8y_LogfileRequest", "c8y_DownloadConfigFile",
+                                        "c8y_UploadConfigFile", "c8y_DeviceProfile"]
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
@@ -77,6 +79,7 @@ struct Demo: AsyncParsableCommand {
 
         var device = AgentConfiguration.Device(externalId: "demo-\(getpid())")
         device.name = "Switchyard demo device"
+        device.requiredInterval = 10  // availability monitoring: c8y_RequiredAvailability, heartbeats
         var configuration = AgentConfiguration(
             url: server.url, device: device,
             authentication: .basic(BasicCredentials(tenant: settings.tenantID, username: settings.username, password: settings.password)))
@@ -158,6 +161,10 @@ struct Demo: AsyncParsableCommand {
         print("device inventory afterwards: c8y_Firmware \(inventory["c8y_Firmware"] ?? .null)")
         print("  c8y_SoftwareList \(inventory["c8y_SoftwareList"] ?? .null)")
         print("  c8y_Configuration \(inventory["c8y_Configuration"] ?? .null)")
+        print("  c8y_Configuration_demo-app \(inventory["c8y_Configuration_demo-app"] ?? .null)")
+        print("  c8y_Profile \(inventory["c8y_Profile"] ?? .null)")
+        print("  c8y_SupportedLogs \(inventory["c8y_SupportedLogs"] ?? .null)  c8y_SupportedConfigurations \(inventory["c8y_SupportedConfigurations"] ?? .null)")
+        print("  c8y_RequiredAvailability \(inventory["c8y_RequiredAvailability"] ?? .null)  c8y_Availability \(inventory["c8y_Availability"] ?? .null)")
         if keep {
             print("")
             print("console: \(server.url)/  (open it in a browser)")
@@ -289,6 +296,25 @@ struct DemoDevice {
         let digest = try await sha256(of: scratch + "/image")
         FileSystem.remove(scratch + "/image")
 
+        // Logs: a log with a gzipped rotation, each line stamped with its time.
+        try FileSystem.makeDirectories(scratch + "/logs")
+        let now = Int64(Date().timeIntervalSince1970)
+        func stamped(_ lines: [String], endingAt end: Int64) -> String {
+            lines.enumerated().map { index, line in
+                Date(timeIntervalSince1970: Double(end - Int64(lines.count - index) * 60)).formatted(.iso8601) + " demo: " + line + "\n"
+            }.joined()
+        }
+        try FileSystem.writeAtomically(scratch + "/logs/demo.log.1", Array(stamped(["booted", "ERROR sensor timeout", "recovered"],
+                                                                                    endingAt: now - 3600).utf8))
+        let gzip = await runTool(["/bin/gzip", "-f", scratch + "/logs/demo.log.1"])
+        guard gzip.succeeded else { throw ValidationError("gzip failed: \(gzip.failureDescription)") }
+        try FileSystem.writeAtomically(scratch + "/logs/demo.log", Array(stamped(["started", "ERROR disk almost full", "ok"], endingAt: now).utf8))
+
+        // Typed configuration: a file the platform can fetch and replace; a new version served by the sandbox.
+        try FileSystem.writeAtomically(scratch + "/app.conf", Array("# demo application\nlevel=info\n".utf8))
+        let appConfig = await tenant.addBinary(Array("# from the demo\nlevel=debug\n".utf8), name: "app.conf", type: "text/plain")
+        let profileConfig = await tenant.addBinary(Array("# from the demo profile\nlevel=warning\n".utf8), name: "app.conf", type: "text/plain")
+
         let declarations: [JSONValue] = [
             ["operation": "c8y_Restart", "swift": "Restart", "resumable": true,
              "options": ["command": [.string(reboot)], "bootIdFile": .string(device.bootID), "restartTimeout": 60],
@@ -306,6 +332,22 @@ struct DemoDevice {
              "options": ["installer": [.string(scratch + "/bin/ab-installer")], "env": ["FIRMWARE_ROOT": .string(scratch + "/slots")]],
              "example": ["c8y_Firmware": ["name": "demo-os", "version": "2.0", "sha256": .string(digest),
                                           "url": .string(baseURL + "/inventory/binaries/\(imageID)")]]],
+            ["operation": "c8y_LogfileRequest", "swift": "Logfile",
+             "options": ["types": [["type": "demo", "files": .string(scratch + "/logs/demo.log*")]]],
+             "example": ["c8y_LogfileRequest": ["logFile": "demo", "searchText": "ERROR", "maximumLines": 100,
+                                                "dateFrom": .string(Date(timeIntervalSince1970: Double(now - 86400)).formatted(.iso8601)),
+                                                "dateTo": .string(Date(timeIntervalSince1970: Double(now + 60)).formatted(.iso8601))]]],
+            ["operation": "c8y_DownloadConfigFile", "fragments": ["c8y_DownloadConfigFile", "c8y_UploadConfigFile"],
+             "advertise": ["c8y_UploadConfigFile"], "swift": "Configuration",
+             "options": ["files": [["type": "demo-app", "path": .string(scratch + "/app.conf"), "mode": "0640"]]],
+             "example": ["c8y_DownloadConfigFile": ["type": "demo-app", "url": .string(baseURL + "/inventory/binaries/\(appConfig)")]]],
+            ["operation": "c8y_DeviceProfile", "swift": "DeviceProfile", "resumable": true,
+             "requires": ["c8y_Firmware", "c8y_SoftwareUpdate", "c8y_DownloadConfigFile"],
+             "example": ["profileName": "demo profile", "profileId": "1", "c8y_DeviceProfile": [
+                 "software": [["name": "switchyard-demo", "version": "1.0", "softwareType": "apt", "action": "install",
+                               "url": .string(baseURL + "/inventory/binaries/\(packageID)")]],
+                 "configuration": [["name": "demo-app", "type": "demo-app", "url": .string(baseURL + "/inventory/binaries/\(profileConfig)")]],
+             ]]],
         ]
         for (index, declaration) in declarations.enumerated() {
             try FileSystem.writeAtomically(device.handlers + "/standard-\(index).yaml", declaration.encoded())
