@@ -178,12 +178,13 @@ struct LogfileHandlerTests {
             options:
               types:
                 - {type: journal, command: [\(command), "{since}", "{untilISO}"], timeout: 5}
+                - {type: slow, command: [\(harness.script("slow.sh", "exec sleep 30"))], timeout: 1}
               plugins: [\(plugin)]
             """)
         try await harness.startAgent()
         let deviceID = try #require(await harness.deviceID())
         try await eventually("types of the plugin advertised") {
-            await harness.tenant.managedObject(deviceID)?["c8y_SupportedLogs"] == ["journal", "container-a", "container-b"]
+            await harness.tenant.managedObject(deviceID)?["c8y_SupportedLogs"] == ["journal", "slow", "container-a", "container-b"]
         }
         let fromCommand = try await harness.waitForEnd(try await harness.createOperation(["c8y_LogfileRequest": [
             "logFile": "journal", "dateFrom": "2021-09-21T11:40:27+0200", "dateTo": "2031-09-22T11:40:27+0200",
@@ -202,6 +203,12 @@ struct LogfileHandlerTests {
         let pluginFile = try #require(fromPlugin["c8y_LogfileRequest"]?["file"]?.stringValue?.split(separator: "/").dropLast().last)
         #expect(String(decoding: await harness.tenant.eventBinary(String(pluginFile))?.bytes ?? [], as: UTF8.self)
                 == "type=container-b --since 2021-09-21T09:40:27Z --until 2031-09-22T09:40:27Z --filter type --lines 5\n")
+
+        // Each type's own time limit.
+        let slow = try await harness.waitForEnd(try await harness.createOperation(["c8y_LogfileRequest": ["logFile": "slow"]]))
+        #expect(slow["status"] == "FAILED")
+        #expect(slow["failureReason"]?.stringValue?.hasPrefix("the slow log command failed: timed out after 1.0 seconds") == true,
+                "\(slow["failureReason"] ?? .null)")
         await harness.close()
     }
 
