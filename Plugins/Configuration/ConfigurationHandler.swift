@@ -120,14 +120,18 @@ public struct ConfigurationHandler: OperationHandler {
     public func execute(_ operation: Operation, context: any HandlerContext) async throws -> Outcome {
         switch operation.fragment {
         case "c8y_SendConfiguration": return try await sendText(context)
-        case "c8y_UploadConfigFile": return try await upload(operation.payload, context)
-        case "c8y_DownloadConfigFile": return try await download(operation.payload, context)
+        case "c8y_UploadConfigFile", "c8y_DownloadConfigFile":
+            switch file(for: operation.payload) {
+            case .failure(let problem): return .failed(problem.detail)
+            case .success(let file) where operation.fragment == "c8y_UploadConfigFile": return try await upload(file, context)
+            case .success(let file): return try await download(file, operation.payload, context)
+            }
         default: return try await replaceText(operation.payload, context)
         }
     }
 
     /// The declared file of the request's `type` (the default one without a type).
-    func file(for request: JSONValue, _ fragment: String) -> Result<ConfigurationFile, HandlerOptionsError> {
+    func file(for request: JSONValue) -> Result<ConfigurationFile, HandlerOptionsError> {
         let type = request["type"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? defaultType
         guard let file = files.first(where: { $0.type == type }) else {
             return .failure(HandlerOptionsError("unknown configuration type \(type); this device has: \(files.map(\.type).joined(separator: ", "))"))
@@ -157,12 +161,7 @@ public struct ConfigurationHandler: OperationHandler {
     }
 
     /// Typed (or legacy) upload: an event of the configuration's type with the file attached.
-    func upload(_ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
-        let file: ConfigurationFile
-        switch self.file(for: request, "c8y_UploadConfigFile") {
-        case .success(let found): file = found
-        case .failure(let problem): return .failed(problem.detail)
-        }
+    func upload(_ file: ConfigurationFile, _ context: any HandlerContext) async throws -> Outcome {
         guard access(file.path, R_OK) == 0 else { return .failed("cannot read \(file.path): \(errorText())") }
         let url = try await context.sendEvent(type: file.type, text: "\(file.type) configuration (\(file.path))", fragments: [:],
                                               attaching: file.path, fileName: file.fileName, contentType: "text/plain")
@@ -171,12 +170,7 @@ public struct ConfigurationHandler: OperationHandler {
     }
 
     /// Typed (or legacy) download: streamed beside the target, then installed like any replacement.
-    func download(_ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
-        let file: ConfigurationFile
-        switch self.file(for: request, "c8y_DownloadConfigFile") {
-        case .success(let found): file = found
-        case .failure(let problem): return .failed(problem.detail)
-        }
+    func download(_ file: ConfigurationFile, _ request: JSONValue, _ context: any HandlerContext) async throws -> Outcome {
         guard let url = request["url"]?.stringValue, !url.isEmpty else { return .failed("c8y_DownloadConfigFile.url is missing") }
         unlink(file.staged)  // never resume a file left by another download
         let size: Int64

@@ -32,15 +32,19 @@ struct Heartbeat {
 
     func quiet(_ device: Device) -> Duration { quietOverride ?? device.interval / 2 }
 
+    /// The devices that sent nothing for their quiet time (counted from `started` for one that has
+    /// sent nothing since the agent started).
+    func due(at now: ContinuousClock.Instant, startedAt started: ContinuousClock.Instant) -> [Device] {
+        devices.filter { now - (client.activity.lastMessage(of: $0.id) ?? started) >= quiet($0) }
+    }
+
     /// Runs until cancelled.
     func run() async {
         let started = ContinuousClock.now
         let tick = min(devices.map { quiet($0) / 4 }.min() ?? .seconds(60), .seconds(60))
         var failing = Set<String>()
         while !Task.isCancelled {
-            for device in devices {
-                let last = client.activity.lastMessage(of: device.id) ?? started
-                guard ContinuousClock.now - last >= quiet(device) else { continue }
+            for device in due(at: .now, startedAt: started) {
                 do {
                     try await client.updateManagedObject(id: device.id, fragments: [:])
                     if failing.remove(device.id) != nil { logger.info("heartbeat sent again", metadata: ["device": "\(device.id)"]) }
