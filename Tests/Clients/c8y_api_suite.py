@@ -99,6 +99,25 @@ class PlatformUserTests(unittest.TestCase):
         successful = self.c8y.operations.get_all(device_id=self.device_id, status="SUCCESSFUL", fragment="c8y_Message")
         self.assertTrue(any(getattr(o, "c8y_Message", {}).get("text") == "hello from c8y-api" for o in successful))
 
+    def test_the_logs_and_configuration_tabs(self):
+        # What the device-management UI does: read the advertised types, request a log excerpt and a
+        # configuration snapshot, and fetch the files from the events the device created.
+        agent = self.c8y.inventory.get(self.device_id)
+        self.assertEqual(list(agent.c8y_SupportedLogs), ["demo"])
+        self.assertEqual(list(agent.c8y_SupportedConfigurations), ["demo-app"])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ended = self.operation_ends({"c8y_LogfileRequest": {
+            "logFile": "demo", "searchText": "ERROR", "maximumLines": 10,
+            "dateFrom": (now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S+0000"),
+            "dateTo": (now + datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S+0000")}})
+        url = ended.c8y_LogfileRequest["file"]
+        event_id = url.rstrip("/").split("/")[-2]
+        excerpt = self.c8y.events.get(event_id).download_attachment().decode()
+        self.assertEqual([line.split(" demo: ")[1] for line in excerpt.splitlines()], ["ERROR sensor timeout", "ERROR disk almost full"])
+        self.operation_ends({"c8y_UploadConfigFile": {"type": "demo-app"}})
+        snapshot = self.c8y.events.get_last(source=self.device_id, type="demo-app")
+        self.assertTrue(snapshot.download_attachment().decode().startswith("# "))
+
     def test_a_pending_operation_is_cancelled(self):
         # For a device that is not connected, so it stays PENDING until cancelled.
         idle = Device(self.c8y, type="acme_Idle", name="idle device").create()
