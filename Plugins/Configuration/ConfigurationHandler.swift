@@ -15,8 +15,10 @@ import Musl
 ///   `c8y_UploadConfigFile` (`{type}`) creates an event whose type is the configuration type and
 ///   attaches the file to it; `c8y_DownloadConfigFile` (`{type, url}`) downloads the file, installs
 ///   and applies it, then reports `c8y_Configuration_<type>` (`{name, time, type, url}`).
-/// - **Legacy files**: the same two operations without `type` mean the default type; a legacy
-///   download's `c8y_ConfigurationDump` reference is copied into the device's inventory.
+/// - **Legacy files**: the same two operations without `type` mean the default type. A legacy upload
+///   stores the file in the file repository with a `c8y_ConfigurationDump` managed object (the
+///   configuration repository entry); a legacy download's `c8y_ConfigurationDump` reference is
+///   copied into the device's inventory.
 ///
 /// Every replacement goes through ``ConfigurationFile/install(_:)`` (atomic, owner and mode kept
 /// or set, previous version kept, restored when `apply` fails).
@@ -123,7 +125,7 @@ public struct ConfigurationHandler: OperationHandler {
         case "c8y_UploadConfigFile", "c8y_DownloadConfigFile":
             switch file(for: operation.payload) {
             case .failure(let problem): return .failed(problem.detail)
-            case .success(let file) where operation.fragment == "c8y_UploadConfigFile": return try await upload(file, context)
+            case .success(let file) where operation.fragment == "c8y_UploadConfigFile": return try await upload(file, operation, context)
             case .success(let file): return try await download(file, operation.payload, context)
             }
         default: return try await replaceText(operation.payload, context)
@@ -160,9 +162,20 @@ public struct ConfigurationHandler: OperationHandler {
         return .successful
     }
 
-    /// Typed (or legacy) upload: an event of the configuration's type with the file attached.
-    func upload(_ file: ConfigurationFile, _ context: any HandlerContext) async throws -> Outcome {
+    /// Typed upload: an event of the configuration's type with the file attached. Legacy upload (no
+    /// `type`): the file stored in the file repository and a `c8y_ConfigurationDump` managed object
+    /// referring to it, the configuration repository entry the legacy tab lists.
+    func upload(_ file: ConfigurationFile, _ operation: Operation, _ context: any HandlerContext) async throws -> Outcome {
         guard access(file.path, R_OK) == 0 else { return .failed("cannot read \(file.path): \(errorText())") }
+        guard operation.payload["type"]?.stringValue?.isEmpty == false else {
+            let device = operation.externalId ?? operation.deviceId
+            let stored = try await context.storeFile(file.path, fileName: file.fileName, contentType: "text/plain", describedBy: [
+                "name": .string("\(device) \(file.type) configuration"), "type": "c8y_ConfigurationDump",
+                "description": .string("Uploaded by \(device) on \(platformTimestamp()) from \(file.path)"),
+            ])
+            await context.log("stored \(file.path) as \(stored.url) (configuration repository entry \(stored.managedObject))")
+            return .successful
+        }
         let url = try await context.sendEvent(type: file.type, text: "\(file.type) configuration (\(file.path))", fragments: [:],
                                               attaching: file.path, fileName: file.fileName, contentType: "text/plain")
         await context.log("uploaded \(file.path) as \(url)")

@@ -173,4 +173,12 @@ public protocol HandlerContext: DeviceContext {
     ///   this again for the same step with `phase` ``Phase/resume``. No handler for `fragment`, or
     ///   one that cannot resume, is a failed outcome saying so.
     func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome
+
+    /// Stores the file at `path` in the tenant's file repository (inventory binaries), streamed, and
+    /// creates a managed object that refers to it: `fragments` plus `url` (the file's URL). This is
+    /// how a legacy configuration snapshot is kept (`type: c8y_ConfigurationDump`). Not queued: the
+    /// platform must be reachable.
+    /// - Returns: the file's URL and the created managed object's id.
+    func storeFile(_ path: String, fileName: String, contentType: String,
+                   describedBy fragments: [String: JSONValue]) async throws -> (url: String, managedObject: String)
 }

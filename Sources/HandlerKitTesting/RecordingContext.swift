@@ -32,6 +32,8 @@ public final class RecordingContext: HandlerContext, Sendable {
         case command(argv: [String], input: [UInt8]?, environment: [String: String])
         case download(url: String, path: String)
         case step(name: String, fragment: String, payload: JSONValue, phase: Phase)
+        /// A file stored in the file repository with the managed object describing it.
+        case storedFile(fileName: String, contentType: String, fragments: [String: JSONValue], contents: [UInt8])
     }
 
     /// Answers a step the handler runs (``HandlerContext/runStep(_:fragment:payload:phase:)``).
@@ -99,6 +101,18 @@ public final class RecordingContext: HandlerContext, Sendable {
             return state.calls.count { if case .eventWithFile = $0 { true } else { false } }
         }
         return "https://recording.invalid/event/events/\(number)/binaries"
+    }
+
+    /// Records the file; the URL returned is `https://recording.invalid/inventory/binaries/<n>`, and
+    /// the managed object's id `recorded-<n>`, n counting from 1.
+    public func storeFile(_ path: String, fileName: String, contentType: String,
+                          describedBy fragments: [String: JSONValue]) async throws -> (url: String, managedObject: String) {
+        let contents = try readFile(path)
+        let number = state.withLock { state in
+            state.calls.append(.storedFile(fileName: fileName, contentType: contentType, fragments: fragments, contents: contents))
+            return state.calls.count { if case .storedFile = $0 { true } else { false } }
+        }
+        return ("https://recording.invalid/inventory/binaries/\(number)", "recorded-\(number)")
     }
 
     public func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome {

@@ -34,6 +34,11 @@ extension Tenant {
         lastMessage[device] = (Int64(Date().timeIntervalSince1970), Self.now())
     }
 
+    /// The managed objects of a type, in order of creation.
+    public func managedObjects(type: String) -> [JSONValue] {
+        managedObjects.values.filter { $0["type"]?.stringValue == type }.sorted { ($0["id"]?.idValue ?? "") < ($1["id"]?.idValue ?? "") }
+    }
+
     /// The bodies of every PUT to a managed object, in order.
     public func updates(of id: String) -> [JSONValue] { putHistory[id] ?? [] }
 

@@ -78,7 +78,7 @@ struct ConfigurationFileTests {
         await harness.close()
     }
 
-    @Test func withoutATypeTheDefaultFileIsMeantAndTheDumpReferenceIsReported() async throws {
+    @Test func withoutATypeTheDefaultFileIsMeantAsTheLegacyTabExpects() async throws {
         let harness = try await Harness()
         let files = prepare(harness)
         try await harness.startAgent()
@@ -90,9 +90,17 @@ struct ConfigurationFileTests {
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         #expect(try String(contentsOfFile: files.app, encoding: .utf8) == "speed=7\n")
         #expect(await harness.tenant.managedObject(deviceID)?["c8y_ConfigurationDump"] == ["id": "9200"])
+        // A legacy snapshot: the file in the file repository, a c8y_ConfigurationDump entry pointing to it.
         let upload = try await harness.createOperation(["c8y_UploadConfigFile": [:]])
         #expect(try await harness.waitForEnd(upload)["status"] == "SUCCESSFUL")
-        #expect(await harness.tenant.eventList(type: "app").count == 1)
+        let entry = try #require(await harness.tenant.managedObjects(type: "c8y_ConfigurationDump").first)
+        #expect(entry["name"]?.stringValue?.hasSuffix("app configuration") == true)
+        let url = try #require(entry["url"]?.stringValue)
+        let binaryID = try #require(url.split(separator: "/").last.map(String.init))
+        #expect(url == harness.server.url + "/inventory/binaries/\(binaryID)")
+        #expect(await harness.tenant.binaryContent(binaryID) == Array("speed=7\n".utf8))
+        #expect(await harness.tenant.binaryMetadata(binaryID)?["name"] == "app.conf")
+        #expect(await harness.tenant.eventList(type: "app").isEmpty, "a legacy snapshot is no typed event")
         await harness.close()
     }
 

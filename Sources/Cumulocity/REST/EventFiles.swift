@@ -30,6 +30,27 @@ extension PlatformClient {
     public func attachFile(toEvent eventID: String, path: String, name: String, contentType: String,
                            timeout: Duration = .seconds(600)) async throws(PlatformError) -> String {
         let target = "/event/events/\(percentEncoded(eventID))/binaries"
+        _ = try await postFile(target, path: path, name: name, contentType: contentType, timeout: timeout, alreadyThere: 409)
+        return baseURL + target
+    }
+
+    /// Stores the file at `path` in the inventory's binaries (`POST /inventory/binaries`, multipart,
+    /// streamed) and returns its URL (`<tenant>/inventory/binaries/<id>`): a legacy configuration
+    /// snapshot is kept this way (device-management reference, "Legacy file-based configuration").
+    public func uploadBinary(path: String, name: String, contentType: String,
+                             timeout: Duration = .seconds(600)) async throws(PlatformError) -> String {
+        let target = "/inventory/binaries"
+        let answer = try await postFile(target, path: path, name: name, contentType: contentType, timeout: timeout, alreadyThere: nil)
+        guard let id = (try? JSONValue.parse(answer.head))?["id"]?.idValue else {
+            throw PlatformError.malformed("POST", target, status: 201, body: answer.head, "no id in the stored binary")
+        }
+        return baseURL + target + "/" + percentEncoded(id)
+    }
+
+    /// POSTs a file as `multipart/form-data`; the start of the answer. `alreadyThere` is a status
+    /// that counts as success (the file was stored by an earlier attempt whose answer was lost).
+    private func postFile(_ target: String, path: String, name: String, contentType: String, timeout: Duration,
+                          alreadyThere: Int?) async throws(PlatformError) -> AnswerEnds {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw PlatformError.localFile("POST", target, "cannot open \(path): \(String(cString: strerror(errno)))")
@@ -44,10 +65,10 @@ extension PlatformClient {
         let response = try await forward("POST", target, headers: [
             ("Accept", MediaType.json), ("Content-Type", "multipart/form-data; boundary=\(MultipartFileBody.boundary)"),
         ], streaming: body, into: answer, timeout: timeout)
-        guard (200..<300).contains(response.status) || response.status == 409 else {
+        guard (200..<300).contains(response.status) || response.status == alreadyThere else {
             throw PlatformError.status("POST", target, response)
         }
-        return baseURL + target
+        return answer
     }
 }
 

@@ -113,6 +113,18 @@ struct OperationContext: HandlerContext {
         try await BlockingPool.run(work)
     }
 
+    func storeFile(_ path: String, fileName: String, contentType: String,
+                   describedBy fragments: [String: JSONValue]) async throws -> (url: String, managedObject: String) {
+        let url = try await retryingNetwork { () throws(PlatformError) in
+            try await client.uploadBinary(path: path, name: fileName, contentType: contentType)
+        }
+        let body = JSONValue.object(fragments.merging(["url": .string(url)]) { $1 })
+        let created = try await retryingNetwork { () throws(PlatformError) in try await client.createManagedObject(body) }
+        let id = created["id"]?.idValue ?? ""
+        appendLine("[switchyard: \(fileName) stored as \(url), described by managed object \(id)]", to: logFile)
+        return (url, id)
+    }
+
     func sendMeasurement(type: String, fragments: [String: JSONValue]) async throws {
         var measurement = fragments
         measurement["source"] = ["id": .string(deviceID)]
