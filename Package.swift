@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "HandlerKit", targets: ["HandlerKit"]),
         // For handler authors' unit tests: a recording HandlerContext (no agent, no sandbox).
         .library(name: "HandlerKitTesting", targets: ["HandlerKitTesting"]),
+        // Turns a compiled handler into an executable plugin, built in a device maker's own package.
+        .library(name: "HandlerKitRunner", targets: ["HandlerKitRunner"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -50,6 +52,11 @@ let package = Package(
         .target(name: "JSONSupport", swiftSettings: strict),
         .target(name: "HandlerKit", dependencies: ["JSONSupport"], swiftSettings: strict),
         .target(name: "HandlerKitTesting", dependencies: ["HandlerKit"], swiftSettings: strict),
+        .target(name: "HandlerKitRunner", dependencies: [
+            "HandlerKit", "Cumulocity",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: strict),
         .target(name: "Cumulocity", dependencies: [
             "CCurl", "CLinux", "COpenSSL", "JSONSupport",
             .product(name: "Logging", package: "swift-log"),
@@ -116,6 +123,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
+
+        // A compiled handler run out of process (HandlerKitRunner), for the tests.
+        .executableTarget(name: "switchyard-runner-fixture", dependencies: ["HandlerKit", "HandlerKitRunner", "MessageHandler"],
+                          path: "Tests/RunnerFixture", swiftSettings: strict),
 
         .testTarget(name: "SwitchyardTests", dependencies: [
             "Switchyard", "Sandbox", "Cumulocity", "HandlerKit", "BuiltinHandlers", "JSONSupport", "SoftwareHandler",

@@ -57,7 +57,10 @@ struct Demo: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchyard")
         let source = FileSystem.absolute(handlers)
-        let repository = FileSystem.parent(of: source)
+        // The repository holds the demo's standard plugins: beside the handlers directory, or here
+        // (a device maker's own handlers.d elsewhere, such as docs/examples/swift-handler/handlers.d).
+        let beside = FileSystem.parent(of: source)
+        let repository = FileSystem.isDirectory(beside + "/Plugins") ? beside : FileSystem.absolute(".")
         let scratch = "/tmp/switchyard-demo-\(getpid())"
         defer { FileSystem.removeTree(scratch) }
         let server = try await SandboxServer.start(port: port, settings: tenant.settings)

@@ -1,4 +1,5 @@
 import Foundation
+import Cumulocity
 import JSONSupport
 import Sandbox
 import Testing

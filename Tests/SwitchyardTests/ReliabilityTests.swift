@@ -342,11 +342,14 @@ struct HostileHandlerFileTests {
 }
 
 /// The `switchyard` executable built beside the tests (`swift build --build-tests` builds it).
-func switchyardBinary() throws -> String {
+func switchyardBinary() throws -> String { try builtBinary("switchyard") }
+
+/// An executable of this package built beside the tests (`swift build --build-tests` builds them all).
+func builtBinary(_ name: String) throws -> String {
     let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let candidates = [".build/debug/switchyard", ".build/x86_64-unknown-linux-gnu/debug/switchyard", ".build/aarch64-unknown-linux-gnu/debug/switchyard"]
+    let candidates = [".build/debug/", ".build/x86_64-unknown-linux-gnu/debug/", ".build/aarch64-unknown-linux-gnu/debug/"].map { $0 + name }
     for candidate in candidates where FileManager.default.isExecutableFile(atPath: repository.path + "/" + candidate) {
         return repository.path + "/" + candidate
     }
-    throw TimedOut(what: "the switchyard binary under \(repository.path)/.build (run swift build first)")
+    throw TimedOut(what: "the \(name) binary under \(repository.path)/.build (run swift build first)")
 }

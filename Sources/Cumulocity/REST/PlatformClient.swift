@@ -48,8 +48,13 @@ public struct PlatformClient: Sendable {
 
     private var bulk: CurlTransport { bulkTransport ?? transport }
 
+    /// The header the credentials go in: `Authorization`, or the plugin proxy's `X-Switchyard-Secret`
+    /// for a handler that reaches the tenant through the agent.
+    public let authorizationHeader: String
+
     public init(baseURL: String, transport: CurlTransport, credentials: any CredentialProvider,
-                requestTimeout: Duration = .seconds(30)) {
+                requestTimeout: Duration = .seconds(30), authorizationHeader: String = "Authorization") {
+        self.authorizationHeader = authorizationHeader
         self.baseURL = withoutTrailingSlashes(baseURL)
         self.transport = transport
         self.credentials = credentials
@@ -107,7 +112,7 @@ public struct PlatformClient: Sendable {
                         body: [UInt8]?, timeout: Duration? = nil) async throws(PlatformError) -> HTTPResponse {
         try await withRenewal(method, pathAndQuery) { authorization throws(TransportError) in
             try await transport.send(HTTPRequest(method: method, url: baseURL + pathAndQuery,
-                                                 headers: headers + [("Authorization", authorization)], body: body,
+                                                 headers: headers + [(authorizationHeader, authorization)], body: body,
                                                  timeout: timeout ?? requestTimeout))
         }
     }
@@ -120,7 +125,7 @@ public struct PlatformClient: Sendable {
                         timeout: Duration) async throws(PlatformError) -> HTTPResponse {
         try await withRenewal(method, pathAndQuery) { authorization throws(TransportError) in
             try await bulk.stream(HTTPRequest(method: method, url: baseURL + pathAndQuery,
-                                                   headers: headers + [("Authorization", authorization)], timeout: timeout),
+                                                   headers: headers + [(authorizationHeader, authorization)], timeout: timeout),
                                        body: body, into: sink)
         }
     }
@@ -136,7 +141,7 @@ public struct PlatformClient: Sendable {
             : origin == Self.origin(of: baseURL) ? self.credentials
             : hostCredentials.first { Self.origin(of: $0.key) == origin }?.value
         return try await withRenewal("GET", url, credentials: credentials) { authorization throws(TransportError) in
-            let headers: [(name: String, value: String)] = [("Accept", "*/*")] + (authorization.map { [("Authorization", $0)] } ?? [])
+            let headers: [(name: String, value: String)] = [("Accept", "*/*")] + (authorization.map { [(authorizationHeader, $0)] } ?? [])
             return try await bulk.download(HTTPRequest(method: "GET", url: url, headers: headers, timeout: timeout),
                                                 into: fd, resumeFrom: offset, maxBytes: maxBytes)
         }

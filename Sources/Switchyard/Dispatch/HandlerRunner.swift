@@ -99,5 +99,6 @@ struct ExecPluginRunner: HandlerRunner {
             "SWITCHYARD_OPERATION_FILE": workspace.operationFile,
             "SWITCHYARD_C8Y_URL": baseURL,
         ].merging(variables) { first, _ in first }
+            .merging(spec.handlerOptions.map { ["SWITCHYARD_HANDLER_OPTIONS": String(decoding: $0.encoded(), as: UTF8.self)] } ?? [:]) { first, _ in first }
     }
 }

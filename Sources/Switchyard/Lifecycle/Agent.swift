@@ -338,14 +338,61 @@ public struct Agent: Service {
         let directory = state + "/reports"
         try? FileSystem.makeDirectories(directory, mode: 0o700)
         for declaration in declarations {
+            let context = ReportContext(deviceID: deviceID, directory: directory, outbox: outbox, client: client)
+            if case .exec(let spec) = declaration.kind, spec.handlerOptions != nil {
+                await reportThroughExecutable(spec, declaration: declaration, context: context)
+                continue
+            }
             guard case .swift(let name, let handler) = declaration.kind else { continue }
             do {
-                try await handler.report(context: ReportContext(deviceID: deviceID, directory: directory, outbox: outbox,
-                                                                client: client))
+                try await handler.report(context: context)
             } catch {
                 logger.warning("handler could not report the device's state",
                                metadata: ["handler": "\(name)", "declaration": "\(declaration.location)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// A compiled handler built as its own executable reports with phase `report`: its inventory,
+    /// event, measurement and alarm directives concern the device, as a compiled handler's calls do.
+    func reportThroughExecutable(_ spec: ExecSpec, declaration: HandlerDeclaration, context: ReportContext) async {
+        let (directives, sink) = AsyncStream.makeStream(of: Directive.self)
+        let applying = Task {
+            for await directive in directives {
+                do {
+                    switch directive {
+                    case .inventory(let fragments): try await context.updateInventory(fragments)
+                    case .alarm(let type, let severity, let text, _):
+                        try await context.raiseAlarm(type: type, severity: AlarmSeverity(rawValue: severity) ?? .major, text: text)
+                    case .clearAlarm(let type): try await context.clearAlarm(type: type)
+                    case .event(let type, let text, let fragments):
+                        var event = fragments
+                        event["source"] = ["id": .string(context.deviceID)]
+                        event["type"] = .string(type)
+                        event["text"] = .string(text)
+                        event["time"] = .string(timestamp())
+                        try await context.outbox.enqueue(.createEvent(.object(event)))
+                    default: break
+                    }
+                } catch {
+                    logger.warning("report directive failed", metadata: ["declaration": "\(declaration.location)", "error": "\(error)"])
+                }
+            }
+        }
+        var environment = ["SWITCHYARD_PHASE": "report", "SWITCHYARD_DEVICE_ID": context.deviceID, "SWITCHYARD_STATE_DIR": context.directory,
+                           "SWITCHYARD_FRAGMENT": declaration.operation]
+        environment["SWITCHYARD_HANDLER_OPTIONS"] = spec.handlerOptions.map { String(decoding: $0.encoded(), as: UTF8.self) }
+        let result = await ExecRunner().run(spec, operation: .null, environment: environment, timeout: .seconds(60),
+                                            workingDirectory: context.directory, logFile: context.directory + "/report.log",
+                                            user: geteuid() == 0 ? spec.user : nil, templated: false, stdin: [],
+                                            onDirective: { sink.yield($0) })
+        sink.finish()
+        await applying.value
+        if result.ending != .exited(0) {
+            logger.warning("handler could not report the device's state", metadata: [
+                "handler": "\(declaration.handlerName)", "declaration": "\(declaration.location)",
+                "error": "\(result.outcome(program: spec.command[0]))",
+            ])
         }
     }
 

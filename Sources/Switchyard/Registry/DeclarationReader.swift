@@ -116,6 +116,15 @@ public enum DeclarationReader {
             problems.append(FileProblem(file: file, line: reader.line, "declaration of \(named) needs 'swift' (a compiled handler) or 'exec' (an executable)"))
         case (.some, .some(let exec)):
             problems.append(FileProblem(file: file, line: exec.line, "declaration of \(named) has both 'swift' and 'exec'; choose one"))
+        case (.some(let swiftNode), nil) where swiftNode.scalar == nil:
+            // A compiled handler built as its own executable (HandlerKitRunner): run like an exec plugin.
+            if let swift = attempt({ () throws(FileProblem) in try MappingReader(swiftNode, file: file, what: "'swift'") }) {
+                problems += swift.unknownKeyProblems(allowed: ["executable", "env", "gracePeriod", "user"])
+                if var spec = attempt({ () throws(FileProblem) in try execSpec(swift, file: file, commandKey: "executable") }) {
+                    spec.handlerOptions = reader.node("options")?.json ?? .null
+                    kind = .exec(spec)
+                }
+            }
         case (.some, nil):
             if let name = attempt({ () throws(FileProblem) in try reader.requiredString("swift") }) {
                 if let type = catalog[name] {
@@ -166,10 +175,15 @@ public enum DeclarationReader {
             example: example, options: reader.node("options")?.json ?? .null, file: file, line: reader.line)
     }
 
-    static func execSpec(_ exec: MappingReader, file: String) throws(FileProblem) -> ExecSpec {
-        let line = exec.node("command")?.line ?? exec.line
-        guard var command = try exec.stringList("command"), let program = command.first, !program.isEmpty else {
-            throw FileProblem(file: file, line: line, "'exec.command' must be a non-empty list: the program, then its arguments")
+    static func execSpec(_ exec: MappingReader, file: String, commandKey: String = "command") throws(FileProblem) -> ExecSpec {
+        let line = exec.node(commandKey)?.line ?? exec.line
+        guard var command = try exec.stringList(commandKey), let program = command.first, !program.isEmpty else {
+            throw FileProblem(file: file, line: line, commandKey == "command"
+                              ? "'exec.command' must be a non-empty list: the program, then its arguments"
+                              : "'swift.executable' must name the handler's executable (built with HandlerKitRunner)")
+        }
+        if commandKey == "executable", command.count > 1 {
+            throw FileProblem(file: file, line: line, "'swift.executable' is one program; its options go in 'options'")
         }
         if program.contains("${") {
             throw FileProblem(file: file, line: line, "the program path cannot be templated")

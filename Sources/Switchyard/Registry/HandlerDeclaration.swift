@@ -55,11 +55,17 @@ public struct HandlerDeclaration: Sendable {
             object["swift"] = .string(name)
             if options != .null { object["options"] = options }
         case .exec(let spec):
-            var exec: [String: JSONValue] = ["command": .array(spec.command.map(JSONValue.string)),
-                                              "gracePeriod": .string(Self.milliseconds(spec.gracePeriod))]
+            var exec: [String: JSONValue] = ["gracePeriod": .string(Self.milliseconds(spec.gracePeriod))]
             if !spec.environment.isEmpty { exec["env"] = .object(spec.environment.mapValues(JSONValue.string)) }
             if let user = spec.user { exec["user"] = .string(user.name) }
-            object["exec"] = .object(exec)
+            if let options = spec.handlerOptions {
+                exec["executable"] = .string(spec.command[0])
+                object["swift"] = .object(exec)
+                if options != .null { object["options"] = options }
+            } else {
+                exec["command"] = .array(spec.command.map(JSONValue.string))
+                object["exec"] = .object(exec)
+            }
         }
         return .object(object)
     }
@@ -70,7 +76,7 @@ public struct HandlerDeclaration: Sendable {
     public var handlerName: String {
         switch kind {
         case .swift(let name, _): return "swift:\(name)"
-        case .exec(let spec): return "exec:\(spec.command.first ?? "?")"
+        case .exec(let spec): return (spec.handlerOptions == nil ? "exec:" : "swift:") + (spec.command.first ?? "?")
         }
     }
 }
@@ -86,4 +92,8 @@ public struct ExecSpec: Sendable {
     public let gracePeriod: Duration
     /// The user to run as when the agent runs as root.
     let user: RunAs?
+    /// For a compiled handler built as its own executable (`swift: {executable: …}`, HandlerKitRunner):
+    /// the declaration's `options`, passed as JSON in `SWITCHYARD_HANDLER_OPTIONS`; such a handler is
+    /// also run once after each start with phase `report`. `nil` for an ordinary executable plugin.
+    var handlerOptions: JSONValue? = nil
 }
