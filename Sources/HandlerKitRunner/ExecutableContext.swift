@@ -1,6 +1,7 @@
 public import HandlerKit
 import Cumulocity
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -15,8 +16,11 @@ final class ExecutableContext: HandlerContext, @unchecked Sendable {
     let stateDirectory: String
     private let output: DirectiveWriter
     private let environment: [String: String]
-    /// The tenant through the agent's plugin proxy (`SWITCHYARD_PROXY_URL` with its secret), if any.
-    private let proxy: PlatformClient?
+    /// The agent's plugin proxy (`SWITCHYARD_PROXY_URL` and its secret), if this run has one.
+    private let proxySettings: (url: String, secret: String)?
+    /// The tenant through the proxy, made at the first request (libcurl's start-up and its thread
+    /// cost milliseconds a handler that never calls the tenant should not pay).
+    private let clients = Mutex<PlatformClient?>(nil)
     /// The tenant's own URL, to tell its URLs from others' and to give back URLs the platform knows.
     private let tenantURL: String
 
@@ -26,12 +30,28 @@ final class ExecutableContext: HandlerContext, @unchecked Sendable {
         self.phase = phase
         stateDirectory = environment["SWITCHYARD_STATE_DIR"] ?? "."
         tenantURL = environment["SWITCHYARD_C8Y_URL"] ?? ""
-        if let url = environment["SWITCHYARD_PROXY_URL"], let secret = environment["SWITCHYARD_PROXY_SECRET"],
-           let transport = try? CurlTransport() {
-            proxy = PlatformClient(baseURL: url, transport: transport, credentials: ProxySecret(secret: secret),
-                                   authorizationHeader: "X-Switchyard-Secret")
+        if let url = environment["SWITCHYARD_PROXY_URL"], let secret = environment["SWITCHYARD_PROXY_SECRET"] {
+            proxySettings = (url, secret)
         } else {
-            proxy = nil
+            proxySettings = nil
+        }
+    }
+
+    /// The proxy's client, made once; `nil` without a proxy.
+    private var proxy: PlatformClient? {
+        get throws(RunnerError) {
+            guard let proxySettings else { return nil }
+            return try clients.withLock { (client: inout PlatformClient?) throws(RunnerError) -> PlatformClient in
+                if let client { return client }
+                do {
+                    let made = PlatformClient(baseURL: proxySettings.url, transport: try CurlTransport(),
+                                              credentials: ProxySecret(secret: proxySettings.secret), authorizationHeader: "X-Switchyard-Secret")
+                    client = made
+                    return made
+                } catch {
+                    throw RunnerError("cannot start a transfer: \(error)")
+                }
+            }
         }
     }
 
@@ -105,7 +125,7 @@ final class ExecutableContext: HandlerContext, @unchecked Sendable {
     // MARK: The tenant, through the proxy
 
     private func requireProxy(_ what: String) throws(RunnerError) -> PlatformClient {
-        guard let proxy else {
+        guard let proxy = try proxy else {
             throw RunnerError("\(what) needs the agent's plugin proxy (SWITCHYARD_PROXY_URL), which this run does not have")
         }
         return proxy
@@ -113,15 +133,15 @@ final class ExecutableContext: HandlerContext, @unchecked Sendable {
 
     /// The URL through the proxy for one of the tenant's, else the URL itself.
     private func proxied(_ url: String) -> String {
-        guard let proxy, !tenantURL.isEmpty, PlatformClient.origin(of: url) == PlatformClient.origin(of: tenantURL),
+        guard let proxySettings, !tenantURL.isEmpty, PlatformClient.origin(of: url) == PlatformClient.origin(of: tenantURL),
               let path = URLPath.pathAndQuery(of: url) else { return url }
-        return proxy.baseURL + path
+        return withoutTrailingSlash(proxySettings.url) + path
     }
 
     /// A URL the proxy answered with, as the platform knows it.
     private func unproxied(_ url: String) -> String {
-        guard let proxy, url.hasPrefix(proxy.baseURL), !tenantURL.isEmpty else { return url }
-        return withoutTrailingSlash(tenantURL) + url.dropFirst(proxy.baseURL.count)
+        guard let base = proxySettings.map({ withoutTrailingSlash($0.url) }), url.hasPrefix(base), !tenantURL.isEmpty else { return url }
+        return withoutTrailingSlash(tenantURL) + url.dropFirst(base.count)
     }
 
     func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {
