@@ -92,7 +92,7 @@ let package = Package(
                 swiftSettings: strict),
 
         .executableTarget(name: "switchyard", dependencies: [
-            "Switchyard", "BuiltinHandlers",
+            "Switchyard", "BuiltinHandlers", "HandlerKit",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

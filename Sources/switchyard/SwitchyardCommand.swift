@@ -1,5 +1,6 @@
 import ArgumentParser
 import BuiltinHandlers
+import HandlerKit
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -166,7 +167,61 @@ struct HandlersDirectoryOptions: ParsableArguments {
 }
 
 struct Handlers: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Inspect handler declarations.", subcommands: [List.self, Validate.self])
+    static let configuration = CommandConfiguration(abstract: "Inspect handler declarations, and run one locally.",
+                                                    subcommands: [List.self, Validate.self, RunLocally.self])
+
+    struct RunLocally: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
+            abstract: "Run the handler of FRAGMENT on an operation, on this machine: nothing is sent anywhere.",
+            discussion: """
+                Prints each call that would reach the platform (inventory, events, measurements, alarms, \
+                progress), the operation's log and the outcome. Exits 0 for SUCCESSFUL, 1 for FAILED, \
+                3 when the handler asks for a device restart (run again with --phase resume and the same --state).
+                """)
+
+        @Argument(help: "The fragment whose declaration to run, e.g. c8y_Restart or acme_Blink.") var fragment: String
+        @Argument(help: "The operation as JSON: a file, or - for standard input (default: {FRAGMENT: {}}).") var operation: String?
+        @OptionGroup var options: HandlersDirectoryOptions
+        @Flag(help: "Run the declaration's example: operation.") var example = false
+        @Option(help: "execute or resume.") var phase = "execute"
+        @Option(help: "The operation's state directory, kept between runs (default: a new one under /tmp).") var state: String?
+        @Option(help: "Serve downloads from this directory: a URL's last path segment names the file.") var files: String?
+        @Option(help: "The device id handlers see.") var deviceId = "local-device"
+
+        func run() async throws {
+            guard let phase = Phase(rawValue: phase) else { throw ValidationError("--phase must be execute or resume") }
+            signal(SIGPIPE, SIG_IGN)  // a plugin that exits without reading its input must not end this run
+            let registry = Registry.load(directory: try options.directory(), catalog: builtinHandlers)
+            for problem in registry.problems { printError("rejected: \(problem)") }
+            let json: JSONValue
+            if example {
+                guard let body = registry.declaration(for: fragment)?.example else {
+                    throw ValidationError("the declaration of \(fragment) has no example:")
+                }
+                json = body
+            } else if let operation {
+                let bytes = operation == "-" ? readStandardInput() : try FileSystem.read(FileSystem.absolute(operation))
+                guard let bytes else { throw ValidationError("\(operation) does not exist") }
+                do { json = try JSONValue.parse(bytes) } catch { throw ValidationError("\(operation) is not JSON: \(error)") }
+            } else {
+                json = [fragment: [:]]
+            }
+            let directory = state.map(FileSystem.absolute) ?? "/tmp/switchyard-run-\(getpid())"
+            let run = LocalRun(registry: registry, deviceID: deviceId, files: files.map(FileSystem.absolute), output: { print($0) })
+            let end = await run.run(fragment: fragment, operation: json, phase: phase, stateDirectory: directory)
+            switch end {
+            case .successful(let result):
+                print("SUCCESSFUL" + (result.isEmpty ? "" : " " + String(decoding: JSONValue.object(result).encoded(), as: UTF8.self)))
+            case .failed(let reason, let result):
+                print("FAILED: \(reason)" + (result.isEmpty ? "" : " " + String(decoding: JSONValue.object(result).encoded(), as: UTF8.self)))
+                throw ExitCode(1)
+            case .restartRequested:
+                print("RESTART REQUESTED: the agent would restart the device, then resume; run again with --phase resume --state \(directory)")
+                throw ExitCode(3)
+            }
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the operations a handlers directory declares; exit 1 if any file is rejected.")
@@ -207,4 +262,15 @@ func pad(_ text: String, _ width: Int) -> String {
 func printError(_ text: String) {
     var line = text + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+func readStandardInput() -> [UInt8] {
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return bytes }
+        bytes += chunk[0..<count]
+    }
 }

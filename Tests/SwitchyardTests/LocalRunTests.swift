@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+@testable import Switchyard
+
+/// `switchyard handlers run`: one handler on this machine, nothing sent (issue 15 §2).
+@Suite(.timeLimit(.minutes(2)))
+struct LocalRunTests {
+    struct Ran {
+        let status: Int32
+        let output: String
+    }
+
+    func run(_ arguments: [String], input: String? = nil) throws -> Ran {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try switchyardBinary())
+        process.arguments = ["handlers", "run"] + arguments
+        let out = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Ran(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+
+    func directory() throws -> String {
+        let path = NSTemporaryDirectory() + "local-run-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path + "/handlers.d", withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func aCompiledHandlerRunsOnItsExampleAndPrintsWhatWouldBeSent() throws {
+        let root = try directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        write("fragments: [switchyard_Ignored]\n", to: root + "/unused")
+        write("""
+            operation: c8y_Message
+            swift: Message
+            example: {c8y_Message: {text: hello locally}}
+            """, to: root + "/handlers.d/message.yaml")
+        let ran = try run(["c8y_Message", "--example", "--dir", root + "/handlers.d"])
+        #expect(ran.status == 0, "\(ran.output)")
+        #expect(ran.output.contains("message: hello locally"), "\(ran.output)")
+        #expect(ran.output.hasSuffix("SUCCESSFUL {\"c8y_Message\":{\"delivered\":true,\"text\":\"hello locally\"}}\n"), "\(ran.output)")
+
+        let missing = try run(["c8y_Message", "-", "--dir", root + "/handlers.d"], input: "{\"c8y_Message\": {}}")
+        #expect(missing.status == 1)
+        #expect(missing.output.contains("FAILED: c8y_Message.text is missing or not a string"), "\(missing.output)")
+    }
+
+    @Test func anExecutableShowsItsDirectivesAndAskedRestartsResume() throws {
+        let root = try directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        write("""
+            #!/bin/sh
+            if [ "$SWITCHYARD_PHASE" = resume ]; then
+              printf '{"switchyard":"result","fragments":{"acme_Update":{"resumed":true}}}\\n'
+              exit 0
+            fi
+            echo "updating"
+            printf '{"switchyard":"inventory","fragments":{"acme_Update":{"stage":"installed"}}}\\n'
+            printf '{"switchyard":"measurement","type":"acme","fragments":{"acme":{"v":{"value":1}}}}\\n'
+            printf '{"switchyard":"restart"}\\n'
+            """, to: root + "/handlers.d/update.sh", mode: 0o755)
+        write("operation: acme_Update\nexec: {command: [./update.sh]}\nresumable: true\n", to: root + "/handlers.d/update.yaml")
+        let state = root + "/state"
+        let first = try run(["acme_Update", "--dir", root + "/handlers.d", "--state", state])
+        #expect(first.status == 3, "\(first.output)")
+        #expect(first.output.contains("→ PUT /inventory/managedObjects/local-device {\"acme_Update\":{\"stage\":\"installed\"}}"), "\(first.output)")
+        #expect(first.output.contains("→ POST /measurement/measurements"), "\(first.output)")
+        #expect(first.output.contains("updating"))
+        #expect(first.output.contains("RESTART REQUESTED"))
+        let second = try run(["acme_Update", "--dir", root + "/handlers.d", "--state", state, "--phase", "resume"])
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.output.hasSuffix("SUCCESSFUL {\"acme_Update\":{\"resumed\":true}}\n"), "\(second.output)")
+    }
+
+    @Test func downloadsAreServedFromAFilesDirectoryAndStepsRunLocallyToo() throws {
+        let root = try directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        write("speed=1\n", to: root + "/app.conf")
+        write("speed=2\n", to: root + "/files/app-v2")
+        write("""
+            operation: c8y_DownloadConfigFile
+            swift: Configuration
+            options: {files: [{type: app, path: \(root)/app.conf}]}
+            ---
+            operation: c8y_DeviceProfile
+            swift: DeviceProfile
+            resumable: true
+            requires: [c8y_DownloadConfigFile]
+            """, to: root + "/handlers.d/config.yaml")
+        let ran = try run(["c8y_DeviceProfile", "-", "--dir", root + "/handlers.d", "--files", root + "/files"], input: """
+            {"profileName": "p", "profileId": "1", "c8y_DeviceProfile": {"configuration": [{"name": "app", "type": "app", "url": "https://tenant.example.com/inventory/binaries/app-v2"}]}}
+            """)
+        #expect(ran.status == 0, "\(ran.output)")
+        #expect(ran.output.contains("step configuration app: c8y_DownloadConfigFile"), "\(ran.output)")
+        #expect(ran.output.contains("(served from \(root)/files/app-v2, 8 bytes)"), "\(ran.output)")
+        #expect(ran.output.contains("\"profileExecuted\":true"), "\(ran.output)")
+        #expect(try String(contentsOfFile: root + "/app.conf", encoding: .utf8) == "speed=2\n")
+
+        let unknown = try run(["acme_Nothing", "--dir", root + "/handlers.d"])
+        #expect(unknown.status == 1)
+        #expect(unknown.output.contains("no declaration in \(root)/handlers.d handles acme_Nothing"), "\(unknown.output)")
+    }
+}
