@@ -168,7 +168,42 @@ struct HandlersDirectoryOptions: ParsableArguments {
 
 struct Handlers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect handler declarations, and run one locally.",
-                                                    subcommands: [List.self, Validate.self, RunLocally.self])
+                                                    subcommands: [List.self, Validate.self, RunLocally.self, New.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a new handler to start from: a declaration and a plugin that shows every directive (Swift: a package with a unit test).")
+
+        @Argument(help: "The operation's name, e.g. acme_Blink.") var name: String
+        @Option(help: "sh, python or swift.") var lang: String
+        @Option(help: "Where the declaration (and a script) go.") var dir = "handlers.d"
+        @Option(help: "Swift: where the package goes (default: ./NAME).") var package: String?
+        @Option(help: "Swift: the package's Switchyard dependency, a local checkout instead of the released package.")
+        var switchyardPath: String?
+
+        func run() async throws {
+            if let problem = HandlerTemplate.problem(with: name) { throw ValidationError(problem) }
+            guard let language = HandlerTemplate.Language(rawValue: lang) else { throw ValidationError("--lang must be sh, python or swift") }
+            let handlers = FileSystem.absolute(dir)
+            let packageDirectory = FileSystem.absolute(package ?? name)
+            let dependency: HandlerTemplate.Dependency = switchyardPath.map { .path(FileSystem.absolute($0)) }
+                ?? .url("https://github.com/switchyard-agent/switchyard", from: "0.1.0")
+            let files = HandlerTemplate(name: name, language: language).files(package: packageDirectory, switchyard: dependency)
+            let all = files.handlers.map { (handlers + "/" + $0.path, $0) } + files.package.map { (packageDirectory + "/" + $0.path, $0) }
+            if let existing = all.first(where: { FileSystem.exists($0.0) }) {
+                throw ValidationError("\(existing.0) exists already; nothing was written")
+            }
+            for (path, file) in all {
+                try FileSystem.makeDirectories(FileSystem.parent(of: path), mode: 0o755)
+                try FileSystem.writeAtomically(path, Array(file.text.utf8), mode: file.executable ? 0o755 : 0o644, durable: false)
+                print("wrote \(path)")
+            }
+            if language == .swift {
+                print("next: (cd \(packageDirectory) && swift build && swift test), then")
+            }
+            print("try it: switchyard handlers run \(name) --example --dir \(handlers)")
+        }
+    }
 
     struct RunLocally: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

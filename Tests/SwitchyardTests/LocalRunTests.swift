@@ -108,3 +108,59 @@ struct LocalRunTests {
         #expect(unknown.output.contains("no declaration in \(root)/handlers.d handles acme_Nothing"), "\(unknown.output)")
     }
 }
+
+/// `switchyard handlers new`: what it writes validates and runs as generated (issue 15 §4). The Swift
+/// package is built, tested and run by CI (.ci/run), a build being too slow for a unit test.
+@Suite(.timeLimit(.minutes(2)))
+struct HandlerTemplateTests {
+    func switchyard(_ arguments: [String]) throws -> LocalRunTests.Ran {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try switchyardBinary())
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return LocalRunTests.Ran(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+
+    @Test(arguments: ["sh", "python"])
+    func aScriptTemplateValidatesAndRunsShowingEveryDirective(_ language: String) throws {
+        let root = NSTemporaryDirectory() + "template-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let name = "acme_Blink"
+        let written = try switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
+        #expect(written.status == 0, "\(written.output)")
+        let validated = try switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
+        #expect(validated.status == 0, "\(validated.output)")
+        let ran = try switchyard(["handlers", "run", name, "--example", "--dir", root + "/handlers.d"])
+        #expect(ran.status == 0, "\(ran.output)")
+        for expected in ["→ progress: started", "→ PUT /inventory/managedObjects/local-device", "→ POST /event/events",
+                         "→ POST /measurement/measurements", "→ POST /alarm/alarms", "→ clear the active alarms of type acme_BlinkAlarm",
+                         "acme_Blink: operation local, phase execute", "SUCCESSFUL {\"acme_Blink\":{\"done\":true"] {
+            #expect(ran.output.contains(expected), "\(language): \(expected) missing in \(ran.output)")
+        }
+        let again = try switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
+        #expect(again.status != 0 && again.output.contains("exists already; nothing was written"), "\(again.output)")
+    }
+
+    @Test func theSwiftTemplateIsAPackageWithAUnitTest() throws {
+        let root = NSTemporaryDirectory() + "template-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let written = try switchyard(["handlers", "new", "acme_Blink", "--lang", "swift", "--dir", root + "/handlers.d",
+                                      "--package", root + "/blink", "--switchyard-path", FileManager.default.currentDirectoryPath])
+        #expect(written.status == 0, "\(written.output)")
+        for file in ["handlers.d/acme_Blink.yaml", "blink/Package.swift", "blink/Sources/BlinkHandler/BlinkHandler.swift",
+                     "blink/Sources/acme-blink/main.swift", "blink/Tests/BlinkHandlerTests/BlinkHandlerTests.swift"] {
+            #expect(FileManager.default.fileExists(atPath: root + "/" + file), "\(file) not written")
+        }
+        let declaration = try String(contentsOfFile: root + "/handlers.d/acme_Blink.yaml", encoding: .utf8)
+        #expect(declaration.contains("swift: {executable: \(root)/blink/.build/debug/acme-blink}"))
+        // Until it is built, the declaration names a program that does not exist yet, and says so.
+        let validated = try switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
+        #expect(validated.output.contains("program \(root)/blink/.build/debug/acme-blink does not exist"), "\(validated.output)")
+        #expect(try switchyard(["handlers", "new", "9lives", "--lang", "sh"]).output.contains("is not an operation name"))
+    }
+}
