@@ -17,7 +17,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-sandbox",
         abstract: "The Switchyard workbench: an emulated Cumulocity tenant on loopback, and a demo against it.",
-        subcommands: [Demo.self, Serve.self, DeviceCommand.self, OperationCommand.self, MeasurementCommand.self, EventCommand.self,
+        subcommands: [Demo.self, Serve.self, ConformanceCommand.self, DeviceCommand.self, OperationCommand.self, MeasurementCommand.self, EventCommand.self,
                       AlarmCommand.self, BinaryCommand.self, Accept.self, Bench.self],
         defaultSubcommand: Demo.self)
 }

@@ -127,7 +127,7 @@ struct HandlerTemplateTests {
     }
 
     @Test(arguments: ["sh", "python"])
-    func aScriptTemplateValidatesAndRunsShowingEveryDirective(_ language: String) throws {
+    func aScriptTemplateValidatesRunsAndConforms(_ language: String) async throws {
         let root = NSTemporaryDirectory() + "template-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let name = "acme_Blink"
@@ -142,6 +142,14 @@ struct HandlerTemplateTests {
                          "acme_Blink: operation local, phase execute", "SUCCESSFUL {\"acme_Blink\":{\"done\":true"] {
             #expect(ran.output.contains(expected), "\(language): \(expected) missing in \(ran.output)")
         }
+        // And it passes the protocol's conformance checks as generated.
+        guard case .success(let conformance) = Conformance.declaration(root + "/handlers.d/\(name).yaml", timeout: .seconds(10),
+                                                                        scratch: root + "/conformance") else {
+            Issue.record("conformance refused the generated declaration"); return
+        }
+        let checks = await conformance.run()
+        let failures = checks.filter { !$0.passed }
+        #expect(failures.isEmpty, "\(language): \(failures)")
         let again = try switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
         #expect(again.status != 0 && again.output.contains("exists already; nothing was written"), "\(again.output)")
     }

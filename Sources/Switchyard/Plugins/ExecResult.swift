@@ -22,6 +22,8 @@ struct ExecResult: Sendable {
     var restartRequested = false
     /// The start of standard output, when the caller asked for it (`captureOutput`).
     var output = ""
+    /// The plugin's process group (its pid), once started: what may outlive it is found by it.
+    var processGroup: Int32?
 }
 
 extension ExecResult {

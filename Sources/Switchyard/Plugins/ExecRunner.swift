@@ -112,7 +112,7 @@ struct ExecRunner: Sendable {
         let collected = log.collected
         return ExecResult(ending: ending, stderrTail: log.stderrTail, logTruncated: log.truncated,
                           result: collected.result, failureReason: collected.failureReason,
-                          restartRequested: collected.restart, output: log.capturedOutput)
+                          restartRequested: collected.restart, output: log.capturedOutput, processGroup: processGroup.get())
     }
 }
 
@@ -153,10 +153,23 @@ extension ExecRunner {
     static func stopGroup(_ pgid: pid_t, grace: Duration) async {
         kill(-pgid, SIGTERM)
         let deadline = ContinuousClock.now + grace
-        while ContinuousClock.now < deadline, kill(-pgid, 0) == 0 {
+        // A member that has exited but is not yet reaped (a zombie) has ended: it is not waited for.
+        while ContinuousClock.now < deadline, kill(-pgid, 0) == 0, livingProcesses(inGroup: pgid) > 0 {
             try? await Task.sleep(for: .milliseconds(20))
         }
         kill(-pgid, SIGKILL)
+    }
+
+    /// How many members of a process group are alive (zombies, which have ended, do not count).
+    static func livingProcesses(inGroup group: pid_t) -> Int {
+        guard let entries = try? FileSystem.list("/proc") else { return 0 }
+        return entries.filter { entry in
+            guard let pid = Int32(entry), let stat = try? FileSystem.readText("/proc/\(pid)/stat"),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            // After the command name: state (field 3), ppid, pgrp (field 5).
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 3 && Int32(fields[2]) == group && fields[0] != "Z"
+        }.count
     }
 }
 

@@ -139,7 +139,9 @@ public struct HandlerTemplate: Sendable {
 
 
         def main():
-            operation = json.load(sys.stdin)
+            # The operation is on stdin and in the file; the file serves when stdin is closed at once.
+            text = sys.stdin.read() or open(os.environ["SWITCHYARD_OPERATION_FILE"], encoding="utf-8").read()
+            operation = json.loads(text)
             request = operation.get("\(name)", {})
             print(f"\(name): operation {os.environ.get('SWITCHYARD_OPERATION_ID', '?')}, "
                   f"phase {os.environ.get('SWITCHYARD_PHASE', 'execute')}", file=sys.stderr)
