@@ -45,8 +45,10 @@ struct CertificateAuthTests {
             #expect(issues.count >= 2)
             if issues.count >= 2 {
                 let gap = issues[1] - issues[0]
-                // About 3 s (half the lifetime); before the first expires whatever the machine's load.
-                #expect(gap > .milliseconds(2500) && gap < .seconds(6), "second token after \(gap), expected about 3 s, before 6 s")
+                // About 3 s (half the lifetime), never early. How late it may come on a loaded machine is
+                // not a timing bound here: a token used after its expiry is refused, which the
+                // tokenRejections check below catches.
+                #expect(gap > .milliseconds(2500), "second token after \(gap), expected about 3 s")
             }
             #expect(await harness.tenant.tokenRejections == 0, "a request was refused: the refresh came too late")
             await harness.close()

@@ -75,16 +75,8 @@ struct ConformanceTests {
 
     @Test func theCommandExitsNonZeroOnAnyFailure() throws {
         func conformance(_ arguments: [String]) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try builtBinary("switchyard-sandbox"))
-            process.arguments = ["conformance"] + arguments
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = out
-            try process.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+            let ran = try runProgram(try builtBinary("switchyard-sandbox"), ["conformance"] + arguments)
+            return (ran.status, ran.output)
         }
         let (good, goodOutput) = try conformance([Self.fixtures + "/broken-installer", "--kind", "firmware-installer"])
         #expect(good == 1)

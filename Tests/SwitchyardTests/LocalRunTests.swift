@@ -5,26 +5,8 @@ import Testing
 /// `switchyard handlers run`: one handler on this machine, nothing sent (issue 15 §2).
 @Suite(.timeLimit(.minutes(2)))
 struct LocalRunTests {
-    struct Ran {
-        let status: Int32
-        let output: String
-    }
-
-    func run(_ arguments: [String], input: String? = nil) throws -> Ran {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try switchyardBinary())
-        process.arguments = ["handlers", "run"] + arguments
-        let out = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Ran(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    func run(_ arguments: [String], input: String? = nil) throws -> ProgramRun {
+        try runProgram(try switchyardBinary(), ["handlers", "run"] + arguments, input: input)
     }
 
     func directory() throws -> String {
@@ -113,17 +95,8 @@ struct LocalRunTests {
 /// package is built, tested and run by CI (.ci/run), a build being too slow for a unit test.
 @Suite(.timeLimit(.minutes(2)))
 struct HandlerTemplateTests {
-    func switchyard(_ arguments: [String]) throws -> LocalRunTests.Ran {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try switchyardBinary())
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return LocalRunTests.Ran(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    func switchyard(_ arguments: [String]) throws -> ProgramRun {
+        try runProgram(try switchyardBinary(), arguments)
     }
 
     @Test(arguments: ["sh", "python"])

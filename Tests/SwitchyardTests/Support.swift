@@ -46,3 +46,27 @@ func takingTurns<T>(_ body: () async throws -> T) async throws -> T {
         throw error
     }
 }
+
+/// How a program run by a test ended: its exit status and what it printed (standard output and error).
+struct ProgramRun {
+    let status: Int32
+    let output: String
+}
+
+/// Runs a program to its end, with `input` on its standard input.
+func runProgram(_ path: String, _ arguments: [String], input: String? = nil) throws -> ProgramRun {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let out = Pipe()
+    let stdin = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try stdin.fileHandleForWriting.close()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ProgramRun(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+}

@@ -111,7 +111,8 @@ public struct Conformance: Sendable {
                                             onInvalidDirective: { why, line in invalid.withLock { $0.append("\(why): \(line)") } })
         let elapsed = ContinuousClock.now - started
         await LogWriter.flush()
-        let leftovers = result.processGroup.map { ExecRunner.livingProcesses(inGroup: $0) } ?? 0
+        var leftovers = 0
+        if let group = result.processGroup { leftovers = await BlockingPool.run { ExecRunner.livingProcesses(inGroup: group) } }
         if let group = result.processGroup, leftovers > 0 { kill(-group, SIGKILL) }
         return Run(result: result, elapsed: elapsed, invalid: invalid.withLock { $0 }, log: (try? FileSystem.readText(logFile)) ?? "",
                    leftovers: leftovers)

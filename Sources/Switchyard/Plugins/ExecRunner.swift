@@ -154,13 +154,28 @@ extension ExecRunner {
         kill(-pgid, SIGTERM)
         let deadline = ContinuousClock.now + grace
         // A member that has exited but is not yet reaped (a zombie) has ended: it is not waited for.
-        while ContinuousClock.now < deadline, kill(-pgid, 0) == 0, livingProcesses(inGroup: pgid) > 0 {
+        while ContinuousClock.now < deadline, await groupIsAlive(pgid) {
             try? await Task.sleep(for: .milliseconds(20))
         }
         kill(-pgid, SIGKILL)
     }
 
+    /// Whether a member of the group still runs: the leader, read from /proc (one small read), or,
+    /// once it has ended, any other member (a scan of /proc, on the blocking pool).
+    static func groupIsAlive(_ pgid: pid_t) async -> Bool {
+        guard kill(-pgid, 0) == 0 else { return false }
+        if let state = processState(pgid), state != "Z" { return true }
+        return await BlockingPool.run { livingProcesses(inGroup: pgid) > 0 }
+    }
+
+    /// The state letter of a process (`R`, `S`, `Z`, …), `nil` when it is gone.
+    static func processState(_ pid: pid_t) -> Substring? {
+        guard let stat = try? FileSystem.readText("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ").first
+    }
+
     /// How many members of a process group are alive (zombies, which have ended, do not count).
+    /// Reads every process's /proc entry: call it off the cooperative pool.
     static func livingProcesses(inGroup group: pid_t) -> Int {
         guard let entries = try? FileSystem.list("/proc") else { return 0 }
         return entries.filter { entry in
