@@ -114,7 +114,7 @@ public struct ConfigurationHandler: OperationHandler {
         if typed {
             try await context.updateInventory(["c8y_SupportedConfigurations": .array(files.map { .string($0.type) })])
         }
-        if let text, let current = readAll(text.path) {
+        if let text, let current = await context.blocking({ readAll(text.path) }) {
             try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
         }
     }
@@ -143,7 +143,10 @@ public struct ConfigurationHandler: OperationHandler {
 
     func sendText(_ context: any HandlerContext) async throws -> Outcome {
         guard let file = text ?? defaultFile else { return .failed("no configuration file is declared") }
-        guard let current = readAll(file.path) else { return .failed("cannot read \(file.path): \(errorText())") }
+        let path = file.path
+        // errno is read on the thread that read the file.
+        let (read, why) = await context.blocking { () -> (String?, String) in let text = readAll(path); return (text, errorText()) }
+        guard let current = read else { return .failed("cannot read \(file.path): \(why)") }
         try await context.updateInventory(["c8y_Configuration": ["config": .string(current)]])
         return .successful
     }

@@ -127,6 +127,21 @@ struct LogfileHandlerTests {
         #expect(sent == ["\(Self.iso(Self.base + 3 * 3600)) app: ERROR net\n  continuation of ERROR net\n"])
     }
 
+    @Test func theTypesAreAdvertisedAgainWhenTheDeclarationChanges() async throws {
+        let harness = try await Harness()
+        harness.declare("logs.yaml", Self.declaration(harness.root))
+        try await harness.startAgent()
+        let deviceID = try #require(await harness.deviceID())
+        try await eventually("types advertised at start") {
+            await harness.tenant.managedObject(deviceID)?["c8y_SupportedLogs"] == ["app", "missing", "broken"]
+        }
+        harness.declare("logs.yaml", Self.declaration(harness.root) + "    - {type: added, files: /var/log/added*}\n")
+        try await eventually("types advertised after the reload") {
+            await harness.tenant.managedObject(deviceID)?["c8y_SupportedLogs"] == ["app", "missing", "broken", "added"]
+        }
+        await harness.close()
+    }
+
     @Test func unknownTypeFailsNamingTheKnownOnes() async throws {
         let harness = try await Harness()
         harness.declare("logs.yaml", Self.declaration(harness.root))
