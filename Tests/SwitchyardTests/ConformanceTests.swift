@@ -73,16 +73,16 @@ struct ConformanceTests {
                                                 "install of a missing image fails with a reason"])
     }
 
-    @Test func theCommandExitsNonZeroOnAnyFailure() throws {
-        func conformance(_ arguments: [String]) throws -> (Int32, String) {
-            let ran = try runProgram(try builtBinary("switchyard-sandbox"), ["conformance"] + arguments)
+    @Test func theCommandExitsNonZeroOnAnyFailure() async throws {
+        func conformance(_ arguments: [String]) async throws -> (Int32, String) {
+            let ran = try await runProgram(try builtBinary("switchyard-sandbox"), ["conformance"] + arguments)
             return (ran.status, ran.output)
         }
-        let (good, goodOutput) = try conformance([Self.fixtures + "/broken-installer", "--kind", "firmware-installer"])
+        let (good, goodOutput) = try await conformance([Self.fixtures + "/broken-installer", "--kind", "firmware-installer"])
         #expect(good == 1)
         #expect(goodOutput.contains("FAIL  needs-reboot: 0 (restart) or 1 (no restart): exit 5"), "\(goodOutput)")
         #expect(goodOutput.hasSuffix("5 of 8 checks passed\n"), "\(goodOutput)")
-        let (ok, okOutput) = try conformance([FileSystem.absolute("Plugins/firmware/ab-installer"), "--kind", "firmware-installer",
+        let (ok, okOutput) = try await conformance([FileSystem.absolute("Plugins/firmware/ab-installer"), "--kind", "firmware-installer",
                                               "--env", "FIRMWARE_ROOT=\(scratch())"])
         #expect(ok == 0, "\(okOutput)")
     }

@@ -5,8 +5,8 @@ import Testing
 /// `switchyard handlers run`: one handler on this machine, nothing sent (issue 15 §2).
 @Suite(.timeLimit(.minutes(2)))
 struct LocalRunTests {
-    func run(_ arguments: [String], input: String? = nil) throws -> ProgramRun {
-        try runProgram(try switchyardBinary(), ["handlers", "run"] + arguments, input: input)
+    func run(_ arguments: [String], input: String? = nil) async throws -> ProgramRun {
+        try await runProgram(try switchyardBinary(), ["handlers", "run"] + arguments, input: input)
     }
 
     func directory() throws -> String {
@@ -15,7 +15,7 @@ struct LocalRunTests {
         return path
     }
 
-    @Test func aCompiledHandlerRunsOnItsExampleAndPrintsWhatWouldBeSent() throws {
+    @Test func aCompiledHandlerRunsOnItsExampleAndPrintsWhatWouldBeSent() async throws {
         let root = try directory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         write("fragments: [switchyard_Ignored]\n", to: root + "/unused")
@@ -24,17 +24,17 @@ struct LocalRunTests {
             swift: Message
             example: {c8y_Message: {text: hello locally}}
             """, to: root + "/handlers.d/message.yaml")
-        let ran = try run(["c8y_Message", "--example", "--dir", root + "/handlers.d"])
+        let ran = try await run(["c8y_Message", "--example", "--dir", root + "/handlers.d"])
         #expect(ran.status == 0, "\(ran.output)")
         #expect(ran.output.contains("message: hello locally"), "\(ran.output)")
         #expect(ran.output.hasSuffix("SUCCESSFUL {\"c8y_Message\":{\"delivered\":true,\"text\":\"hello locally\"}}\n"), "\(ran.output)")
 
-        let missing = try run(["c8y_Message", "-", "--dir", root + "/handlers.d"], input: "{\"c8y_Message\": {}}")
+        let missing = try await run(["c8y_Message", "-", "--dir", root + "/handlers.d"], input: "{\"c8y_Message\": {}}")
         #expect(missing.status == 1)
         #expect(missing.output.contains("FAILED: c8y_Message.text is missing or not a string"), "\(missing.output)")
     }
 
-    @Test func anExecutableShowsItsDirectivesAndAskedRestartsResume() throws {
+    @Test func anExecutableShowsItsDirectivesAndAskedRestartsResume() async throws {
         let root = try directory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         write("""
@@ -50,18 +50,18 @@ struct LocalRunTests {
             """, to: root + "/handlers.d/update.sh", mode: 0o755)
         write("operation: acme_Update\nexec: {command: [./update.sh]}\nresumable: true\n", to: root + "/handlers.d/update.yaml")
         let state = root + "/state"
-        let first = try run(["acme_Update", "--dir", root + "/handlers.d", "--state", state])
+        let first = try await run(["acme_Update", "--dir", root + "/handlers.d", "--state", state])
         #expect(first.status == 3, "\(first.output)")
         #expect(first.output.contains("→ PUT /inventory/managedObjects/local-device {\"acme_Update\":{\"stage\":\"installed\"}}"), "\(first.output)")
         #expect(first.output.contains("→ POST /measurement/measurements"), "\(first.output)")
         #expect(first.output.contains("updating"))
         #expect(first.output.contains("RESTART REQUESTED"))
-        let second = try run(["acme_Update", "--dir", root + "/handlers.d", "--state", state, "--phase", "resume"])
+        let second = try await run(["acme_Update", "--dir", root + "/handlers.d", "--state", state, "--phase", "resume"])
         #expect(second.status == 0, "\(second.output)")
         #expect(second.output.hasSuffix("SUCCESSFUL {\"acme_Update\":{\"resumed\":true}}\n"), "\(second.output)")
     }
 
-    @Test func downloadsAreServedFromAFilesDirectoryAndStepsRunLocallyToo() throws {
+    @Test func downloadsAreServedFromAFilesDirectoryAndStepsRunLocallyToo() async throws {
         let root = try directory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         write("speed=1\n", to: root + "/app.conf")
@@ -76,7 +76,7 @@ struct LocalRunTests {
             resumable: true
             requires: [c8y_DownloadConfigFile]
             """, to: root + "/handlers.d/config.yaml")
-        let ran = try run(["c8y_DeviceProfile", "-", "--dir", root + "/handlers.d", "--files", root + "/files"], input: """
+        let ran = try await run(["c8y_DeviceProfile", "-", "--dir", root + "/handlers.d", "--files", root + "/files"], input: """
             {"profileName": "p", "profileId": "1", "c8y_DeviceProfile": {"configuration": [{"name": "app", "type": "app", "url": "https://tenant.example.com/inventory/binaries/app-v2"}]}}
             """)
         #expect(ran.status == 0, "\(ran.output)")
@@ -85,7 +85,7 @@ struct LocalRunTests {
         #expect(ran.output.contains("\"profileExecuted\":true"), "\(ran.output)")
         #expect(try String(contentsOfFile: root + "/app.conf", encoding: .utf8) == "speed=2\n")
 
-        let unknown = try run(["acme_Nothing", "--dir", root + "/handlers.d"])
+        let unknown = try await run(["acme_Nothing", "--dir", root + "/handlers.d"])
         #expect(unknown.status == 1)
         #expect(unknown.output.contains("no declaration in \(root)/handlers.d handles acme_Nothing"), "\(unknown.output)")
     }
@@ -95,8 +95,8 @@ struct LocalRunTests {
 /// package is built, tested and run by CI (.ci/run), a build being too slow for a unit test.
 @Suite(.timeLimit(.minutes(2)))
 struct HandlerTemplateTests {
-    func switchyard(_ arguments: [String]) throws -> ProgramRun {
-        try runProgram(try switchyardBinary(), arguments)
+    func switchyard(_ arguments: [String]) async throws -> ProgramRun {
+        try await runProgram(try switchyardBinary(), arguments)
     }
 
     @Test(arguments: ["sh", "python"])
@@ -104,11 +104,11 @@ struct HandlerTemplateTests {
         let root = NSTemporaryDirectory() + "template-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let name = "acme_Blink"
-        let written = try switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
+        let written = try await switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
         #expect(written.status == 0, "\(written.output)")
-        let validated = try switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
+        let validated = try await switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
         #expect(validated.status == 0, "\(validated.output)")
-        let ran = try switchyard(["handlers", "run", name, "--example", "--dir", root + "/handlers.d"])
+        let ran = try await switchyard(["handlers", "run", name, "--example", "--dir", root + "/handlers.d"])
         #expect(ran.status == 0, "\(ran.output)")
         for expected in ["→ progress: started", "→ PUT /inventory/managedObjects/local-device", "→ POST /event/events",
                          "→ POST /measurement/measurements", "→ POST /alarm/alarms", "→ clear the active alarms of type acme_BlinkAlarm",
@@ -123,14 +123,14 @@ struct HandlerTemplateTests {
         let checks = await conformance.run()
         let failures = checks.filter { !$0.passed }
         #expect(failures.isEmpty, "\(language): \(failures)")
-        let again = try switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
+        let again = try await switchyard(["handlers", "new", name, "--lang", language, "--dir", root + "/handlers.d"])
         #expect(again.status != 0 && again.output.contains("exists already; nothing was written"), "\(again.output)")
     }
 
-    @Test func theSwiftTemplateIsAPackageWithAUnitTest() throws {
+    @Test func theSwiftTemplateIsAPackageWithAUnitTest() async throws {
         let root = NSTemporaryDirectory() + "template-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let written = try switchyard(["handlers", "new", "acme_Blink", "--lang", "swift", "--dir", root + "/handlers.d",
+        let written = try await switchyard(["handlers", "new", "acme_Blink", "--lang", "swift", "--dir", root + "/handlers.d",
                                       "--package", root + "/blink", "--switchyard-path", FileManager.default.currentDirectoryPath])
         #expect(written.status == 0, "\(written.output)")
         for file in ["handlers.d/acme_Blink.yaml", "blink/Package.swift", "blink/Sources/BlinkHandler/BlinkHandler.swift",
@@ -140,8 +140,8 @@ struct HandlerTemplateTests {
         let declaration = try String(contentsOfFile: root + "/handlers.d/acme_Blink.yaml", encoding: .utf8)
         #expect(declaration.contains("swift: {executable: \(root)/blink/.build/debug/acme-blink}"))
         // Until it is built, the declaration names a program that does not exist yet, and says so.
-        let validated = try switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
+        let validated = try await switchyard(["handlers", "validate", "--dir", root + "/handlers.d"])
         #expect(validated.output.contains("program \(root)/blink/.build/debug/acme-blink does not exist"), "\(validated.output)")
-        #expect(try switchyard(["handlers", "new", "9lives", "--lang", "sh"]).output.contains("is not an operation name"))
+        #expect(try await switchyard(["handlers", "new", "9lives", "--lang", "sh"]).output.contains("is not an operation name"))
     }
 }

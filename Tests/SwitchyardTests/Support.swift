@@ -53,8 +53,18 @@ struct ProgramRun {
     let output: String
 }
 
-/// Runs a program to its end, with `input` on its standard input.
-func runProgram(_ path: String, _ arguments: [String], input: String? = nil) throws -> ProgramRun {
+/// Runs a program to its end, with `input` on its standard input. The waiting happens on a thread
+/// of its own, never on the cooperative pool, which the agents of concurrent tests need (with two
+/// cores it has two threads: two tests blocked in a wait would stall every agent in the process).
+func runProgram(_ path: String, _ arguments: [String], input: String? = nil) async throws -> ProgramRun {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try runProgramBlocking(path, arguments, input: input) })
+        }
+    }
+}
+
+private func runProgramBlocking(_ path: String, _ arguments: [String], input: String?) throws -> ProgramRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
