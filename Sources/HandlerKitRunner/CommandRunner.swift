@@ -39,7 +39,7 @@ enum CommandRunner {
                         let writer = execution.standardInputWriter
                         await withTaskGroup(of: Void.self) { streams in
                             streams.addTask {
-                                _ = try? await writer.write(input ?? [])
+                                if let input, !input.isEmpty { _ = try? await writer.write(input) }
                                 try? await writer.finish()
                             }
                             streams.addTask {

@@ -20,6 +20,10 @@ struct ExecRunner: Sendable {
     static let tailBytes = 4096
     static let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     static let setpriv = "/usr/bin/setpriv"
+    /// A plugin that exits without reading its input closes the pipe we write it to: that must be an
+    /// error of the write (EPIPE), not SIGPIPE ending this process, whoever runs plugins (the agent,
+    /// `handlers run`, `conformance`, a test).
+    static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     /// Runs one operation.
     /// - Parameters:
@@ -59,6 +63,7 @@ struct ExecRunner: Sendable {
             executable: .path(FilePath(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
             environment: .custom(env), workingDirectory: FilePath(workingDirectory), platformOptions: options)
 
+        Self.ignoreBrokenPipes
         let log = LogCapture(file: logFile, limit: Self.logLimit, tailBytes: Self.tailBytes, captureLimit: captureOutput,
                              logging: logging, onDirective: onDirective, onInvalidDirective: onInvalidDirective)
         let input = stdin ?? operation.encoded()
@@ -77,8 +82,10 @@ struct ExecRunner: Sendable {
                     let writer = execution.standardInputWriter
                     await withTaskGroup(of: Void.self) { streams in
                         streams.addTask {
-                            // A plugin may exit without reading its input: that is not an error.
-                            _ = try? await writer.write(input)
+                            // A plugin may exit without reading its input: that is not an error. No
+                            // input is no write at all, only the end of file (an empty write was seen
+                            // to leave standard input open now and then, so a plugin reading it hung).
+                            if !input.isEmpty { _ = try? await writer.write(input) }
                             try? await writer.finish()
                         }
                         streams.addTask {
