@@ -9,6 +9,8 @@ import Testing
 /// directives and the plugin proxy (issue 15 §1).
 @Suite(.closesHarnesses, .timeLimit(.minutes(2)))
 struct HandlerRunnerTests {
+    /// The probe traps in one test: without SWIFT_BACKTRACE=enable=no, Swift's backtracer would
+    /// symbolicate the debug binary for seconds on both cores, starving every other test's agent.
     func declare(_ harness: Harness, options: String = "{greeting: hello}") throws {
         let fixture = try builtBinary("switchyard-runner-fixture")
         let bootID = harness.root + "/boot_id"
@@ -16,7 +18,7 @@ struct HandlerRunnerTests {
         let reboot = harness.script("reboot.sh", "touch \"$0.done\"")
         harness.declare("probe.yaml", """
             operation: acme_Probe
-            swift: {executable: \(fixture)}
+            swift: {executable: \(fixture), env: {SWIFT_BACKTRACE: "enable=no"}}
             resumable: true
             options: \(options)
             ---

@@ -358,7 +358,7 @@ struct OperatorProcessTests {
         let agent = try AgentProcess(harness, environment: ["SWITCHYARD_LOG_FORMAT": "json"])
         defer { agent.stop() }
         try await eventually("subscribed") { agent.log.contains("subscribed to operations") }
-        agent.stop()
+        await agent.stopAndWait()
         let lines = agent.log.split(separator: "\n")
         #expect(lines.count >= 3)
         for line in lines {
@@ -402,7 +402,7 @@ struct OperatorProcessTests {
                 socket.drain().contains { $0.hasPrefix("STATUS=reconnecting: a notification request failed; retrying in ") }
             }
         }
-        agent.stop()
+        await agent.stopAndWait()
         #expect(socket.drain().contains { $0.hasPrefix("STOPPING=1") }, "\(socket.received)\n\(agent.log)")
     }
 }

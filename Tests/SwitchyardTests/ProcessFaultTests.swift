@@ -36,11 +36,17 @@ final class AgentProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// SIGTERM, without waiting (for `defer`): a graceful shutdown may take seconds, and a wait here
+    /// would hold a thread of the cooperative pool that every in-process agent of the tests needs.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        if process.isRunning { process.terminate() }
+    }
+
+    /// SIGTERM, then waits for the exit without holding a thread of the cooperative pool.
+    func stopAndWait() async {
+        guard process.isRunning else { return }
+        process.terminate()
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
     }
 }
 
@@ -120,7 +126,7 @@ struct ProcessFaultTests {
         #expect(ended["failureReason"]?.stringValue?.contains("restarted") == true)
         try await eventually("the plugin stopped", within: 10) { !isRunning(pid) }
         #expect(agent.log.contains("stopped the plugin the previous run left running"))
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 
@@ -140,7 +146,7 @@ struct ProcessFaultTests {
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         #expect(try String(contentsOfFile: runs, encoding: .utf8) == "run\n")
         #expect(await harness.statuses(id).filter { $0 == "SUCCESSFUL" }.count == 1)
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 
@@ -162,7 +168,7 @@ struct ProcessFaultTests {
         let ended = try await harness.waitForEnd(id)
         #expect(ended["status"] == "FAILED")
         #expect(await harness.statuses(id) == ["PENDING", "EXECUTING", "FAILED"])
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 
@@ -183,7 +189,7 @@ struct ProcessFaultTests {
         #expect(try await harness.waitForEnd(long)["status"] == "FAILED")
         let ran = try String(contentsOfFile: runs, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(ran == [long, waiting])
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 
@@ -203,7 +209,7 @@ struct ProcessFaultTests {
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         try await eventually("the outbox empty") { outboxPending(harness.state) == 0 }
         #expect(try String(contentsOfFile: runs, encoding: .utf8) == "run\n")
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 
@@ -224,7 +230,7 @@ struct ProcessFaultTests {
         let id = try await harness.createOperation(["c8y_Message": ["text": "still here"]])
         #expect(try await harness.waitForEnd(id)["status"] == "SUCCESSFUL")
         #expect(agent.log.contains("bomb-billion-laughs.yaml"))
-        agent.stop()
+        await agent.stopAndWait()
         await harness.close()
     }
 }
