@@ -89,16 +89,24 @@ struct ExecPluginRunner: HandlerRunner {
 
     /// The `SWITCHYARD_*` variables an executable plugin gets (docs/plugin-protocol.md §2).
     func environment(_ operation: Operation, phase: Phase, workspace: OperationWorkspace) -> [String: String] {
+        Self.variables(operation, phase: phase, stateDirectory: workspace.directory, operationFile: workspace.operationFile,
+                       baseURL: baseURL, spec: spec)
+            .merging(variables) { first, _ in first }
+    }
+
+    /// The `SWITCHYARD_*` context variables of one run, and a compiled handler's options: what the
+    /// agent, `handlers run` and `conformance` give an executable alike.
+    static func variables(_ operation: Operation, phase: Phase, stateDirectory: String, operationFile: String,
+                          baseURL: String, spec: ExecSpec) -> [String: String] {
         [
             "SWITCHYARD_OPERATION_ID": operation.id,
             "SWITCHYARD_FRAGMENT": operation.fragment,
             "SWITCHYARD_DEVICE_ID": operation.deviceId,
             "SWITCHYARD_EXTERNAL_ID": operation.externalId ?? "",
             "SWITCHYARD_PHASE": phase.rawValue,
-            "SWITCHYARD_STATE_DIR": workspace.directory,
-            "SWITCHYARD_OPERATION_FILE": workspace.operationFile,
+            "SWITCHYARD_STATE_DIR": stateDirectory,
+            "SWITCHYARD_OPERATION_FILE": operationFile,
             "SWITCHYARD_C8Y_URL": baseURL,
-        ].merging(variables) { first, _ in first }
-            .merging(spec.handlerOptions.map { ["SWITCHYARD_HANDLER_OPTIONS": String(decoding: $0.encoded(), as: UTF8.self)] } ?? [:]) { first, _ in first }
+        ].merging(spec.handlerEnvironment) { first, _ in first }
     }
 }

@@ -87,12 +87,8 @@ public struct LocalRun: Sendable {
                                stateDirectory: String, logFile: String) async -> End {
         let workspaceFile = stateDirectory + "/operation.json"
         try? FileSystem.writeAtomically(workspaceFile, operation.json.encoded(), mode: 0o600, durable: false)
-        var environment = [
-            "SWITCHYARD_OPERATION_ID": operation.id, "SWITCHYARD_FRAGMENT": operation.fragment,
-            "SWITCHYARD_DEVICE_ID": deviceID, "SWITCHYARD_EXTERNAL_ID": "", "SWITCHYARD_PHASE": phase.rawValue,
-            "SWITCHYARD_STATE_DIR": stateDirectory, "SWITCHYARD_OPERATION_FILE": workspaceFile, "SWITCHYARD_C8Y_URL": "",
-        ]
-        if let options = spec.handlerOptions { environment["SWITCHYARD_HANDLER_OPTIONS"] = String(decoding: options.encoded(), as: UTF8.self) }
+        let environment = ExecPluginRunner.variables(operation, phase: phase, stateDirectory: stateDirectory,
+                                                     operationFile: workspaceFile, baseURL: "", spec: spec)
         let printer = self
         let result = await ExecRunner().run(spec, operation: operation.json, environment: environment, timeout: declaration.timeout,
                                             workingDirectory: stateDirectory, logFile: logFile,
@@ -170,7 +166,7 @@ struct LocalContext: HandlerContext {
     func loadState(forKey key: String) async -> String? { (try? FileSystem.readText(statePath(key))) ?? nil }
 
     private func statePath(_ key: String) -> String {
-        stateDirectory + "/state." + String(key.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+        OperationWorkspace.statePath(key, in: stateDirectory)
     }
 
     func runCommand(_ argv: [String], input: [UInt8]?, environment: [String: String], timeout: Duration,
@@ -223,7 +219,7 @@ struct LocalContext: HandlerContext {
     /// Steps run locally too, each in its own directory, through the same registry.
     func runStep(_ step: String, fragment: String, payload: JSONValue, phase: Phase) async -> Outcome {
         run.output("step \(step): \(fragment)")
-        let stepDirectory = stateDirectory + "/steps/" + String(step.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+        let stepDirectory = OperationWorkspace.stepDirectory(step, in: stateDirectory)
         switch await run.run(fragment: fragment, operation: [fragment: payload], phase: phase, stateDirectory: stepDirectory) {
         case .successful(let result): return .successful(result: result)
         case .failed(let reason, let result): return .failed(reason: reason, result: result)

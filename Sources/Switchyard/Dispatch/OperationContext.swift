@@ -73,7 +73,7 @@ struct OperationContext: HandlerContext {
 
     /// `state.<key>` in the operation's directory; the key is reduced to a safe file name.
     private func statePath(_ key: String) -> String {
-        stateDirectory + "/state." + String(key.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+        OperationWorkspace.statePath(key, in: stateDirectory)
     }
 
     func download(_ url: String, to path: String, maxBytes: Int64) async throws -> Int64 {

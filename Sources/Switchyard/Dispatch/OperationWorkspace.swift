@@ -14,10 +14,25 @@ struct OperationWorkspace: Sendable {
     /// The workspace of one step of an operation (``HandlerContext/runStep(_:fragment:payload:phase:)``):
     /// `steps/<step>` inside the operation's, the step's name reduced to a safe file name.
     func step(_ name: String) -> OperationWorkspace {
-        OperationWorkspace(directory: directory + "/steps/" + String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }))
+        OperationWorkspace(directory: Self.stepDirectory(name, in: directory))
     }
 
     private init(directory: String) { self.directory = directory }
+
+    /// `<directory>/steps/<step>`, the step's name reduced to a safe file name.
+    static func stepDirectory(_ step: String, in directory: String) -> String {
+        directory + "/steps/" + safeFileName(step)
+    }
+
+    /// Where a handler's state value `key` is kept in an operation's directory: `state.<key>`.
+    static func statePath(_ key: String, in directory: String) -> String {
+        directory + "/state." + safeFileName(key)
+    }
+
+    /// A name as one file name: letters, digits, `-` and `_` kept, anything else `_`.
+    static func safeFileName(_ name: String) -> String {
+        String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+    }
 
     /// The log of one phase (`execute.log`, `resume.log`, `report.log`, `restart.log`).
     func logFile(_ name: String) -> String { directory + "/\(name).log" }

@@ -379,9 +379,8 @@ public struct Agent: Service {
                 }
             }
         }
-        var environment = ["SWITCHYARD_PHASE": "report", "SWITCHYARD_DEVICE_ID": context.deviceID, "SWITCHYARD_STATE_DIR": context.directory,
-                           "SWITCHYARD_FRAGMENT": declaration.operation]
-        environment["SWITCHYARD_HANDLER_OPTIONS"] = spec.handlerOptions.map { String(decoding: $0.encoded(), as: UTF8.self) }
+        let environment = ["SWITCHYARD_PHASE": "report", "SWITCHYARD_DEVICE_ID": context.deviceID, "SWITCHYARD_STATE_DIR": context.directory,
+                           "SWITCHYARD_FRAGMENT": declaration.operation].merging(spec.handlerEnvironment) { first, _ in first }
         let result = await ExecRunner().run(spec, operation: .null, environment: environment, timeout: .seconds(60),
                                             workingDirectory: context.directory, logFile: context.directory + "/report.log",
                                             user: geteuid() == 0 ? spec.user : nil, templated: false, stdin: [],

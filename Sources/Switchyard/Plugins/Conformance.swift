@@ -58,8 +58,7 @@ public struct Conformance: Sendable {
             guard let first = declarations.first, case .exec(let spec) = first.kind else {
                 return .failure(FileProblems([FileProblem(file: file, line: nil, "declares no executable handler (exec: or swift: {executable:})")]))
             }
-            var environment = spec.environment
-            if let options = spec.handlerOptions { environment["SWITCHYARD_HANDLER_OPTIONS"] = String(decoding: options.encoded(), as: UTF8.self) }
+            let environment = spec.environment.merging(spec.handlerEnvironment) { first, _ in first }
             return .success(Conformance(program: spec.command, environment: environment, kind: .exec, fragment: first.fragments[0],
                                         example: first.example, timeout: timeout, grace: spec.gracePeriod, scratch: scratch))
         } catch {
@@ -95,15 +94,14 @@ public struct Conformance: Sendable {
         if operation != .null { try? FileSystem.writeAtomically(operationFile, operation.encoded(), mode: 0o600, durable: false) }
         let logFile = directory + "/run.log"
         FileSystem.remove(logFile)
-        var env = [
-            "SWITCHYARD_OPERATION_ID": operation["id"]?.idValue ?? "1", "SWITCHYARD_FRAGMENT": fragment,
-            "SWITCHYARD_DEVICE_ID": "1", "SWITCHYARD_EXTERNAL_ID": "conformance", "SWITCHYARD_PHASE": "execute",
-            "SWITCHYARD_STATE_DIR": directory, "SWITCHYARD_OPERATION_FILE": operationFile, "SWITCHYARD_C8Y_URL": "https://tenant.invalid",
-        ]
-        env.merge(environment) { $1 }
         let invalid = Mutex<[String]>([])
         let thisSpec = ExecSpec(command: spec.command + arguments, environment: spec.environment, gracePeriod: spec.gracePeriod, user: nil,
                                 handlerOptions: nil)
+        let context = Operation(id: operation["id"]?.idValue ?? "1", deviceId: "1", externalId: "conformance", fragment: fragment,
+                                json: operation)
+        let env = ExecPluginRunner.variables(context, phase: .execute, stateDirectory: directory, operationFile: operationFile,
+                                             baseURL: "https://tenant.invalid", spec: thisSpec)
+            .merging(environment) { $1 }
         let started = ContinuousClock.now
         let result = await ExecRunner().run(thisSpec, operation: operation, environment: env, timeout: timeout ?? self.timeout,
                                             workingDirectory: directory, logFile: logFile, templated: false,

@@ -96,4 +96,9 @@ public struct ExecSpec: Sendable {
     /// the declaration's `options`, passed as JSON in `SWITCHYARD_HANDLER_OPTIONS`; such a handler is
     /// also run once after each start with phase `report`. `nil` for an ordinary executable plugin.
     var handlerOptions: JSONValue? = nil
+
+    /// `SWITCHYARD_HANDLER_OPTIONS` for a compiled handler built as its own executable; empty otherwise.
+    var handlerEnvironment: [String: String] {
+        handlerOptions.map { ["SWITCHYARD_HANDLER_OPTIONS": String(decoding: $0.encoded(), as: UTF8.self)] } ?? [:]
+    }
 }
