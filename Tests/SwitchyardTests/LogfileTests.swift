@@ -47,7 +47,7 @@ struct LogfileHandlerTests {
         let gzip = Process()
         gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
         gzip.arguments = ["-f", directory + "/app.log.2"]
-        try gzip.run()
+        try launch(gzip)
         gzip.waitUntilExit()
         for (file, day) in [("app.log", Int64(0)), ("app.log.1", -1), ("app.log.2.gz", -2)] {
             let end = Date(timeIntervalSince1970: TimeInterval(base + day * Self.day + 23 * 3600))

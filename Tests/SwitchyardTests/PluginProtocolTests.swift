@@ -74,7 +74,7 @@ struct PluginProtocolTests {
         let cc = Process()
         cc.executableURL = URL(fileURLWithPath: "/usr/bin/cc")
         cc.arguments = ["-O2", "-o", binary, FileSystem.absolute("Plugins/examples/hello.c")]
-        try cc.run()
+        try launch(cc)
         cc.waitUntilExit()
         try #require(cc.terminationStatus == 0)
         harness.declare("hello.yaml", "operation: acme_Hello\nexec: {command: [../bin/hello]}\n")

@@ -191,7 +191,7 @@ struct DeclarationMistakeTests {
             process.arguments = ["handlers", "list", "--dir", dir + "/handlers.d"]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
-            try process.run()
+            try launch(process)
             process.waitUntilExit()
             return process.terminationStatus
         }

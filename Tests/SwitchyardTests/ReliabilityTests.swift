@@ -276,7 +276,7 @@ func run(_ program: String, _ arguments: String...) -> Int32 {
     process.arguments = arguments
     process.standardOutput = FileHandle.nullDevice
     process.standardError = FileHandle.nullDevice
-    do { try process.run() } catch { return -1 }
+    do { try launch(process) } catch { return -1 }
     process.waitUntilExit()
     return process.terminationStatus
 }
@@ -333,7 +333,7 @@ struct HostileHandlerFileTests {
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
-        try process.run()
+        try launch(process)
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         #expect(process.terminationReason == .exit && process.terminationStatus == 1, "validate ended: \(text.suffix(500))")

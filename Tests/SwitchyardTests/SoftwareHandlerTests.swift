@@ -24,7 +24,7 @@ struct SoftwareHandlerTests {
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try launch(process)
         process.waitUntilExit()
         try #require(process.terminationStatus == 0, "\(program) \(arguments) failed")
     }

@@ -47,6 +47,17 @@ func takingTurns<T>(_ body: () async throws -> T) async throws -> T {
     }
 }
 
+/// Starts a Foundation `Process`, one at a time for the whole test process: concurrent
+/// `Process.run()` calls from several threads crashed inside this toolchain's Foundation (a `memcpy`
+/// in `libFoundation.so`, seen once in CI while two helpers started programs at the same moment).
+func launch(_ process: Process) throws {
+    processLaunches.lock()
+    defer { processLaunches.unlock() }
+    try process.run()
+}
+
+private let processLaunches = NSLock()
+
 /// How a program run by a test ended: its exit status and what it printed (standard output and error).
 struct ProgramRun {
     let status: Int32
@@ -73,7 +84,7 @@ private func runProgramBlocking(_ path: String, _ arguments: [String], input: St
     process.standardOutput = out
     process.standardError = out
     process.standardInput = stdin
-    try process.run()
+    try launch(process)
     if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
     try stdin.fileHandleForWriting.close()
     let data = out.fileHandleForReading.readDataToEndOfFile()

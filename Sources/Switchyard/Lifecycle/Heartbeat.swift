@@ -57,7 +57,8 @@ struct Heartbeat {
                     }
                 }
             }
-            do { try await Task.sleep(for: tick) } catch { return }
+            // On the timer thread: a pending Task.sleep wakes the process every second on Linux.
+            guard await Deadlines.shared.sleep(for: tick) else { return }
         }
     }
 }
