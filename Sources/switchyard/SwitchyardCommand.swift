@@ -27,6 +27,22 @@ struct SwitchyardCommand: AsyncParsableCommand {
             """,
         version: Agent.version,
         subcommands: [Run.self, Config.self, Handlers.self, Token.self])
+
+    /// ArgumentParser's own `main`, after the agent's executor is installed: before any task is queued,
+    /// so that libdispatch's pool (and its once-a-second monitor) never starts.
+    static func main() async {
+        GlobalExecutor.install(environment: processEnvironment())
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// `--log-level` (the strongest of the three places a level can be set).

@@ -18,4 +18,16 @@ int sy_sync_file_range(int fd, int64_t offset, int64_t count, unsigned int flags
 /// gettid(2): the calling thread's kernel id.
 int32_t sy_gettid(void);
 
+/// The number of CPUs the calling thread may run on (sched_getaffinity(2)); at least 1.
+int sy_cpu_count(void);
+
+/// pthread_setname_np(3) for the calling thread (at most 15 bytes are kept).
+void sy_set_thread_name(const char *name);
+
+/// Installs Swift concurrency's global-executor hooks (the runtime's `swift_task_enqueueGlobal_hook`,
+/// `swift_task_enqueueGlobalWithDelay_hook` and `swift_task_enqueueGlobalWithDeadline_hook`): every
+/// job the runtime would hand to libdispatch's pool goes to these functions instead. 0 on success, -1
+/// when hooks were installed already (by this call or by another library).
+int sy_install_global_executor_hooks(void *global, void *delay, void *deadline);
+
 #endif

@@ -138,6 +138,7 @@ public final class CurlTransport: Sendable {
         let context = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&thread, nil, { raw in
             guard let raw else { return nil }
+            sy_set_thread_name("sy-transport")
             Unmanaged<CurlTransport>.fromOpaque(raw).takeRetainedValue().runLoop()
             return nil
         }, context)

@@ -1,3 +1,4 @@
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -40,6 +41,7 @@ final class Deadlines: Sendable {
         var thread = pthread_t()
         let started = pthread_create(&thread, nil, { context in
             guard let context else { return nil }
+            sy_set_thread_name("sy-deadlines")
             Unmanaged<Deadlines>.fromOpaque(context).takeRetainedValue().work()
             return nil
         }, box.toOpaque())

@@ -26,9 +26,13 @@ final class ThreadQueue: @unchecked Sendable {
     /// CPU from the agent's other threads on a one-core device).
     private let nice: Int32
 
-    /// Starts `threads` threads (unnamed: Glibc's module map does not export pthread_setname_np).
-    init(threads: Int, nice: Int32 = 0) {
+    /// The name its threads carry (`top -H`, `/proc/PID/task/*/comm`).
+    private let name: String
+
+    /// Starts `threads` threads named `name`.
+    init(threads: Int, nice: Int32 = 0, name: String) {
         self.nice = nice
+        self.name = name
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for _ in 0..<threads {
@@ -37,6 +41,7 @@ final class ThreadQueue: @unchecked Sendable {
             let started = pthread_create(&thread, nil, { context in
                 guard let context else { return nil }
                 let queue = Unmanaged<ThreadQueue>.fromOpaque(context).takeRetainedValue()
+                sy_set_thread_name(queue.name)
                 // Per thread on Linux: the nice value of this thread only.
                 if queue.nice != 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(sy_gettid()), queue.nice) }
                 queue.work()
@@ -92,7 +97,7 @@ final class ThreadQueue: @unchecked Sendable {
 /// slow flash never holds a thread of the cooperative pool; and the count of those syncs, the cost
 /// of durability (docs/architecture.md, "Durable state").
 public final class StorageThread: Sendable {
-    let queue = ThreadQueue(threads: 1)
+    let queue = ThreadQueue(threads: 1, name: "sy-storage")
     private let syncCount = Atomic<Int>(0)
 
     public init() {}
@@ -116,7 +121,7 @@ public final class StorageThread: Sendable {
 /// thread of the cooperative pool for seconds; at nice 10, so that on one CPU they yield to the
 /// agent's other threads.
 enum BlockingPool {
-    private static let queue = ThreadQueue(threads: 2, nice: 10)
+    private static let queue = ThreadQueue(threads: 2, nice: 10, name: "sy-blocking")
 
     /// Runs `body` on a blocking-pool thread and returns its result to the caller's executor.
     static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
@@ -132,7 +137,7 @@ enum BlockingPool {
 /// image is written) holds this thread, never one of the cooperative pool. What one run can queue is
 /// bounded by the log's size limit.
 enum LogWriter {
-    private static let queue = ThreadQueue(threads: 1)
+    private static let queue = ThreadQueue(threads: 1, name: "sy-log-writer")
 
     /// Appends `bytes` to the open file `fd`.
     static func append(_ bytes: [UInt8], to fd: Int32) {

@@ -354,7 +354,7 @@ final class FixedAnswerServer: Sendable {
         url = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
         let reason = status == 401 ? "Unauthorized" : "Service Unavailable"
         let answer = Array("HTTP/1.1 \(status) \(reason)\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused".utf8)
-        let thread = ThreadQueue(threads: 1)
+        let thread = ThreadQueue(threads: 1, name: "sy-conformance")
         thread.submit { [self] in
             while !stopped.withLock({ $0 }) {
                 let client = accept(fd, nil, nil)

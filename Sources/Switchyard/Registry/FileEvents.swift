@@ -1,3 +1,4 @@
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -38,6 +39,7 @@ final class FileEvents: Sendable {
         var thread = pthread_t()
         if pthread_create(&thread, nil, { context in
             guard let context else { return nil }
+            sy_set_thread_name("sy-file-events")
             Unmanaged<FileEvents>.fromOpaque(context).takeRetainedValue().read()
             return nil
         }, box.toOpaque()) == 0 {
