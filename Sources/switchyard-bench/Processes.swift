@@ -15,7 +15,9 @@ final class Child: @unchecked Sendable {
         self.name = name
         process.executableURL = URL(fileURLWithPath: argv[0])
         process.arguments = Array(argv.dropFirst())
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SWITCHYARD_") }
+        // The bench configures the children itself; SWITCHYARD_EXECUTOR alone passes through, to
+        // compare the agent's own pool with libdispatch's (`SWITCHYARD_EXECUTOR=dispatch`).
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SWITCHYARD_") || $0.key == "SWITCHYARD_EXECUTOR" }
         env.merge(environment) { $1 }
         process.environment = env
         FileManager.default.createFile(atPath: log, contents: nil)

@@ -93,6 +93,24 @@ struct GlobalExecutorTests {
         await agent.stopAndWait()
         await harness.close()
     }
+
+    /// The escape hatch: `SWITCHYARD_EXECUTOR=dispatch` is not a configuration mistake, and the agent
+    /// then runs on libdispatch's pool (no thread of its own pool).
+    @Test func theDispatchEscapeHatchRunsTheAgentOnLibdispatch() async throws {
+        let harness = try await Harness()
+        let plugin = harness.script("acme_Echo.sh", "exit 0")
+        harness.declare("acme_Echo.yaml", "operation: acme_Echo\nexec:\n  command: [\(plugin)]\n")
+        let agent = try AgentProcess(harness, environment: ["SWITCHYARD_EXECUTOR": "dispatch"])
+        defer { agent.stop() }
+        try await eventually("registered") { await harness.advertised() != nil }
+        let operation = try await harness.createOperation(["acme_Echo": [:]])
+        #expect(try await harness.waitForEnd(operation)["status"] == "SUCCESSFUL")
+        let threads = threadNames(of: agent.process.processIdentifier)
+        #expect(!threads.contains("sy-pool"), "threads: \(threads)")
+        #expect(threads.contains { $0.hasSuffix("-qos") }, "threads: \(threads)")
+        await agent.stopAndWait()
+        await harness.close()
+    }
 }
 
 /// A flag that escaping closures can share (an `Atomic` itself cannot be captured).

@@ -41,20 +41,34 @@ public enum GlobalExecutor {
         typealias Delay = @convention(thin) (UInt64, UnownedJob, @convention(thin) (UInt64, UnownedJob) -> Void) -> Void
         typealias Deadline = @convention(thin) (Int64, Int64, Int64, Int64, Int32, UnownedJob,
                                                 @convention(thin) (Int64, Int64, Int64, Int64, Int32, UnownedJob) -> Void) -> Void
-        let global: Global = { job, _ in GlobalExecutor.shared?.submit(job, due: nil) }
+        let global: Global = { job, _ in GlobalExecutor.shared?.submit(job, due: nil, global: true) }
         let delay: Delay = { nanoseconds, job, _ in
             let (due, overflow) = WorkerPool.now().addingReportingOverflow(nanoseconds)
-            GlobalExecutor.shared?.submit(job, due: overflow ? .max : due)
+            GlobalExecutor.shared?.submit(job, due: overflow ? .max : due, global: true)
         }
         let deadline: Deadline = { seconds, nanoseconds, _, _, clock, job, _ in
-            GlobalExecutor.shared?.submit(job, due: WorkerPool.due(seconds: seconds, nanoseconds: nanoseconds, clock: clock))
+            GlobalExecutor.shared?.submit(job, due: WorkerPool.due(seconds: seconds, nanoseconds: nanoseconds, clock: clock), global: true)
         }
         shared = pool
         let installed = sy_install_global_executor_hooks(unsafeBitCast(global, to: UnsafeMutableRawPointer.self),
                                                          unsafeBitCast(delay, to: UnsafeMutableRawPointer.self),
                                                          unsafeBitCast(deadline, to: UnsafeMutableRawPointer.self)) == 0
-        if installed { pool.start() } else { shared = nil }
-        return installed
+        guard installed else {
+            shared = nil
+            return false
+        }
+        // `Task.sleep` of a job run on the generic executor asks `Task.defaultExecutor`, which must
+        // be the pool too (else libdispatch's timers, and its monitor, start after all).
+        _createExecutors(factory: Factory.self)
+        pool.start()
+        return true
+    }
+
+    /// The runtime's executors: libdispatch's main executor as before (the main actor's jobs; the
+    /// agent has none after start), the pool as the default one.
+    private struct Factory: ExecutorFactory {
+        static var mainExecutor: any MainExecutor { PlatformExecutorFactory.mainExecutor }
+        static var defaultExecutor: any TaskExecutor { GlobalExecutor.shared ?? PlatformExecutorFactory.defaultExecutor }
     }
 }
 
@@ -81,9 +95,9 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     /// The monitor waits here.
     private let monitorCondition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    private var ready: [UnownedJob] = []
+    private var ready: [Queued] = []
     private var head = 0
-    private var timers = TimerHeap<UnownedJob>()
+    private var timers = TimerHeap<Queued>()
     private let baseThreads: Int
     private var threadCount = 0
     /// Workers waiting on `work`.
@@ -118,7 +132,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
-        submit(UnownedJob(job), due: nil)
+        submit(UnownedJob(job), due: nil, global: false)
     }
 
     // Since Swift 6.2 `Task.sleep` hands its wake-up job to the current task executor when it is a
@@ -131,7 +145,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
             Self.fallback(job, after: delay, tolerance: tolerance, clock: clock)
             return
         }
-        submit(UnownedJob(job), due: Self.due(after: delay))
+        submit(UnownedJob(job), due: Self.due(after: delay), global: true)
     }
 
     func enqueue<C: Clock>(_ job: consuming ExecutorJob, at instant: C.Instant, tolerance: C.Duration?, clock: C) {
@@ -139,7 +153,10 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     }
 
     /// Queues `job` to run now (`due` nil) or once the monotonic clock reaches `due` (nanoseconds).
-    func submit(_ job: UnownedJob, due: UInt64?) {
+    /// `global`: the job came as the global executor's (it runs on the generic executor, as
+    /// libdispatch runs them), else as a task executor's (it runs with this pool as its task executor).
+    func submit(_ job: UnownedJob, due: UInt64?, global: Bool) {
+        let job = Queued(job: job, global: global)
         pthread_mutex_lock(mutex)
         if let due, due > Self.now() {
             timers.push(due: due, job: job)
@@ -183,7 +200,11 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
                 started &+= 1
                 busy += 1
                 pthread_mutex_unlock(mutex)
-                job.runSynchronously(on: executor)
+                if job.global {
+                    job.job.runSynchronously(on: Self.genericExecutor)
+                } else {
+                    job.job.runSynchronously(on: executor)
+                }
                 pthread_mutex_lock(mutex)
                 busy -= 1
             } else if let due = timers.earliest, timekeeperDeadline == nil {
@@ -253,6 +274,18 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
             locked { threadCount -= 1 }
         }
     }
+
+    /// A job and how it came (``submit(_:due:global:)``).
+    private struct Queued {
+        let job: UnownedJob
+        let global: Bool
+    }
+
+    /// The generic executor (no actor, no task executor), which the runtime can give up for an actor
+    /// in place: a job run with a task executor would be enqueued anew at each hop to an actor and
+    /// back (`swift_task_switch` switches in place only without one), a wake-up of the pool each time.
+    /// Its representation is two null words (`UnownedSerialExecutor` is frozen).
+    private static let genericExecutor = unsafeBitCast((0, 0), to: UnownedSerialExecutor.self)
 
     /// A clock whose durations are not `Duration`s (the agent has none): left to the platform's
     /// executor, which knows how to wait on it.

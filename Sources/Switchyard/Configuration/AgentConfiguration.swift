@@ -278,9 +278,10 @@ public struct AgentConfiguration: Sendable {
     ]
 
     /// `SWITCHYARD_*` variables that are not configuration keys yet are not mistakes: the file's path,
-    /// and those the agent gives its plugins (a plugin may run `switchyard token`).
+    /// the choice of executor (read before the configuration, ``GlobalExecutor``), and those the agent
+    /// gives its plugins (a plugin may run `switchyard token`).
     static let otherVariables: Set<String> = [
-        "SWITCHYARD_CONFIG", "SWITCHYARD_OPERATION_ID", "SWITCHYARD_FRAGMENT", "SWITCHYARD_DEVICE_ID", "SWITCHYARD_EXTERNAL_ID",
+        "SWITCHYARD_CONFIG", "SWITCHYARD_EXECUTOR", "SWITCHYARD_OPERATION_ID", "SWITCHYARD_FRAGMENT", "SWITCHYARD_DEVICE_ID", "SWITCHYARD_EXTERNAL_ID",
         "SWITCHYARD_PHASE", "SWITCHYARD_OPERATION_FILE", "SWITCHYARD_PROXY_URL", "SWITCHYARD_PROXY_SECRET",
     ]
 
