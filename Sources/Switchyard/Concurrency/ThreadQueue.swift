@@ -55,6 +55,14 @@ final class ThreadQueue: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on one of the threads and returns its result to the caller's executor.
+    func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        let result: Result<T, Failure> = await withCheckedContinuation { continuation in
+            submit { continuation.resume(returning: Result(catching: body)) }
+        }
+        return try result.get()
+    }
+
     /// Runs `job` on one of the threads, after the jobs queued before it.
     func submit(_ job: @escaping () -> Void) {
         pthread_mutex_lock(mutex)
@@ -125,10 +133,7 @@ enum BlockingPool {
 
     /// Runs `body` on a blocking-pool thread and returns its result to the caller's executor.
     static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
-        let result: Result<T, Failure> = await withCheckedContinuation { continuation in
-            queue.submit { continuation.resume(returning: Result(catching: body)) }
-        }
-        return try result.get()
+        try await queue.run(body)
     }
 }
 

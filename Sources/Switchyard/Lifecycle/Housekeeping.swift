@@ -58,25 +58,37 @@ actor Housekeeping {
     /// has just started is seen as unfinished rather than as a stranger.
     func prune() async {
         defer { pruning = false }
-        let names = (try? FileSystem.list(directory)) ?? []
+        // The file system's part on the blocking pool: removing trees is inode work for the kernel
+        // that would otherwise hold a thread of the cooperative pool.
+        let directory = self.directory, rejected = self.rejected, retention = self.retention
+        let names = await BlockingPool.run { (try? FileSystem.list(directory)) ?? [] }
         let keep = await journal.idsToKeep(recentFinished: retention.keep)
-        let now = time(nil)
-        let maximumAge = Int(retention.maximumAge.components.seconds)
-        var count = 0
+        var finished: [String] = []
         for name in names {
             let entry = await journal.entry(name)
             // Unknown to the journal: finished long ago and compacted away.
-            guard entry == nil || entry?.stage == .finished else { continue }
-            let path = directory + "/" + name
-            let old = FileSystem.modificationTime(path).map { now - $0 > maximumAge } ?? false
-            guard !keep.contains(name) || old else { continue }
-            FileSystem.removeTree(path)
-            count += 1
+            if entry == nil || entry?.stage == .finished { finished.append(name) }
         }
-        // Outbox file names are sequence numbers, so name order is age order.
-        for name in ((try? FileSystem.list(rejected)) ?? []).dropLast(retention.keep) {
-            FileSystem.remove(rejected + "/" + name)
-            count += 1
+        let candidates = finished
+        let count = await BlockingPool.run {
+            let now = time(nil)
+            let maximumAge = Int(retention.maximumAge.components.seconds)
+            var count = 0
+            for name in candidates {
+                let path = directory + "/" + name
+                if keep.contains(name) {
+                    // Kept among the most recent, unless older than the maximum age.
+                    guard let modified = FileSystem.modificationTime(path), now - modified > maximumAge else { continue }
+                }
+                FileSystem.removeTree(path)
+                count += 1
+            }
+            // Outbox file names are sequence numbers, so name order is age order.
+            for name in ((try? FileSystem.list(rejected)) ?? []).dropLast(retention.keep) {
+                FileSystem.remove(rejected + "/" + name)
+                count += 1
+            }
+            return count
         }
         removed += count
         if count > 0 { logger.debug("removed finished operation directories", metadata: ["count": "\(count)"]) }
