@@ -164,11 +164,21 @@ extension JSONValue {
         try parse(Array(text.utf8))
     }
 
-    /// Compact JSON text with sorted keys (stable, so files and requests are reproducible).
+    /// Compact JSON text with sorted keys (stable, so files and requests are reproducible): the
+    /// bytes `JSONEncoder` writes with `.sortedKeys` and `.withoutEscapingSlashes`, without going
+    /// through `Codable` (``JSONWriter``). A double that is not finite, which JSON cannot hold, is
+    /// written `null`.
     public func encoded() -> [UInt8] {
+        var writer = JSONWriter()
+        writer.write(self)
+        return writer.bytes
+    }
+
+    /// The same through `JSONEncoder` and `Codable`: what ``encoded()`` did before ``JSONWriter``,
+    /// kept as the reference the writer is compared with (tests).
+    func encodedWithEncoder() -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding a JSONValue cannot fail: every case maps to a JSON value (non-finite doubles aside).
         if let data = try? encoder.encode(self) { return Array(data) }
         return Array("null".utf8)
     }
