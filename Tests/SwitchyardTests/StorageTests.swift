@@ -3,6 +3,7 @@ import Foundation
 import JSONSupport
 import Logging
 import Sandbox
+import Synchronization
 import Testing
 @testable import Switchyard
 
@@ -17,6 +18,30 @@ struct StorageTests {
         private let semaphore = DispatchSemaphore(value: 0)
         init(_ storage: StorageThread) { storage.queue.submit { [semaphore] in semaphore.wait() } }
         func release() { semaphore.signal() }
+    }
+
+    /// What a job holds is freed once it has run: the queue kept up to 1,024 run jobs (and the sets
+    /// and buffers they captured) before it trimmed its array, which showed as memory growth.
+    @Test func aJobsCapturesAreFreedOnceItHasRun() async throws {
+        final class Payload: Sendable {}
+        let queue = ThreadQueue(threads: 1, name: "sy-test")
+        defer { queue.finish() }
+        // The payload's job is queued between two that hold the thread, and one more waits behind
+        // them: the queue is not found empty (which resets its array) while the payload is checked.
+        let first = DispatchSemaphore(value: 0), last = DispatchSemaphore(value: 0)
+        let ran = Atomic<Bool>(false)
+        queue.submit { first.wait() }
+        weak let released: Payload? = {
+            let payload = Payload()
+            queue.submit { withExtendedLifetime(payload) { ran.store(true, ordering: .releasing) } }
+            return payload
+        }()
+        queue.submit { last.wait() }
+        queue.submit {}
+        first.signal()
+        try await eventually("the job ran") { ran.load(ordering: .acquiring) }
+        try await eventually("the run job's payload is freed") { released == nil }
+        last.signal()
     }
 
     @Test func recordsQueuedDuringOneSyncShareTheNext() async throws {

@@ -17,7 +17,9 @@ final class ThreadQueue: @unchecked Sendable {
     // The queue and its lock live at fixed addresses (pthread objects must not move).
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var jobs: [() -> Void] = []
+    /// Queued jobs from `head` on; a taken job's slot is emptied at once, so that what its closure
+    /// holds (a record's bytes, a set of ids) is freed when it has run, not when the array is trimmed.
+    private var jobs: [(() -> Void)?] = []
     private var head = 0
     /// ``finish()`` was called: the threads end once the queue is empty.
     private var finishing = false
@@ -90,13 +92,17 @@ final class ThreadQueue: @unchecked Sendable {
                 return
             }
             let job = jobs[head]
+            jobs[head] = nil
             head += 1
-            if head > 1024 && head * 2 > jobs.count {
+            if head == jobs.count {
+                jobs.removeAll(keepingCapacity: jobs.capacity <= 1024)
+                head = 0
+            } else if head > 1024 && head * 2 > jobs.count {
                 jobs.removeFirst(head)
                 head = 0
             }
             pthread_mutex_unlock(mutex)
-            job()
+            job?()
         }
     }
 }
