@@ -254,4 +254,6 @@ func pinToCPU(_ cpu: Int) {
 func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 func f(_ value: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", value) }
+/// A difference with its sign ("+0.88", "-1.81").
+func signed(_ value: Double, _ digits: Int = 2) -> String { (value >= 0 ? "+" : "") + f(value, digits) }
 func ratio(_ value: Double, _ limit: Double) -> String { limit > 0 && value.isFinite ? f(value / limit, 2) + "×" : "" }

@@ -96,7 +96,7 @@ extension Bench {
         let peak = ProcessFigures(pid: pid).peakMiB
         row("throughput: in-process burst of \(size), concurrency 4", f(inProcess, 0) + " ops/s", limit: f(capacity / 2, 0) + " ops/s (tenant)",
             ratio: ratio(inProcess, capacity / 2))
-        row("memory: peak RSS in that burst", f(peak, 1) + " MiB", limit: "idle " + f(before, 1) + " + 4 MiB", ratio: "+" + f(peak - before, 1) + " MiB")
+        row("memory: peak RSS in that burst", f(peak, 1) + " MiB", limit: "idle " + f(before, 1) + " + 4 MiB", ratio: signed(peak - before, 1) + " MiB")
         let exec = try await burst(Self.shell, count: size)
         row("throughput: exec sh burst of \(size), concurrency 4", f(exec, 0) + " ops/s", limit: f(spawnParallel.perSecond, 0) + "/s (spawn)",
             ratio: ratio(exec, spawnParallel.perSecond))
@@ -147,16 +147,16 @@ extension Bench {
         let first = rssAfter[min(1000, soak)] ?? .nan
         let last = rssAfter[soak] ?? .nan
         row("memory: RSS after \(min(1000, soak)) / \(soak) operations", f(first, 1) + " / " + f(last, 1) + " MiB", limit: "growth 0",
-            ratio: "+" + f(last - first, 2) + " MiB")
+            ratio: signed(last - first, 2) + " MiB")
         var soakFigures: [String: JSONValue] = ["operations": .int(Int64(soak)), "rssAfter1000MiB": .double(first), "rssAfterAllMiB": .double(last)]
         if soak > windowFull, let full = rssAfter[windowFull], let fullAnonymous = anonymousAfter[windowFull],
            let lastAnonymous = anonymousAfter[soak] {
             row("memory: RSS after \(windowFull) (journal window full) / \(soak) operations", f(full, 1) + " / " + f(last, 1) + " MiB",
-                limit: "growth 0", ratio: "+" + f(last - full, 2) + " MiB")
+                limit: "growth 0", ratio: signed(last - full, 2) + " MiB")
             // Anonymous memory is the agent's heap and stacks; the rest of RSS is mapped files
             // (libraries' pages touched for the first time count as growth too).
             row("memory: anonymous after \(windowFull) / \(soak) operations", f(fullAnonymous, 1) + " / " + f(lastAnonymous, 1) + " MiB",
-                limit: "growth 0", ratio: "+" + f(lastAnonymous - fullAnonymous, 2) + " MiB")
+                limit: "growth 0", ratio: signed(lastAnonymous - fullAnonymous, 2) + " MiB")
             soakFigures["rssAfterWindowFullMiB"] = .double(full)
             soakFigures["anonymousAfterWindowFullMiB"] = .double(fullAnonymous)
             soakFigures["anonymousAfterAllMiB"] = .double(lastAnonymous)
