@@ -105,31 +105,10 @@ struct JSONParser {
         try nest()
         index += 1
         var elements: [JSONValue] = []
-        skipWhitespace()
-        if current == UInt8(ascii: "]") {
-            index += 1
-            depth -= 1
-            return .array(elements)
-        }
+        if try closes(UInt8(ascii: "]")) { return .array(elements) }
         while true {
             elements.append(try value())
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","):
-                index += 1
-                skipWhitespace()
-                if current == UInt8(ascii: "]") {
-                    index += 1
-                    depth -= 1
-                    return .array(elements)
-                }
-            case UInt8(ascii: "]"):
-                index += 1
-                depth -= 1
-                return .array(elements)
-            case nil: throw failure("unexpected end of the JSON text in an array")
-            case let byte?: throw failure("expected ',' or ']' in an array, found \(Self.describe(byte))")
-            }
+            if try endsAfterMember(closing: UInt8(ascii: "]"), in: "an array") { return .array(elements) }
         }
     }
 
@@ -137,12 +116,7 @@ struct JSONParser {
         try nest()
         index += 1
         var members: [String: JSONValue] = [:]
-        skipWhitespace()
-        if current == UInt8(ascii: "}") {
-            index += 1
-            depth -= 1
-            return .object(members)
-        }
+        if try closes(UInt8(ascii: "}")) { return .object(members) }
         while true {
             guard current == UInt8(ascii: "\"") else {
                 throw current.map { failure("expected a member name in quotes, found \(Self.describe($0))") }
@@ -160,23 +134,33 @@ struct JSONParser {
             if duplicate { sawDuplicateKey = true }
             let member = try value()
             if !duplicate { members[key] = member }
-            skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","):
-                index += 1
-                skipWhitespace()
-                if current == UInt8(ascii: "}") {
-                    index += 1
-                    depth -= 1
-                    return .object(members)
-                }
-            case UInt8(ascii: "}"):
-                index += 1
-                depth -= 1
-                return .object(members)
-            case nil: throw failure("unexpected end of the JSON text in an object")
-            case let byte?: throw failure("expected ',' or '}' in an object, found \(Self.describe(byte))")
-            }
+            if try endsAfterMember(closing: UInt8(ascii: "}"), in: "an object") { return .object(members) }
+        }
+    }
+
+    /// Skips whitespace; `true`, past it, when `close` ends the container here.
+    private mutating func closes(_ close: UInt8) throws(Failure) -> Bool {
+        skipWhitespace()
+        guard current == close else { return false }
+        index += 1
+        depth -= 1
+        return true
+    }
+
+    /// After an element or member: `,` (and the next one, or `close` after it: the decoder's
+    /// leniency), or `close`; `true` when the container ended.
+    private mutating func endsAfterMember(closing close: UInt8, in what: String) throws(Failure) -> Bool {
+        skipWhitespace()
+        switch current {
+        case UInt8(ascii: ","):
+            index += 1
+            return try closes(close)
+        case close:
+            index += 1
+            depth -= 1
+            return true
+        case nil: throw failure("unexpected end of the JSON text in \(what)")
+        case let byte?: throw failure("expected ',' or '\(Character(Unicode.Scalar(close)))' in \(what), found \(Self.describe(byte))")
         }
     }
 

@@ -253,26 +253,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
     }
 
     private func spawn(_ body: @escaping (WorkerPool) -> Void) {
-        final class Start {
-            let pool: WorkerPool
-            let body: (WorkerPool) -> Void
-            init(pool: WorkerPool, body: @escaping (WorkerPool) -> Void) { self.pool = pool; self.body = body }
-        }
-        let box = Unmanaged.passRetained(Start(pool: self, body: body))
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { context in
-            guard let context else { return nil }
-            let start = Unmanaged<Start>.fromOpaque(context).takeRetainedValue()
-            sy_set_thread_name("sy-pool")
-            start.body(start.pool)
-            return nil
-        }, box.toOpaque())
-        if created == 0 {
-            pthread_detach(thread)
-        } else {
-            box.release()
-            locked { threadCount -= 1 }
-        }
+        if !startThread(named: "sy-pool", { body(self) }) { locked { threadCount -= 1 } }
     }
 
     /// A job and how it came (``submit(_:due:global:)``).

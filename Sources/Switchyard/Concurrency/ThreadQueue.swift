@@ -7,6 +7,32 @@ import Glibc
 import Musl
 #endif
 
+/// Starts a detached thread named `name` (`top -H`, `/proc/PID/task/*/comm`) that runs `body`;
+/// `false` when the system refuses one.
+@discardableResult
+func startThread(named name: String, _ body: @escaping () -> Void) -> Bool {
+    final class Start {
+        let name: String
+        let body: () -> Void
+        init(name: String, body: @escaping () -> Void) { self.name = name; self.body = body }
+    }
+    let box = Unmanaged.passRetained(Start(name: name, body: body))
+    var thread = pthread_t()
+    let created = pthread_create(&thread, nil, { context in
+        guard let context else { return nil }
+        let start = Unmanaged<Start>.fromOpaque(context).takeRetainedValue()
+        sy_set_thread_name(start.name)
+        start.body()
+        return nil
+    }, box.toOpaque())
+    guard created == 0 else {
+        box.release()
+        return false
+    }
+    pthread_detach(thread)
+    return true
+}
+
 /// Threads of the agent's own, outside Swift's cooperative pool, working through one FIFO queue of
 /// closures. On a one-core gateway the cooperative pool has a single thread: a blocking call there
 /// (an fsync on slow flash, hashing a 2 GiB image) would stop Bayeux, the outbox and dispatch with it.
@@ -38,21 +64,10 @@ final class ThreadQueue: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
         for _ in 0..<threads {
-            let box = Unmanaged.passRetained(self)
-            var thread = pthread_t()
-            let started = pthread_create(&thread, nil, { context in
-                guard let context else { return nil }
-                let queue = Unmanaged<ThreadQueue>.fromOpaque(context).takeRetainedValue()
-                sy_set_thread_name(queue.name)
+            startThread(named: name) { [self] in
                 // Per thread on Linux: the nice value of this thread only.
-                if queue.nice != 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(sy_gettid()), queue.nice) }
-                queue.work()
-                return nil
-            }, box.toOpaque())
-            if started == 0 {
-                pthread_detach(thread)
-            } else {
-                box.release()
+                if self.nice != 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(sy_gettid()), self.nice) }
+                self.work()
             }
         }
     }
