@@ -7,7 +7,8 @@
 /// target compare the two), leniencies of the decoder included:
 /// - a number whose value is a whole number that fits in `Int64` is `.int`, however it is written
 ///   (`1.0`, `1e2`: so that a value encoded and parsed again keeps its case), other numbers `.double`
-///   (``number()`` has the decoder's rule to the letter);
+///   (``number()`` follows the decoder's rule; at or past 2^53, where the decoder reads a number with
+///   a fraction or an exponent through `Decimal`, the two may differ in case, never in value);
 /// - strings must be valid UTF-8, without control characters or lone surrogates;
 /// - of duplicate keys the first wins; a comma before `]` or `}` is let pass; a UTF-8 byte order mark
 ///   at the start is skipped;
@@ -321,18 +322,24 @@ struct JSONParser {
         let negative = literal.first == UInt8(ascii: "-")
         if negative { index += 1 }
         var fraction = false
-        var significant = false
+        // Zeros after the last other digit so far: not in the mantissa (the decoder's `Decimal` drops
+        // trailing zeros), they raise the scale instead.
+        var zeros = 0
         while index < literal.count {
             let byte = literal[index]
             if byte == UInt8(ascii: ".") {
                 fraction = true
             } else if isDigit(byte) {
-                if byte != UInt8(ascii: "0") { significant = true }
-                if significant {
-                    let (times10, overflow1) = mantissa.multipliedReportingOverflow(by: 10)
-                    let (next, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-                    guard !overflow1, !overflow2 else { return nil }
-                    mantissa = next
+                if byte == UInt8(ascii: "0") {
+                    zeros += 1
+                } else {
+                    for digit in Array(repeating: 0, count: zeros) + [byte - UInt8(ascii: "0")] {
+                        let (times10, overflow1) = mantissa.multipliedReportingOverflow(by: 10)
+                        let (next, overflow2) = times10.addingReportingOverflow(UInt64(digit))
+                        guard !overflow1, !overflow2 else { return nil }
+                        mantissa = next
+                    }
+                    zeros = 0
                 }
                 if fraction { scale -= 1 }
             } else {
@@ -340,6 +347,7 @@ struct JSONParser {
             }
             index += 1
         }
+        scale += zeros
         if index < literal.count {
             index += 1
             var exponentNegative = false
