@@ -189,10 +189,7 @@ struct JSONParser {
             switch byte {
             case UInt8(ascii: "\""):
                 index += 1
-                let unescaped = scratch
-                return try unescaped.withUnsafeBufferPointer { (buffer) throws(Failure) -> String in
-                    try decode(buffer, from: start)
-                }
+                return try decode(scratch, from: start)
             case UInt8(ascii: "\\"):
                 index += 1
                 try escape()
@@ -206,7 +203,7 @@ struct JSONParser {
         throw failure("unterminated string")
     }
 
-    private func decode(_ utf8: UnsafeBufferPointer<UInt8>, from start: Int) throws(Failure) -> String {
+    private func decode(_ utf8: some Collection<UInt8>, from start: Int) throws(Failure) -> String {
         guard let text = String(validating: utf8, as: UTF8.self) else {
             throw Failure(detail: "a string that is not valid UTF-8 at byte \(start)")
         }
@@ -333,12 +330,10 @@ struct JSONParser {
                 if byte == UInt8(ascii: "0") {
                     zeros += 1
                 } else {
-                    for digit in Array(repeating: 0, count: zeros) + [byte - UInt8(ascii: "0")] {
-                        let (times10, overflow1) = mantissa.multipliedReportingOverflow(by: 10)
-                        let (next, overflow2) = times10.addingReportingOverflow(UInt64(digit))
-                        guard !overflow1, !overflow2 else { return nil }
-                        mantissa = next
-                    }
+                    for _ in 0...zeros { guard timesTen(&mantissa) else { return nil } }
+                    let (next, overflow) = mantissa.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+                    guard !overflow else { return nil }
+                    mantissa = next
                     zeros = 0
                 }
                 if fraction { scale -= 1 }
@@ -367,12 +362,17 @@ struct JSONParser {
             scale += 1
         }
         while scale > 0 {
-            let (next, overflow) = mantissa.multipliedReportingOverflow(by: 10)
-            guard !overflow else { return nil }
-            mantissa = next
+            guard timesTen(&mantissa) else { return nil }
             scale -= 1
         }
         return Int64(exactly: mantissa).map { negative ? -$0 : $0 }
+    }
+
+    /// `value` × 10; `false`, leaving it as it was, when that overflows.
+    private static func timesTen(_ value: inout UInt64) -> Bool {
+        let (next, overflow) = value.multipliedReportingOverflow(by: 10)
+        if !overflow { value = next }
+        return !overflow
     }
 
     private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }

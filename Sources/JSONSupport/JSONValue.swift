@@ -139,12 +139,11 @@ extension JSONValue {
     /// Parses JSON text.
     /// - Throws: ``JSONParseError`` naming the problem and quoting the start of the input.
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
-        let parsed = bytes.withContiguousStorageIfAvailable { buffer in
-            Result { () throws(JSONParser.Failure) in try JSONParser.parse(buffer) }
-        } ?? Array(bytes).withUnsafeBufferPointer { buffer in
+        func parsing(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<JSONValue, JSONParser.Failure> {
             Result { () throws(JSONParser.Failure) in try JSONParser.parse(buffer) }
         }
-        switch parsed {
+        // Contiguous bytes (an array, a native string's UTF-8) are read in place, others copied once.
+        switch bytes.withContiguousStorageIfAvailable(parsing) ?? Array(bytes).withUnsafeBufferPointer(parsing) {
         case .success(let value): return value
         case .failure(let failure): throw JSONParseError(detail: failure.detail, excerpt: excerpt(bytes))
         }
@@ -161,7 +160,7 @@ extension JSONValue {
     }
 
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
-        try parse(Array(text.utf8))
+        try parse(text.utf8)
     }
 
     /// Compact JSON text with sorted keys (stable, so files and requests are reproducible): the

@@ -131,8 +131,7 @@ extension Bench {
         // compacted, so that growth past it is told apart from the window filling.
         try await startAgent()
         let windowFull = 4_000
-        var rssAfter: [Int: Double] = [:]
-        var anonymousAfter: [Int: Double] = [:]
+        var after: [Int: (rss: Double, anonymous: Double)] = [:]
         var done = 0
         while done < soak {
             let count = min(size, soak - done)
@@ -140,17 +139,15 @@ extension Bench {
             done += count
             if [min(1000, soak), windowFull, soak].contains(done) {
                 let figures = ProcessFigures(pid: agent?.pid ?? 0)
-                rssAfter[done] = figures.rssMiB
-                anonymousAfter[done] = figures.anonymousMiB
+                after[done] = (figures.rssMiB, figures.anonymousMiB)
             }
         }
-        let first = rssAfter[min(1000, soak)] ?? .nan
-        let last = rssAfter[soak] ?? .nan
+        let first = after[min(1000, soak)]?.rss ?? .nan
+        let last = after[soak]?.rss ?? .nan
         row("memory: RSS after \(min(1000, soak)) / \(soak) operations", f(first, 1) + " / " + f(last, 1) + " MiB", limit: "growth 0",
             ratio: signed(last - first, 2) + " MiB")
         var soakFigures: [String: JSONValue] = ["operations": .int(Int64(soak)), "rssAfter1000MiB": .double(first), "rssAfterAllMiB": .double(last)]
-        if soak > windowFull, let full = rssAfter[windowFull], let fullAnonymous = anonymousAfter[windowFull],
-           let lastAnonymous = anonymousAfter[soak] {
+        if soak > windowFull, let (full, fullAnonymous) = after[windowFull], let lastAnonymous = after[soak]?.anonymous {
             row("memory: RSS after \(windowFull) (journal window full) / \(soak) operations", f(full, 1) + " / " + f(last, 1) + " MiB",
                 limit: "growth 0", ratio: signed(last - full, 2) + " MiB")
             // Anonymous memory is the agent's heap and stacks; the rest of RSS is mapped files

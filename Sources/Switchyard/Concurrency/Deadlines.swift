@@ -1,4 +1,3 @@
-import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -37,15 +36,7 @@ final class Deadlines: Sendable {
     private let signal = Signal()
 
     init() {
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { context in
-            guard let context else { return nil }
-            sy_set_thread_name("sy-deadlines")
-            Unmanaged<Deadlines>.fromOpaque(context).takeRetainedValue().work()
-            return nil
-        }, box.toOpaque())
-        if started == 0 { pthread_detach(thread) } else { box.release() }
+        startThread(named: "sy-deadlines") { [self] in work() }
     }
 
     /// Sleeps waiting (registered, not yet ended).

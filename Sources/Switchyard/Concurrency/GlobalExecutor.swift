@@ -21,13 +21,13 @@ import Musl
 /// its own monitor looks once a second; when jobs wait and none started since the last look, it
 /// adds a thread (at most ``maximumThreads``). While the pool is idle the monitor waits untimed.
 ///
-/// Installed by `switchyard` at start (``install()``), before the first task is enqueued; the
+/// Installed by `switchyard` at start (``install(environment:)``), before the first task is enqueued; the
 /// runtime's hooks (`swift_task_enqueueGlobal_hook` and the delay and deadline ones) hand it every
 /// job that would have gone to libdispatch. Jobs run in the order they arrive (priorities are not
 /// kept apart: the agent's tasks all have the same one). `SWITCHYARD_EXECUTOR=dispatch` keeps
 /// libdispatch's pool.
 public enum GlobalExecutor {
-    /// The process's pool, once ``install()`` succeeded.
+    /// The process's pool, once ``install(environment:)`` succeeded.
     private(set) nonisolated(unsafe) static var shared: WorkerPool?
 
     /// Installs the pool as the global executor. Call it first thing in `main`, before any task
@@ -42,10 +42,7 @@ public enum GlobalExecutor {
         typealias Deadline = @convention(thin) (Int64, Int64, Int64, Int64, Int32, UnownedJob,
                                                 @convention(thin) (Int64, Int64, Int64, Int64, Int32, UnownedJob) -> Void) -> Void
         let global: Global = { job, _ in GlobalExecutor.shared?.submit(job, due: nil, global: true) }
-        let delay: Delay = { nanoseconds, job, _ in
-            let (due, overflow) = WorkerPool.now().addingReportingOverflow(nanoseconds)
-            GlobalExecutor.shared?.submit(job, due: overflow ? .max : due, global: true)
-        }
+        let delay: Delay = { nanoseconds, job, _ in GlobalExecutor.shared?.submit(job, due: WorkerPool.due(in: nanoseconds), global: true) }
         let deadline: Deadline = { seconds, nanoseconds, _, _, clock, job, _ in
             GlobalExecutor.shared?.submit(job, due: WorkerPool.due(seconds: seconds, nanoseconds: nanoseconds, clock: clock), global: true)
         }
@@ -124,7 +121,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
         }
     }
 
-    /// Starts the threads (``install()`` does; tests start pools of their own).
+    /// Starts the threads (``GlobalExecutor/install(environment:)`` does; tests start pools of their own).
     func start() {
         locked { threadCount = baseThreads }
         for _ in 0..<baseThreads { spawn { $0.workerLoop() } }
@@ -135,9 +132,9 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
         submit(UnownedJob(job), due: nil, global: false)
     }
 
-    // Since Swift 6.2 `Task.sleep` hands its wake-up job to the current task executor when it is a
-    // `SchedulingExecutor` (else to libdispatch directly, past the runtime's hooks): jobs run here
-    // have this pool as their task executor, so their sleeps come back to its timers.
+    // Since Swift 6.2 `Task.sleep` hands its wake-up job to a `SchedulingExecutor`, past the runtime's
+    // hooks: the current task executor if it is one (a task preferring a pool), else
+    // `Task.defaultExecutor`, which ``GlobalExecutor/install(environment:)`` makes this pool.
 
     func enqueue<C: Clock>(_ job: consuming ExecutorJob, after delay: C.Duration, tolerance: C.Duration?, clock: C) {
         guard let delay = delay as? Duration else {
@@ -183,8 +180,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
         let executor = asUnownedTaskExecutor()
         pthread_mutex_lock(mutex)
         while true {
-            let now = Self.now()
-            if let due = timers.earliest, due <= now {
+            if let earliest = timers.earliest, case let now = Self.now(), earliest <= now {
                 while let due = timers.earliest, due <= now, let job = timers.pop() { ready.append(job) }
                 if monitorWaitsUntimed { pthread_cond_signal(monitorCondition) }
             }
@@ -209,7 +205,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
                 busy -= 1
             } else if let due = timers.earliest, timekeeperDeadline == nil {
                 timekeeperDeadline = due
-                var time = timespec(tv_sec: Int(due / 1_000_000_000), tv_nsec: Int(due % 1_000_000_000))
+                var time = Self.waitTime(at: due)
                 pthread_cond_timedwait(timer, mutex, &time)
                 timekeeperDeadline = nil
             } else {
@@ -233,8 +229,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
                 seen = started
                 continue
             }
-            let due = Self.now() &+ 1_000_000_000
-            var time = timespec(tv_sec: Int(due / 1_000_000_000), tv_nsec: Int(due % 1_000_000_000))
+            var time = Self.waitTime(at: Self.due(in: 1_000_000_000))
             pthread_cond_timedwait(monitorCondition, mutex, &time)
             if ready.count > head && started == seen && busy == threadCount && threadCount < maximumThreads {
                 threadCount += 1
@@ -285,8 +280,18 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
         let nanoseconds = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
         let total = nanoseconds.partialValue.addingReportingOverflow(UInt64(max(attoseconds, 0) / 1_000_000_000))
         guard !nanoseconds.overflow, !total.overflow else { return .max }
-        let (due, overflow) = now().addingReportingOverflow(total.partialValue)
+        return due(in: total.partialValue)
+    }
+
+    /// The monotonic clock's reading `nanoseconds` from now (the end of time if that overflows).
+    static func due(in nanoseconds: UInt64) -> UInt64 {
+        let (due, overflow) = now().addingReportingOverflow(nanoseconds)
         return overflow ? .max : due
+    }
+
+    /// A reading of the monotonic clock as the conditions' timed waits take it.
+    private static func waitTime(at due: UInt64) -> timespec {
+        timespec(tv_sec: Int(due / 1_000_000_000), tv_nsec: Int(due % 1_000_000_000))
     }
 
     static func now() -> UInt64 {
@@ -305,8 +310,7 @@ final class WorkerPool: TaskExecutor, SchedulingExecutor, @unchecked Sendable {
         let total = remaining.partialValue.addingReportingOverflow(nanoseconds - nowNanoseconds)
         guard !total.overflow else { return .max }
         guard total.partialValue > 0 else { return 0 }
-        let (due, overflow) = now().addingReportingOverflow(UInt64(total.partialValue))
-        return overflow ? .max : due
+        return due(in: UInt64(total.partialValue))
     }
 }
 
@@ -327,7 +331,6 @@ struct TimerHeap<Element> {
     private var nextOrder: UInt64 = 0
 
     var earliest: UInt64? { entries.first?.due }
-    var count: Int { entries.count }
 
     mutating func push(due: UInt64, job: Element) {
         entries.append(Entry(due: due, order: nextOrder, job: job))

@@ -1,4 +1,3 @@
-import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -35,19 +34,7 @@ final class FileEvents: Sendable {
         self.descriptor = descriptor
         self.stopPipe = (ends[0], ends[1])
         (wakeups, sink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        if pthread_create(&thread, nil, { context in
-            guard let context else { return nil }
-            sy_set_thread_name("sy-file-events")
-            Unmanaged<FileEvents>.fromOpaque(context).takeRetainedValue().read()
-            return nil
-        }, box.toOpaque()) == 0 {
-            pthread_detach(thread)
-        } else {
-            box.release()
-            return nil
-        }
+        guard startThread(named: "sy-file-events", { [self] in read() }) else { return nil }
     }
 
     /// Watches `directories` too (those watched already stay watched; a missing one is skipped).
