@@ -310,33 +310,39 @@ struct JSONParser {
         return Self.decimalInteger(literal).map(JSONValue.int) ?? .double(double)
     }
 
-    /// A number literal read as the decoder reads one past 2^53: its significant digits as a 64-bit
-    /// mantissa, scaled by its exponent (divisions truncate), if every step fits.
+    /// A number literal read as the decoder reads one past 2^53 (through `Decimal`): its significant
+    /// digits while they fit in `Decimal`'s 128-bit mantissa (later ones dropped, an integer digit
+    /// still counting for the magnitude), trailing zeros dropped, then, if that fits in 64 bits,
+    /// scaled by its exponent (divisions truncate) if every step fits.
     private static func decimalInteger(_ literal: UnsafeBufferPointer<UInt8>) -> Int64? {
-        var mantissa: UInt64 = 0
+        var mantissa: UInt128 = 0
+        var full = false
         var scale = 0
         var index = 0
         let negative = literal.first == UInt8(ascii: "-")
         if negative { index += 1 }
         var fraction = false
-        // Zeros after the last other digit so far: not in the mantissa (the decoder's `Decimal` drops
-        // trailing zeros), they raise the scale instead.
+        // Zeros after the last other digit so far: not in the mantissa (`Decimal` drops trailing
+        // zeros), they raise the scale instead.
         var zeros = 0
         while index < literal.count {
             let byte = literal[index]
             if byte == UInt8(ascii: ".") {
                 fraction = true
             } else if isDigit(byte) {
-                if byte == UInt8(ascii: "0") {
+                if full {
+                    if !fraction { scale += 1 }
+                } else if byte == UInt8(ascii: "0") {
                     zeros += 1
-                } else {
-                    for _ in 0...zeros { guard timesTen(&mantissa) else { return nil } }
-                    let (next, overflow) = mantissa.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-                    guard !overflow else { return nil }
+                    if fraction { scale -= 1 }
+                } else if let next = appending(byte - UInt8(ascii: "0"), after: zeros, to: mantissa) {
                     mantissa = next
                     zeros = 0
+                    if fraction { scale -= 1 }
+                } else {
+                    full = true
+                    if !fraction { scale += 1 }
                 }
-                if fraction { scale -= 1 }
             } else {
                 break
             }
@@ -357,22 +363,30 @@ struct JSONParser {
             }
             scale += exponentNegative ? -exponent : exponent
         }
+        guard var value = UInt64(exactly: mantissa) else { return nil }
         while scale < 0 {
-            mantissa /= 10
+            value /= 10
             scale += 1
         }
         while scale > 0 {
-            guard timesTen(&mantissa) else { return nil }
+            let (next, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            value = next
             scale -= 1
         }
-        return Int64(exactly: mantissa).map { negative ? -$0 : $0 }
+        return Int64(exactly: value).map { negative ? -$0 : $0 }
     }
 
-    /// `value` × 10; `false`, leaving it as it was, when that overflows.
-    private static func timesTen(_ value: inout UInt64) -> Bool {
-        let (next, overflow) = value.multipliedReportingOverflow(by: 10)
-        if !overflow { value = next }
-        return !overflow
+    /// `mantissa` with `zeros` zeros and then `digit` after it; `nil` when that overflows 128 bits.
+    private static func appending(_ digit: UInt8, after zeros: Int, to mantissa: UInt128) -> UInt128? {
+        var value = mantissa
+        for _ in 0...zeros {
+            let (next, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            value = next
+        }
+        let (next, overflow) = value.addingReportingOverflow(UInt128(digit))
+        return overflow ? nil : next
     }
 
     private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
