@@ -225,6 +225,12 @@ struct ReliabilityTests {
         }
         func directories() -> Int { ((try? FileSystem.list(harness.state + "/operations")) ?? []).count }
         try await eventually("at most keep + every directories") { directories() <= 15 }
+        // Pruned directories were taken over by later operations: each log holds its own message only.
+        #expect(FileSystem.isDirectory(harness.state + "/operations.spare"))
+        for (index, id) in ids.suffix(10).enumerated() {
+            let log = (try? FileSystem.readText(harness.state + "/operations/\(id)/execute.log")) ?? nil
+            #expect(log == "message: 5.\(index)\n", "\(id): \(log ?? "no log")")
+        }
         // Refused updates set aside are kept up to the same count.
         await harness.tenant.refuse(next: 40, status: 422, method: "PUT", pathPrefix: "/devicecontrol/operations/")
         for index in 0..<20 { ids.append(try await harness.createOperation(["c8y_Message": ["text": .string("refused \(index)")]])) }

@@ -426,7 +426,7 @@ public actor Dispatcher {
         do {
             let isExec = if case .exec = declaration.kind { true } else { false }
             try OperationWorkspace(stateDirectory: stateDirectory, operationID: operation.id)
-                .prepare(operation.json, writeOperationFile: isExec)
+                .prepare(operation.json, writeOperationFile: isExec, spares: housekeeping?.spares)
             return nil
         } catch {
             return error

@@ -1,5 +1,12 @@
 import HandlerKit
 import JSONSupport
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// An operation's directory in the state directory (`operations/<id>/`) and the files in it: what a
 /// handler runs in, logs to and keeps state in across restarts. Pruned by ``Housekeeping`` some time
@@ -41,14 +48,107 @@ struct OperationWorkspace: Sendable {
     var operationFile: String { directory + "/operation.json" }
 
     /// Creates the directory (traversable, not listable, by others, so that a plugin declared with
-    /// `user:` reaches its own), with `operation.json` when asked (not synced: after a crash the
-    /// journal has the operation, and the workspace is prepared again).
-    func prepare(_ operation: JSONValue, writeOperationFile: Bool) throws(FileSystemError) {
-        try FileSystem.makeDirectories(directory, mode: 0o711)
+    /// `user:` reaches its own), a spare renamed into place when there is one, with `operation.json`
+    /// when asked (not synced: after a crash the journal has the operation, and the workspace is
+    /// prepared again).
+    func prepare(_ operation: JSONValue, writeOperationFile: Bool, spares: WorkspaceSpares? = nil) throws(FileSystemError) {
+        if !takeOver(spares) {
+            try FileSystem.makeDirectories(directory, mode: 0o711)
+        } else if !writeOperationFile {
+            unlink(operationFile)  // a spare of an executable's: a compiled handler's workspace has none
+        }
         if writeOperationFile { try writeOperation(operation) }
     }
 
+    /// Renames a spare into place when there is one and the directory does not exist yet (an
+    /// operation prepared again keeps its own); `false` when the directory is to be made.
+    private func takeOver(_ spares: WorkspaceSpares?) -> Bool {
+        var info = stat()
+        guard let spares, lstat(directory, &info) != 0, errno == ENOENT, let spare = spares.take() else { return false }
+        guard rename(spare, directory) == 0 else {
+            FileSystem.removeTree(spare)
+            return false
+        }
+        // Its age is the operation's, for housekeeping's maximum age.
+        utimensat(AT_FDCWD, directory, nil, 0)
+        return true
+    }
+
+    /// Writes `operation.json` in place (a spare's empty one, or a new file): it is read only by the
+    /// plugin started after it, and a crash before that prepares the workspace again.
     func writeOperation(_ operation: JSONValue) throws(FileSystemError) {
-        try FileSystem.writeAtomically(operationFile, operation.encoded(), mode: 0o600, durable: false)
+        try FileSystem.overwrite(operationFile, operation.encoded(), mode: 0o600)
+    }
+}
+
+/// Directories of pruned operations, emptied and kept for new operations to take over, so that a
+/// steady stream of operations allocates and frees no inodes for its workspaces.
+///
+/// Creating a file or a directory is an inode allocation, and removing one a free: on flash both are
+/// metadata writes, and on ext4 without a journal an allocation steps over every inode freed in the
+/// last minutes (measured here: 0.24 ms per mkdir or create with 10,000 operations pruned, against
+/// 0.05 ms for a rename). ``Housekeeping`` offers the directories it prunes; a new operation's
+/// workspace is a spare renamed into place, with its `execute.log` (and `operation.json`) kept,
+/// empty, for the operation to write again.
+///
+/// Only a directory that holds nothing but those two files, all owned by the agent and none linked
+/// elsewhere, is kept; anything else (a plugin's files, state, steps) is removed as before. The
+/// spares live in `operations.spare/` (mode 0700) and do not outlive the process: leftovers of an
+/// earlier run are removed at the first pruning.
+final class WorkspaceSpares: Sendable {
+    /// At most this many are kept; a pruning beyond it removes directories as before.
+    static let capacity = 64
+    /// The files a spare keeps (emptied): what every operation, or every executable's, writes again.
+    static let keptFiles: Set<String> = ["execute.log", "operation.json"]
+
+    let directory: String
+    private let state = Mutex<(spares: [String], ready: Bool)>(([], false))
+
+    init(stateDirectory: String) {
+        directory = stateDirectory + "/operations.spare"
+    }
+
+    var count: Int { state.withLock { $0.spares.count } }
+
+    /// A spare directory to rename into place, if there is one.
+    func take() -> String? {
+        state.withLock { $0.spares.popLast() }
+    }
+
+    /// Empties `path`, an operation's directory, and keeps it as a spare; `false` when it is not
+    /// one to keep (the caller removes it). Blocking file-system work: call it off the cooperative pool.
+    func recycle(_ path: String) -> Bool {
+        guard prepareDirectory(), count < Self.capacity, Self.empty(path) else { return false }
+        let spare = directory + "/" + (path.split(separator: "/").last.map(String.init) ?? "")
+        guard rename(path, spare) == 0 else { return false }
+        state.withLock { $0.spares.append(spare) }
+        return true
+    }
+
+    /// `operations.spare/`, emptied of an earlier run's spares, once per process.
+    private func prepareDirectory() -> Bool {
+        if state.withLock({ $0.ready }) { return true }
+        FileSystem.removeTree(directory)
+        guard mkdir(directory, 0o700) == 0 else { return false }
+        state.withLock { $0.ready = true }
+        return true
+    }
+
+    /// Truncates the kept files of an operation's directory; `false` (nothing changed but truncated
+    /// files) when it holds anything else, or anything not plainly the agent's own.
+    static func empty(_ path: String) -> Bool {
+        let owner = geteuid()
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == owner,
+              let names = try? FileSystem.list(path), names.allSatisfy(keptFiles.contains) else { return false }
+        for name in names {
+            let fd = open(path + "/" + name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            guard fd >= 0 else { return false }
+            defer { close(fd) }
+            var file = stat()
+            guard fstat(fd, &file) == 0, (file.st_mode & S_IFMT) == S_IFREG, file.st_nlink == 1, file.st_uid == owner,
+                  ftruncate(fd, 0) == 0 else { return false }
+        }
+        return true
     }
 }

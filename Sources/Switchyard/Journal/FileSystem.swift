@@ -146,6 +146,15 @@ public enum FileSystem {
         if durable { syncDirectory(of: path, sync: syncFile) }
     }
 
+    /// Replaces a file's content in place, not atomically and not synced, never through a symbolic
+    /// link: for a file whose only reader starts after the write.
+    public static func overwrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(FileSystemError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw FileSystemError(operation: "create", path: path, code: errno) }
+        defer { close(fd) }
+        try writeAll(fd, bytes, path: path)
+    }
+
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileSystemError) {
         var offset = 0
         while offset < bytes.count {
@@ -234,9 +243,10 @@ public enum FileSystem {
         unlink(path)
     }
 
-    /// Removes a file or a directory tree.
+    /// Removes a file or a directory tree; a symbolic link is removed, never followed.
     public static func removeTree(_ path: String) {
-        if isDirectory(path) {
+        var info = stat()
+        if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
             for name in (try? list(path)) ?? [] { removeTree(path + "/" + name) }
             rmdir(path)
         } else {

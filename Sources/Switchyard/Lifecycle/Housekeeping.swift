@@ -7,7 +7,8 @@ import Musl
 #endif
 
 /// Keeps the state directory from growing while the agent runs: the directories of finished
-/// operations (their logs and state) are kept up to a count and an age, the rest removed; of the
+/// operations (their logs and state) are kept up to a count and an age, the rest removed (or
+/// emptied and kept as spares for new operations, ``WorkspaceSpares``); of the
 /// updates the platform refused (`outbox/rejected/`), the newest `keep` are kept.
 ///
 /// Runs at start-up and then after every `every` finished operations, in a background task, so
@@ -28,6 +29,8 @@ actor Housekeeping {
     private let rejected: String
     private let journal: Journal
     private let retention: Retention
+    /// Where pruned directories are kept for new operations (see ``WorkspaceSpares``).
+    nonisolated let spares: WorkspaceSpares
     private let logger: Logger
     private var finishedSincePrune = 0
     private var pruning = false
@@ -39,6 +42,7 @@ actor Housekeeping {
         self.rejected = stateDirectory + "/outbox/rejected"
         self.journal = journal
         self.retention = retention
+        self.spares = WorkspaceSpares(stateDirectory: stateDirectory)
         self.logger = logger
     }
 
@@ -69,7 +73,7 @@ actor Housekeeping {
             // Unknown to the journal: finished long ago and compacted away.
             if entry == nil || entry?.stage == .finished { finished.append(name) }
         }
-        let candidates = finished
+        let candidates = finished, spares = self.spares
         let count = await BlockingPool.run {
             let now = time(nil)
             let maximumAge = Int(retention.maximumAge.components.seconds)
@@ -80,7 +84,7 @@ actor Housekeeping {
                     // Kept among the most recent, unless older than the maximum age.
                     guard let modified = FileSystem.modificationTime(path), now - modified > maximumAge else { continue }
                 }
-                FileSystem.removeTree(path)
+                if !spares.recycle(path) { FileSystem.removeTree(path) }
                 count += 1
             }
             // Outbox file names are sequence numbers, so name order is age order.

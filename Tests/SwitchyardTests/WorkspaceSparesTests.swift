@@ -1,0 +1,124 @@
+import Foundation
+import JSONSupport
+import Testing
+@testable import Switchyard
+
+/// Pruned operation directories kept as spares for new operations (``WorkspaceSpares``): only a
+/// directory that holds nothing but the agent's own emptied files is kept, a new workspace takes one
+/// over fresh, and pruning never follows a link out of the state directory.
+struct WorkspaceSparesTests {
+    func inode(_ path: String) -> UInt64? {
+        var info = stat()
+        return lstat(path, &info) == 0 ? UInt64(info.st_ino) : nil
+    }
+
+    @Test func aPrunedDirectoryIsEmptiedAndTakenOverByTheNextOperation() throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        let old = OperationWorkspace(stateDirectory: state, operationID: "100")
+        try old.prepare(["id": "100"], writeOperationFile: true)
+        write("old log\n", to: old.logFile("execute"))
+        let spares = WorkspaceSpares(stateDirectory: state)
+        let directoryInode = inode(old.directory)
+        #expect(spares.recycle(old.directory))
+        #expect(!FileSystem.exists(old.directory))
+        #expect(spares.count == 1)
+        #expect(FileSystem.mode(spares.directory) == 0o700)
+
+        // An executable's operation: the spare's inode, its log empty, operation.json its own.
+        let new = OperationWorkspace(stateDirectory: state, operationID: "200")
+        try new.prepare(["id": "200"], writeOperationFile: true, spares: spares)
+        #expect(inode(new.directory) == directoryInode)
+        #expect(spares.count == 0)
+        #expect(try FileSystem.readText(new.logFile("execute")) == "")
+        #expect(try JSONValue.parse(FileSystem.read(new.operationFile) ?? []) == ["id": "200"])
+        #expect(FileSystem.mode(new.operationFile) == 0o600)
+        #expect(FileSystem.mode(new.directory) == 0o711)
+        let age = time(nil) - (FileSystem.modificationTime(new.directory) ?? 0)
+        #expect(age <= 5, "a taken-over directory is as old as its operation")
+
+        // A compiled handler's operation gets no operation.json from a spare.
+        #expect(spares.recycle(new.directory))
+        let compiled = OperationWorkspace(stateDirectory: state, operationID: "300")
+        try compiled.prepare(["id": "300"], writeOperationFile: false, spares: spares)
+        #expect(inode(compiled.directory) == directoryInode)
+        #expect(try FileSystem.list(compiled.directory) == ["execute.log"])
+    }
+
+    @Test func anOperationPreparedAgainKeepsItsOwnDirectory() throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        let spares = WorkspaceSpares(stateDirectory: state)
+        let pruned = OperationWorkspace(stateDirectory: state, operationID: "1")
+        try pruned.prepare(.null, writeOperationFile: false)
+        #expect(spares.recycle(pruned.directory))
+        let running = OperationWorkspace(stateDirectory: state, operationID: "2")
+        try running.prepare(["id": "2"], writeOperationFile: true)
+        write("state\n", to: OperationWorkspace.statePath("phase", in: running.directory))
+        try running.prepare(["id": "2"], writeOperationFile: true, spares: spares)
+        #expect(try FileSystem.readText(OperationWorkspace.statePath("phase", in: running.directory)) == "state\n")
+        #expect(spares.count == 1)
+    }
+
+    /// Anything but the agent's own plain files is not kept: the directory is left as it was for the
+    /// caller to remove (a plugin's files, state, steps, a link planted where the log was).
+    @Test func aDirectoryHoldingAnythingElseIsNotKept() throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        let outside = state + "/outside"
+        write("precious\n", to: outside)
+        let spares = WorkspaceSpares(stateDirectory: state)
+        let cases: [(String, (String) throws -> Void)] = [
+            ("state file", { write("x", to: $0 + "/state.phase") }),
+            ("plugin file", { write("x", to: $0 + "/download.part") }),
+            ("steps", { try FileManager.default.createDirectory(atPath: $0 + "/steps/firmware", withIntermediateDirectories: true) }),
+            ("log as a link", { path in
+                #expect(symlink(outside, path + "/execute.log") == 0)
+            }),
+            ("log as a hard link", { path in
+                #expect(link(outside, path + "/execute.log") == 0)
+            }),
+            ("log as a directory", { try FileManager.default.createDirectory(atPath: $0 + "/operation.json", withIntermediateDirectories: true) }),
+        ]
+        for (index, (name, plant)) in cases.enumerated() {
+            let workspace = OperationWorkspace(stateDirectory: state, operationID: "\(index)")
+            try workspace.prepare(.null, writeOperationFile: false)
+            try plant(workspace.directory)
+            #expect(!spares.recycle(workspace.directory), "\(name)")
+            #expect(FileSystem.exists(workspace.directory), "\(name)")
+            FileSystem.removeTree(workspace.directory)
+        }
+        #expect(try FileSystem.readText(outside) == "precious\n")
+        #expect(spares.count == 0)
+    }
+
+    @Test func sparesAreCappedAndAnEarlierRunsAreRemoved() throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        try FileManager.default.createDirectory(atPath: state + "/operations.spare/stale", withIntermediateDirectories: true)
+        let spares = WorkspaceSpares(stateDirectory: state)
+        var kept = 0
+        for index in 0..<(WorkspaceSpares.capacity + 3) {
+            let workspace = OperationWorkspace(stateDirectory: state, operationID: "\(index)")
+            try workspace.prepare(.null, writeOperationFile: false)
+            if spares.recycle(workspace.directory) { kept += 1 }
+        }
+        #expect(kept == WorkspaceSpares.capacity)
+        #expect(try FileSystem.list(spares.directory)?.count == WorkspaceSpares.capacity)
+        #expect(!FileSystem.exists(spares.directory + "/stale"))
+    }
+
+    /// A plugin may leave a link to a directory in its workspace: removing the tree removes the
+    /// link, never what it points to.
+    @Test func removingATreeNeverFollowsALink() throws {
+        let root = temporaryDirectory()
+        defer { FileSystem.removeTree(root) }
+        try FileManager.default.createDirectory(atPath: root + "/elsewhere", withIntermediateDirectories: true)
+        write("precious\n", to: root + "/elsewhere/file")
+        try FileManager.default.createDirectory(atPath: root + "/operations/7", withIntermediateDirectories: true)
+        #expect(symlink(root + "/elsewhere", root + "/operations/7/link") == 0)
+        FileSystem.removeTree(root + "/operations/7")
+        #expect(!FileSystem.exists(root + "/operations/7"))
+        #expect(try FileSystem.readText(root + "/elsewhere/file") == "precious\n")
+    }
+}
