@@ -1,5 +1,6 @@
 import Foundation
 import JSONSupport
+import Logging
 import Testing
 @testable import Switchyard
 
@@ -92,20 +93,25 @@ struct WorkspaceSparesTests {
         #expect(spares.count == 0)
     }
 
-    @Test func sparesAreCappedAndAnEarlierRunsAreRemoved() throws {
+    /// A restarted agent adopts its earlier run's spares that are still fit (checked again), removes
+    /// the others, and keeps no more than the capacity.
+    @Test func anEarlierRunsSparesAreAdoptedAndSparesAreCapped() throws {
         let state = temporaryDirectory()
         defer { FileSystem.removeTree(state) }
-        try FileManager.default.createDirectory(atPath: state + "/operations.spare/stale", withIntermediateDirectories: true)
+        write("old\n", to: state + "/operations.spare/1/execute.log", mode: 0o600)
+        write("x", to: state + "/operations.spare/2/state.phase", mode: 0o600)
         let spares = WorkspaceSpares(stateDirectory: state)
         var kept = 0
         for index in 0..<(WorkspaceSpares.capacity + 3) {
-            let workspace = OperationWorkspace(stateDirectory: state, operationID: "\(index)")
+            let workspace = OperationWorkspace(stateDirectory: state, operationID: "\(100 + index)")
             try workspace.prepare(.null, writeOperationFile: false)
             if spares.recycle(workspace.directory) { kept += 1 }
         }
-        #expect(kept == WorkspaceSpares.capacity)
+        #expect(kept == WorkspaceSpares.capacity - 1)
+        #expect(spares.count == WorkspaceSpares.capacity)
         #expect(try FileSystem.list(spares.directory)?.count == WorkspaceSpares.capacity)
-        #expect(!FileSystem.exists(spares.directory + "/stale"))
+        #expect(try FileSystem.readText(spares.directory + "/1/execute.log") == "")
+        #expect(!FileSystem.exists(spares.directory + "/2"))
     }
 
     /// A plugin may leave a link to a directory in its workspace: removing the tree removes the
@@ -120,5 +126,36 @@ struct WorkspaceSparesTests {
         FileSystem.removeTree(root + "/operations/7")
         #expect(!FileSystem.exists(root + "/operations/7"))
         #expect(try FileSystem.readText(root + "/elsewhere/file") == "precious\n")
+    }
+}
+
+/// Housekeeping's pruning with spares: what is beyond the count goes (to the spares), an
+/// unfinished operation's directory stays, and the maximum age applies within the count.
+struct HousekeepingTests {
+    @Test func pruningKeepsTheNewestAndRecyclesTheRest() async throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        let journal = try Journal(directory: state, logger: Logger(label: "test"))
+        for index in 0..<10 {
+            let id = "\(100 + index)"
+            #expect(try await journal.accept(id, operation: ["id": .string(id)], fragment: "c8y_Message"))
+            try await journal.started(id)
+            try OperationWorkspace(stateDirectory: state, operationID: id).prepare(.null, writeOperationFile: false)
+            write("log of \(id)\n", to: state + "/operations/\(id)/execute.log", mode: 0o600)
+            if index != 2 { try await journal.finished(id, status: "SUCCESSFUL") }
+        }
+        // The oldest kept one is older than the maximum age.
+        var times = [timespec(tv_sec: time(nil) - 3 * 86_400, tv_nsec: 0), timespec(tv_sec: time(nil) - 3 * 86_400, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, state + "/operations/106", &times, 0) == 0)
+        let housekeeping = Housekeeping(stateDirectory: state, journal: journal,
+                                        retention: .init(keep: 4, maximumAge: .seconds(86_400), every: 1),
+                                        logger: Logger(label: "test"))
+        await housekeeping.prune()
+        #expect(try FileSystem.list(state + "/operations") == ["102", "107", "108", "109"])
+        #expect(await housekeeping.removed == 6)
+        #expect(housekeeping.spares.count == 6)
+        for name in try FileSystem.list(housekeeping.spares.directory) ?? [] {
+            #expect(try FileSystem.readText(housekeeping.spares.directory + "/\(name)/execute.log") == "")
+        }
     }
 }

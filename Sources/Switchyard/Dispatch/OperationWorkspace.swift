@@ -52,26 +52,27 @@ struct OperationWorkspace: Sendable {
     /// when asked (not synced: after a crash the journal has the operation, and the workspace is
     /// prepared again).
     func prepare(_ operation: JSONValue, writeOperationFile: Bool, spares: WorkspaceSpares? = nil) throws(FileSystemError) {
-        if !takeOver(spares) {
+        if let spare = takeOver(spares) {
+            // A spare of an executable's: a compiled handler's workspace has no operation.json.
+            if spare.holdsOperationFile, !writeOperationFile { unlink(operationFile) }
+        } else {
             try FileSystem.makeDirectories(directory, mode: 0o711)
-        } else if !writeOperationFile {
-            unlink(operationFile)  // a spare of an executable's: a compiled handler's workspace has none
         }
         if writeOperationFile { try writeOperation(operation) }
     }
 
     /// Renames a spare into place when there is one and the directory does not exist yet (an
-    /// operation prepared again keeps its own); `false` when the directory is to be made.
-    private func takeOver(_ spares: WorkspaceSpares?) -> Bool {
+    /// operation prepared again keeps its own); `nil` when the directory is to be made.
+    private func takeOver(_ spares: WorkspaceSpares?) -> WorkspaceSpares.Spare? {
         var info = stat()
-        guard let spares, lstat(directory, &info) != 0, errno == ENOENT, let spare = spares.take() else { return false }
-        guard rename(spare, directory) == 0 else {
-            FileSystem.removeTree(spare)
-            return false
+        guard let spares, lstat(directory, &info) != 0, errno == ENOENT, let spare = spares.take() else { return nil }
+        guard rename(spare.path, directory) == 0 else {
+            FileSystem.removeTree(spare.path)
+            return nil
         }
         // Its age is the operation's, for housekeeping's maximum age.
         utimensat(AT_FDCWD, directory, nil, 0)
-        return true
+        return spare
     }
 
     /// Writes `operation.json` in place (a spare's empty one, or a new file): it is read only by the
@@ -93,16 +94,22 @@ struct OperationWorkspace: Sendable {
 ///
 /// Only a directory that holds nothing but those two files, all owned by the agent and none linked
 /// elsewhere, is kept; anything else (a plugin's files, state, steps) is removed as before. The
-/// spares live in `operations.spare/` (mode 0700) and do not outlive the process: leftovers of an
-/// earlier run are removed at the first pruning.
+/// spares live in `operations.spare/` (mode 0700); an earlier run's are checked again and adopted at
+/// the first pruning, so that a restarted agent has its spares at once.
 final class WorkspaceSpares: Sendable {
     /// At most this many are kept; a pruning beyond it removes directories as before.
     static let capacity = 64
     /// The files a spare keeps (emptied): what every operation, or every executable's, writes again.
     static let keptFiles: Set<String> = ["execute.log", "operation.json"]
 
+    struct Spare: Sendable {
+        let path: String
+        /// It keeps an (empty) `operation.json`, which a compiled handler's workspace must not have.
+        let holdsOperationFile: Bool
+    }
+
     let directory: String
-    private let state = Mutex<(spares: [String], ready: Bool)>(([], false))
+    private let state = Mutex<(spares: [Spare], ready: Bool)>(([], false))
 
     init(stateDirectory: String) {
         directory = stateDirectory + "/operations.spare"
@@ -111,44 +118,62 @@ final class WorkspaceSpares: Sendable {
     var count: Int { state.withLock { $0.spares.count } }
 
     /// A spare directory to rename into place, if there is one.
-    func take() -> String? {
+    func take() -> Spare? {
         state.withLock { $0.spares.popLast() }
     }
 
     /// Empties `path`, an operation's directory, and keeps it as a spare; `false` when it is not
     /// one to keep (the caller removes it). Blocking file-system work: call it off the cooperative pool.
     func recycle(_ path: String) -> Bool {
-        guard prepareDirectory(), count < Self.capacity, Self.empty(path) else { return false }
+        guard prepareDirectory(), count < Self.capacity, let names = Self.empty(path) else { return false }
         let spare = directory + "/" + (path.split(separator: "/").last.map(String.init) ?? "")
         guard rename(path, spare) == 0 else { return false }
-        state.withLock { $0.spares.append(spare) }
+        keep(Spare(path: spare, holdsOperationFile: names.contains("operation.json")))
         return true
     }
 
-    /// `operations.spare/`, emptied of an earlier run's spares, once per process.
+    private func keep(_ spare: Spare) {
+        state.withLock { $0.spares.append(spare) }
+    }
+
+    /// `operations.spare/` once per process: an earlier run's spares that are still fit to keep are
+    /// adopted, the others removed.
     private func prepareDirectory() -> Bool {
         if state.withLock({ $0.ready }) { return true }
-        FileSystem.removeTree(directory)
-        guard mkdir(directory, 0o700) == 0 else { return false }
+        var info = stat()
+        if lstat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid() {
+            for name in (try? FileSystem.list(directory)) ?? [] {
+                let path = directory + "/" + name
+                if count < Self.capacity, let names = Self.empty(path) {
+                    keep(Spare(path: path, holdsOperationFile: names.contains("operation.json")))
+                } else {
+                    FileSystem.removeTree(path)
+                }
+            }
+            chmod(directory, 0o700)
+        } else {
+            FileSystem.removeTree(directory)
+            guard mkdir(directory, 0o700) == 0 else { return false }
+        }
         state.withLock { $0.ready = true }
         return true
     }
 
-    /// Truncates the kept files of an operation's directory; `false` (nothing changed but truncated
-    /// files) when it holds anything else, or anything not plainly the agent's own.
-    static func empty(_ path: String) -> Bool {
+    /// Truncates the kept files of an operation's directory and returns their names; `nil` (nothing
+    /// changed but truncated files) when it holds anything else, or anything not plainly the agent's own.
+    static func empty(_ path: String) -> [String]? {
         let owner = geteuid()
         var info = stat()
         guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == owner,
-              let names = try? FileSystem.list(path), names.allSatisfy(keptFiles.contains) else { return false }
+              let names = try? FileSystem.list(path), names.allSatisfy(keptFiles.contains) else { return nil }
         for name in names {
             let fd = open(path + "/" + name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-            guard fd >= 0 else { return false }
+            guard fd >= 0 else { return nil }
             defer { close(fd) }
             var file = stat()
             guard fstat(fd, &file) == 0, (file.st_mode & S_IFMT) == S_IFREG, file.st_nlink == 1, file.st_uid == owner,
-                  ftruncate(fd, 0) == 0 else { return false }
+                  ftruncate(fd, 0) == 0 else { return nil }
         }
-        return true
+        return names
     }
 }

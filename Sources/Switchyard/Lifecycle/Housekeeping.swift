@@ -34,6 +34,8 @@ actor Housekeeping {
     private let logger: Logger
     private var finishedSincePrune = 0
     private var pruning = false
+    /// When the kept directories' ages were last looked at.
+    private var lastAgeCheck = 0
     /// Directories removed in all, for logs and tests.
     private(set) var removed = 0
 
@@ -74,15 +76,18 @@ actor Housekeeping {
             if entry == nil || entry?.stage == .finished { finished.append(name) }
         }
         let candidates = finished, spares = self.spares
+        // The kept directories' ages (a stat each) are looked at once a minute, not at every pruning.
+        let now = time(nil)
+        let checkAges = now - lastAgeCheck >= 60
+        if checkAges { lastAgeCheck = now }
         let count = await BlockingPool.run {
-            let now = time(nil)
             let maximumAge = Int(retention.maximumAge.components.seconds)
             var count = 0
             for name in candidates {
                 let path = directory + "/" + name
                 if keep.contains(name) {
                     // Kept among the most recent, unless older than the maximum age.
-                    guard let modified = FileSystem.modificationTime(path), now - modified > maximumAge else { continue }
+                    guard checkAges, let modified = FileSystem.modificationTime(path), now - modified > maximumAge else { continue }
                 }
                 if !spares.recycle(path) { FileSystem.removeTree(path) }
                 count += 1
