@@ -1,5 +1,6 @@
 import Cumulocity
 import Foundation
+import HandlerKit
 import JSONSupport
 import Logging
 import Sandbox
@@ -44,6 +45,33 @@ struct LogFormatTests {
     @Test func controlCharactersAreEscaped() {
         #expect(AgentLogHandler.escaped("a\tb\r\u{1B}[31m\\") == "a\\tb\\r\\u{1B}[31m\\\\")
         #expect(AgentLogHandler.escaped("plain") == "plain")
+    }
+
+    @Test func valuesWithSpacesQuotesOrEqualsAreQuoted() {
+        #expect(AgentLogHandler.quotedIfNeeded("plain") == "plain")
+        #expect(AgentLogHandler.quotedIfNeeded("") == "\"\"")
+        #expect(AgentLogHandler.quotedIfNeeded("0.8 ms") == "\"0.8 ms\"")
+        #expect(AgentLogHandler.quotedIfNeeded("a=b") == "\"a=b\"")
+        #expect(AgentLogHandler.quotedIfNeeded("say \"hi\" ünïcode") == "\"say \\\"hi\\\" ünïcode\"")
+    }
+
+    /// The agent's timestamps (log lines, events, alarms) are written without the formatter, exactly as it writes them.
+    @Test func timestampsAreWhatTheISO8601FormatterWrites() {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        var generator = SystemRandomNumberGenerator()
+        var instants: [(Int64, Int)] = [(0, 0), (-1, 999_999_999), (951_782_400, 999_999_999), (4_107_542_399, 500_000_000),
+                                        (1_796_083_200, 1_000_000), (253_402_300_799, 999_000_000), (-12_212_553_600, 0)]
+        for _ in 0..<20_000 {
+            instants.append((Int64.random(in: -2_208_988_800...4_102_444_800, using: &generator), Int.random(in: 0..<1_000_000_000, using: &generator)))
+        }
+        for (seconds, nanoseconds) in instants {
+            // Half a millisecond in: the formatter reads a Date's Double, which is off by a few
+            // nanoseconds far from 2001 (and its calendar is Julian before 1582, out of range here).
+            let milliseconds = nanoseconds / 1_000_000
+            let date = Date(timeIntervalSince1970: Double(seconds) + (Double(milliseconds) + 0.5) / 1e3)
+            #expect(platformTimestamp(seconds: seconds, nanoseconds: nanoseconds) == date.formatted(style), "\(seconds).\(nanoseconds)")
+        }
+        #expect(platformTimestamp(seconds: 1_796_126_400, nanoseconds: 123_456_789) == "2026-12-01T12:00:00.123Z")
     }
 
     @Test func durationsReadAsPeopleWriteThem() {

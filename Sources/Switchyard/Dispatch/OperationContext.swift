@@ -245,8 +245,8 @@ func appendLine(_ line: String, to path: String) {
 }
 
 /// The current time as the platform writes it (ISO 8601, UTC, milliseconds).
-func timestamp(_ date: Date = Date()) -> String {
-    date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+func timestamp() -> String {
+    platformTimestamp()
 }
 
 /// Runs a program the way handlers' commands run (argv, own process group, time limit, captured output),
