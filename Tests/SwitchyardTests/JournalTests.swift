@@ -29,6 +29,22 @@ struct JournalTests {
         #expect(unfinished.first?.operation == ["id": "1"])
     }
 
+    /// What housekeeping may prune: finished operations (or ones compacted away), the most recently
+    /// taken on of them marked, never an unfinished one.
+    @Test func finishedAmongNamesMarksTheRecentOnes() async throws {
+        let dir = temporaryDirectory()
+        defer { FileSystem.removeTree(dir) }
+        let journal = try Journal(directory: dir, logger: logger)
+        for index in 1...8 {
+            #expect(try await journal.accept("\(index)", operation: [:], fragment: nil))
+            if index != 7 { try await journal.finished("\(index)", status: "SUCCESSFUL") }
+        }
+        let answer = await journal.finished(among: ["1", "3", "5", "6", "7", "8", "gone"], recentFinished: 3)
+        #expect(answer.map(\.id) == ["1", "3", "5", "6", "8", "gone"])
+        #expect(answer.filter(\.recent).map(\.id) == ["5", "6", "8"])
+        #expect(await journal.finished(among: ["8"], recentFinished: 0).map(\.recent) == [false])
+    }
+
     @Test func aTornLastLineIsSkipped() async throws {
         let dir = temporaryDirectory()
         defer { FileSystem.removeTree(dir) }

@@ -110,10 +110,19 @@ public actor Journal {
         order.compactMap { entries[$0] }.filter { $0.stage == .finished && !$0.acknowledged }
     }
 
-    /// Ids of unfinished operations and of the `recentFinished` most recently finished ones.
-    public func idsToKeep(recentFinished: Int) -> Set<String> {
-        let finished = order.filter { entries[$0]?.stage == .finished }.suffix(recentFinished)
-        return Set(order.filter { entries[$0]?.stage != .finished }).union(finished)
+    /// Of `ids`, the finished operations (and those unknown here: finished long ago and compacted
+    /// away), each with whether it is among the `recentFinished` finished ones taken on last. Reads
+    /// the newest entries only, however long the journal.
+    public func finished(among ids: [String], recentFinished: Int) -> [(id: String, recent: Bool)] {
+        var recent: Set<String> = []
+        for id in order.reversed() {
+            guard recent.count < recentFinished else { break }
+            if entries[id]?.stage == .finished { recent.insert(id) }
+        }
+        return ids.compactMap { id in
+            guard let entry = entries[id] else { return (id, false) }
+            return entry.stage == .finished ? (id, recent.contains(id)) : nil
+        }
     }
 
     /// The size of the file, for housekeeping figures.

@@ -68,14 +68,7 @@ actor Housekeeping {
         // that would otherwise hold a thread of the cooperative pool.
         let directory = self.directory, rejected = self.rejected, retention = self.retention
         let names = await BlockingPool.run { (try? FileSystem.list(directory)) ?? [] }
-        let keep = await journal.idsToKeep(recentFinished: retention.keep)
-        var finished: [String] = []
-        for name in names {
-            let entry = await journal.entry(name)
-            // Unknown to the journal: finished long ago and compacted away.
-            if entry == nil || entry?.stage == .finished { finished.append(name) }
-        }
-        let candidates = finished, spares = self.spares
+        let candidates = await journal.finished(among: names, recentFinished: retention.keep), spares = self.spares
         // The kept directories' ages (a stat each) are looked at once a minute, not at every pruning.
         let now = time(nil)
         let checkAges = now - lastAgeCheck >= 60
@@ -83,9 +76,9 @@ actor Housekeeping {
         let count = await BlockingPool.run {
             let maximumAge = Int(retention.maximumAge.components.seconds)
             var count = 0
-            for name in candidates {
+            for (name, recent) in candidates {
                 let path = directory + "/" + name
-                if keep.contains(name) {
+                if recent {
                     // Kept among the most recent, unless older than the maximum age.
                     guard checkAges, let modified = FileSystem.modificationTime(path), now - modified > maximumAge else { continue }
                 }
