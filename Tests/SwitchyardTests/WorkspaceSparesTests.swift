@@ -114,6 +114,48 @@ struct WorkspaceSparesTests {
         #expect(!FileSystem.exists(spares.directory + "/2"))
     }
 
+    /// Files written in place (operation.json, plugin.pgid): a shorter content leaves nothing of the
+    /// longer one, and neither a symbolic nor a hard link is written through.
+    @Test func overwritingInPlaceTruncatesAndNeverFollowsALink() throws {
+        let root = temporaryDirectory()
+        defer { FileSystem.removeTree(root) }
+        try FileSystem.overwrite(root + "/file", Array("a longer first content".utf8), mode: 0o600)
+        try FileSystem.overwrite(root + "/file", Array("short".utf8), mode: 0o600)
+        #expect(try FileSystem.readText(root + "/file") == "short")
+        #expect(FileSystem.mode(root + "/file") == 0o600)
+        FileSystem.empty(root + "/file")
+        #expect(try FileSystem.readText(root + "/file") == "")
+        FileSystem.empty(root + "/absent")
+        #expect(!FileSystem.exists(root + "/absent"))
+        write("precious\n", to: root + "/target")
+        #expect(symlink(root + "/target", root + "/symbolic") == 0)
+        #expect(link(root + "/target", root + "/hard") == 0)
+        for name in ["symbolic", "hard"] {
+            #expect(throws: FileSystemError.self) { try FileSystem.overwrite(root + "/" + name, Array("x".utf8)) }
+            FileSystem.empty(root + "/" + name)
+        }
+        #expect(try FileSystem.readText(root + "/target") == "precious\n")
+    }
+
+    /// An executable's run leaves its workspace with only what a spare keeps: its log, operation.json
+    /// and an emptied plugin.pgid, so that pruning keeps the directory for the next operation.
+    @Test func anExecutablesWorkspaceIsKeptWithItsFilesEmptied() async throws {
+        let state = temporaryDirectory()
+        defer { FileSystem.removeTree(state) }
+        let workspace = OperationWorkspace(stateDirectory: state, operationID: "9")
+        try workspace.prepare(["id": "9"], writeOperationFile: true)
+        let spec = ExecSpec(command: ["/bin/sh", "-c", "cat plugin.pgid; echo done"], environment: [:], gracePeriod: .seconds(1), user: nil)
+        let result = await ExecRunner().run(spec, operation: ["id": "9"], environment: [:], timeout: .seconds(20),
+                                            workingDirectory: workspace.directory, logFile: workspace.logFile("execute"),
+                                            captureOutput: 4096, keepsGroupFile: true)
+        #expect(result.ending == .exited(0))
+        #expect(result.output.hasSuffix("done\n"))
+        #expect(try FileSystem.list(workspace.directory) == ["execute.log", "operation.json", "plugin.pgid"])
+        #expect(try FileSystem.readText(workspace.directory + "/plugin.pgid") == "")
+        let spares = WorkspaceSpares(stateDirectory: state)
+        #expect(spares.recycle(workspace.directory))
+    }
+
     /// A plugin may leave a link to a directory in its workspace: removing the tree removes the
     /// link, never what it points to.
     @Test func removingATreeNeverFollowsALink() throws {

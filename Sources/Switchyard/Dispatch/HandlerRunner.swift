@@ -74,7 +74,7 @@ struct ExecPluginRunner: HandlerRunner {
         let (log, declaration) = (logger, self.declaration)
         let result = await runner.run(spec, operation: operation.json, environment: environment(operation, phase: phase, workspace: workspace),
                                       timeout: timeout, workingDirectory: workspace.directory, logFile: context.logFile,
-                                      user: user, onDirective: { sink.yield($0) },
+                                      user: user, keepsGroupFile: true, onDirective: { sink.yield($0) },
                                       onInvalidDirective: { why, line in
                                           log.warning("plugin printed an invalid directive; ignored", metadata: [
                                               "operation": "\(operation.id)", "declaration": "\(declaration)",

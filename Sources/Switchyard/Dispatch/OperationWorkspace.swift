@@ -89,10 +89,10 @@ struct OperationWorkspace: Sendable {
 /// metadata writes, and on ext4 without a journal an allocation steps over every inode freed in the
 /// last minutes (measured here: 0.24 ms per mkdir or create with 10,000 operations pruned, against
 /// 0.05 ms for a rename). ``Housekeeping`` offers the directories it prunes; a new operation's
-/// workspace is a spare renamed into place, with its `execute.log` (and `operation.json`) kept,
-/// empty, for the operation to write again.
+/// workspace is a spare renamed into place, with its `execute.log` (and an executable's
+/// `operation.json` and `plugin.pgid`) kept, empty, for the operation to write again.
 ///
-/// Only a directory that holds nothing but those two files, all owned by the agent and none linked
+/// Only a directory that holds nothing but those files, all owned by the agent and none linked
 /// elsewhere, is kept; anything else (a plugin's files, state, steps) is removed as before. The
 /// spares live in `operations.spare/` (mode 0700); an earlier run's are checked again and adopted at
 /// the first pruning, so that a restarted agent has its spares at once.
@@ -100,7 +100,7 @@ final class WorkspaceSpares: Sendable {
     /// At most this many are kept; a pruning beyond it removes directories as before.
     static let capacity = 64
     /// The files a spare keeps (emptied): what every operation, or every executable's, writes again.
-    static let keptFiles: Set<String> = ["execute.log", "operation.json"]
+    static let keptFiles: Set<String> = ["execute.log", "operation.json", ExecRunner.groupFile]
 
     struct Spare: Sendable {
         let path: String

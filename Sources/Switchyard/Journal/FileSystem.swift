@@ -147,12 +147,32 @@ public enum FileSystem {
     }
 
     /// Replaces a file's content in place, not atomically and not synced, never through a symbolic
-    /// link: for a file whose only reader starts after the write.
+    /// or hard link: for a file whose only reader starts after the write (or finds it whole, a single
+    /// small write). It is not truncated before the write, only after it if it was longer: ext4
+    /// writes back a file truncated to zero as soon as it is closed, which is I/O for nothing here.
     public static func overwrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(FileSystemError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
+        let fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw FileSystemError(operation: "create", path: path, code: errno) }
         defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_nlink == 1 else {
+            throw FileSystemError(operation: "create", path: path, detail: "not a plain file of its own")
+        }
         try writeAll(fd, bytes, path: path)
+        if Int(info.st_size) > bytes.count, ftruncate(fd, off_t(bytes.count)) != 0 {
+            throw FileSystemError(operation: "truncate", path: path, code: errno)
+        }
+    }
+
+    /// Empties a file in place if it exists and holds anything (never through a symbolic or hard
+    /// link): the file stays,
+    /// for the next ``overwrite(_:_:mode:)``, instead of being removed and made again.
+    public static func empty(_ path: String) {
+        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_nlink == 1, info.st_size > 0 { ftruncate(fd, 0) }
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileSystemError) {

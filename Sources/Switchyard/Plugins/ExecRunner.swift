@@ -34,7 +34,7 @@ struct ExecRunner: Sendable {
     ///     are collected into the ``ExecResult``.
     func run(_ spec: ExecSpec, operation: JSONValue, environment: [String: String], timeout: Duration,
              workingDirectory: String, logFile: String, user: RunAs? = nil, templated: Bool = true,
-             stdin: [UInt8]? = nil, captureOutput: Int = 0, logging: CommandLogging = .full,
+             stdin: [UInt8]? = nil, captureOutput: Int = 0, logging: CommandLogging = .full, keepsGroupFile: Bool = false,
              onDirective: @escaping @Sendable (Directive) -> Void = { _ in },
              onInvalidDirective: @escaping @Sendable (_ why: String, _ line: String) -> Void = { _, _ in }) async -> ExecResult {
         var argv = spec.command.enumerated().map { index, argument in
@@ -111,7 +111,11 @@ struct ExecRunner: Sendable {
         case .some(nil): .couldNotStart("cancelled")
         case .some(let ending?): ending
         }
-        unlink(workingDirectory + "/" + Self.groupFile)
+        if keepsGroupFile {
+            FileSystem.empty(workingDirectory + "/" + Self.groupFile)
+        } else {
+            unlink(workingDirectory + "/" + Self.groupFile)
+        }
         log.finish()
         // The log is whole when the run's end is reported, unless the disk holds the writer up: then
         // the end is not held back for it.
@@ -132,7 +136,7 @@ extension ExecRunner {
     /// that reused the number. Not synced: after a power cut there is no process left to stop.
     static func recordGroup(_ pgid: pid_t, in directory: String) {
         guard let started = startTime(of: pgid) else { return }
-        try? FileSystem.writeAtomically(directory + "/" + groupFile, Array("\(pgid) \(started)\n".utf8), mode: 0o600, durable: false)
+        try? FileSystem.overwrite(directory + "/" + groupFile, Array("\(pgid) \(started)\n".utf8), mode: 0o600)
     }
 
     /// The start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat).
@@ -148,7 +152,7 @@ extension ExecRunner {
     static func terminateLeftover(in directory: String, grace: Duration) async -> Bool {
         let file = directory + "/" + groupFile
         defer { unlink(file) }
-        guard let text = try? FileSystem.readText(file) else { return false }
+        guard let text = try? FileSystem.readText(file), !text.isEmpty else { return false }
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard parts.count == 2, let pgid = pid_t(parts[0]), pgid > 1, let recorded = UInt64(parts[1]),
               startTime(of: pgid) == recorded else { return false }
