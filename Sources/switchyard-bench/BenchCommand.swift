@@ -71,6 +71,9 @@ final class Bench: @unchecked Sendable {
     let client: PlatformClient
     var sandbox: Child?
     var agent: Child?
+    /// CPU milliseconds per operation of the agent, the sandbox and the bench in the last ``burst(_:count:)``
+    /// (creating the operations and waiting for their ends included).
+    var lastBurstCPU: (agent: Double, sandbox: Double, bench: Double) = (.nan, .nan, .nan)
     var device = ""
     var figures: [String: JSONValue] = [:]
     var rows: [(String, String, String, String)] = []
@@ -190,6 +193,8 @@ final class Bench: @unchecked Sendable {
 
     /// `count` operations created at once (8 creators): operations per second from the first creation to the last end.
     func burst(_ fragments: JSONValue, count: Int) async throws -> Double {
+        let processes = [agent?.pid, sandbox?.pid, getpid()].map { $0.map(ProcessFigures.init(pid:)) }
+        let cpuBefore = processes.map { $0?.cpuSeconds ?? .nan }
         let ids = try await withThrowingTaskGroup(of: [String].self) { group in
             for creator in 0..<8 {
                 group.addTask {
@@ -203,6 +208,8 @@ final class Bench: @unchecked Sendable {
             return all
         }
         for id in ids { try await waitForEnd(id) }
+        let cpu = zip(processes, cpuBefore).map { process, before in ((process?.cpuSeconds ?? .nan) - before) * 1000 / Double(ids.count) }
+        lastBurstCPU = (cpu[0], cpu[1], cpu[2])
         var first = Int64.max
         var last = Int64.min
         for id in ids {

@@ -66,6 +66,15 @@ struct ProcessFigures {
         return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? .nan) / 1024
     }
 
+    /// CPU time used so far (user and system, all threads), in seconds: fields 14 and 15 of /proc/PID/stat.
+    var cpuSeconds: Double {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let close = text.lastIndex(of: ")") else { return .nan }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return .nan }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     var descriptors: Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count }
 
     /// Context switches so far of each of its threads: each is a wake-up.

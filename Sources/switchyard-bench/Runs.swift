@@ -97,9 +97,11 @@ extension Bench {
         row("throughput: in-process burst of \(size), concurrency 4", f(inProcess, 0) + " ops/s", limit: f(capacity / 2, 0) + " ops/s (tenant)",
             ratio: ratio(inProcess, capacity / 2))
         row("memory: peak RSS in that burst", f(peak, 1) + " MiB", limit: "idle " + f(before, 1) + " + 4 MiB", ratio: signed(peak - before, 1) + " MiB")
+        cpuRow("in-process", inProcess)
         let exec = try await burst(Self.shell, count: size)
         row("throughput: exec sh burst of \(size), concurrency 4", f(exec, 0) + " ops/s", limit: f(spawnParallel.perSecond, 0) + "/s (spawn)",
             ratio: ratio(exec, spawnParallel.perSecond))
+        cpuRow("exec sh", exec)
         figures["burst"] = ["inProcess": .double(inProcess), "exec": .double(exec), "peakMiB": .double(peak), "beforeMiB": .double(before)]
 
         try await startAgent(concurrency: 32)
@@ -241,6 +243,21 @@ extension Bench {
             return try await group.reduce(0, +)
         }
         return Double(total) / (ContinuousClock.now - started).inSeconds
+    }
+
+    /// Where a burst's CPU went, per operation: the agent's, the sandbox's and the bench's own (which
+    /// creates the operations and waits for them). The machine's CPUs divided by the sum bound the
+    /// rate any agent could reach here; without the agent's share, what a free agent would reach.
+    func cpuRow(_ name: String, _ throughput: Double) {
+        let (agentCPU, sandboxCPU, benchCPU) = lastBurstCPU
+        let cpus = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let bound = cpus * 1000 / (agentCPU + sandboxCPU + benchCPU)
+        let freeAgent = cpus * 1000 / (sandboxCPU + benchCPU)
+        row("CPU per operation in that burst: agent / sandbox / bench", f(agentCPU, 3) + " / " + f(sandboxCPU, 3) + " / " + f(benchCPU, 3) + " ms",
+            limit: "\(Int(cpus)) CPUs: ≤ " + f(bound, 0) + " ops/s; free agent ≤ " + f(freeAgent, 0),
+            ratio: ratio(throughput, bound))
+        figures["burstCPU " + name] = ["agentMs": .double(agentCPU), "sandboxMs": .double(sandboxCPU), "benchMs": .double(benchCPU),
+                                       "boundOpsPerSecond": .double(bound), "freeAgentOpsPerSecond": .double(freeAgent)]
     }
 
     /// The fsyncs of one run of the agent (start, `operations` sequential c8y_Message, stop), from its last log line.
