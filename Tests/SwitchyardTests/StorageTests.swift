@@ -277,6 +277,25 @@ struct DeadlineTests {
         #expect(deadlines.count == 0)
     }
 
+    /// The thread is woken only by a sleep that ends before the one it waits for: operations racing
+    /// their time limits one after another leave it asleep, and a shorter sleep still ends on time.
+    @Test func onlyAnEarlierDeadlineWakesTheThread() async throws {
+        let deadlines = Deadlines()
+        #expect(await deadlines.sleep(for: .milliseconds(1)))
+        // The thread resumed that sleep and waits for nothing; a long sleep wakes it once.
+        let before = deadlines.rounds
+        let anchor = Task { await deadlines.sleep(for: .seconds(600)) }
+        try await eventually("the thread waits for the long sleep") { deadlines.count == 1 && deadlines.rounds == before + 1 }
+        for _ in 0..<200 { _ = await withTimeLimit(.seconds(600), deadlines: deadlines) { 0 } }
+        #expect(deadlines.rounds == before + 1, "limits ending after the long sleep woke the thread")
+        let started = ContinuousClock.now
+        #expect(await deadlines.sleep(for: .milliseconds(50)))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        anchor.cancel()
+        #expect(await anchor.value == false)
+        #expect(deadlines.count == 0)
+    }
+
     @Test func aSleepCancelledBeforeItStartsEndsAtOnce() async throws {
         let deadlines = Deadlines()
         let task = Task {

@@ -30,6 +30,13 @@ final class Deadlines: Sendable {
         /// Sleeps cancelled before they were registered.
         var cancelledEarly: Set<UInt64> = []
         var next: UInt64 = 0
+        /// The deadline the thread waits for (`.max`: none, it waits for a sleeper). A new sleeper
+        /// wakes it only when it ends earlier; a cancelled one never does (the thread, woken at its
+        /// deadline, finds nothing due and waits again): in a burst of operations, each of which
+        /// races its time limit, the thread sleeps through.
+        var armed: UInt64 = 0
+        /// Times the thread looked at the sleepers, for tests.
+        var rounds = 0
     }
 
     private let state = Mutex(State())
@@ -41,6 +48,8 @@ final class Deadlines: Sendable {
 
     /// Sleeps waiting (registered, not yet ended).
     var count: Int { state.withLock { $0.sleepers.count } }
+    /// Times the thread has woken to look at the sleepers.
+    var rounds: Int { state.withLock { $0.rounds } }
 
     /// Returns `true` once `duration` has passed, `false` as soon as the task is cancelled.
     func sleep(for duration: Duration) async -> Bool {
@@ -52,12 +61,14 @@ final class Deadlines: Sendable {
         let deadline = overflow ? UInt64.max : sum
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let cancelled = state.withLock { state -> Bool in
-                    if state.cancelledEarly.remove(key) != nil { return true }
+                let (cancelled, earlier) = state.withLock { state -> (Bool, Bool) in
+                    if state.cancelledEarly.remove(key) != nil { return (true, false) }
                     state.sleepers[key] = Sleeper(deadline: deadline, continuation: continuation)
-                    return false
+                    guard deadline < state.armed else { return (false, false) }
+                    state.armed = deadline
+                    return (false, true)
                 }
-                if cancelled { continuation.resume(returning: false) } else { signal.wake() }
+                if cancelled { continuation.resume(returning: false) } else if earlier { signal.wake() }
             }
         } onCancel: {
             let sleeper = state.withLock { state -> Sleeper? in
@@ -87,7 +98,13 @@ final class Deadlines: Sendable {
                         earliest = min(earliest ?? .max, sleeper.deadline)
                     }
                 }
-                return (due, earliest)
+                // Set under the lock: a sleeper registered from here on compares with it, and one
+                // that ends earlier sets the wake-up flag, which the wait below sees. With no sleeper
+                // left (the last one was cancelled), the thread still waits for the deadline it was
+                // armed for, if still ahead: the next operation's limit, later, then needs no wake-up.
+                state.armed = earliest ?? (state.armed > now ? state.armed : .max)
+                state.rounds += 1
+                return (due, state.armed == .max ? nil : state.armed)
             }
             for sleeper in due { sleeper.continuation.resume(returning: true) }
             signal.wait(until: earliest)
