@@ -1,13 +1,24 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "CLinux.h"
 
 int sy_sync_file_range(int fd, int64_t offset, int64_t count, unsigned int flags) {
     return sync_file_range(fd, offset, count, flags);
+}
+
+int sy_rename_noreplace(const char *from, const char *to) {
+#ifdef SYS_renameat2
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 int32_t sy_gettid(void) {

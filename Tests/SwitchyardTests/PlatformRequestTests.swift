@@ -1,4 +1,4 @@
-import Cumulocity
+@testable import Cumulocity
 import Foundation
 import JSONSupport
 import Logging
@@ -24,6 +24,16 @@ struct PlatformRequestTests {
         #expect(PlatformRequest(json: try JSONValue.parse(request.json.encoded())) == request)
         let viaCodable = try JSONDecoder().decode(PlatformRequest.self, from: JSONEncoder().encode(request))
         #expect(viaCodable == request)
+    }
+
+    @Test func answersAreJSONWhenTheirContentTypeSaysSo() {
+        for type in ["application/json", "application/vnd.com.nsn.cumulocity.operation+json;charset=UTF-8;ver=0.9",
+                     "Application/JSON", "text/jjson", "application/problem+json"] {
+            #expect(PlatformClient.namesJSON(type), "\(type)")
+        }
+        for type in ["text/html", "", "application/jso", "application/js-on", "text/plain; charset=json-ish".replacingOccurrences(of: "json", with: "jsn")] {
+            #expect(!PlatformClient.namesJSON(type), "\(type)")
+        }
     }
 
     @Test func somethingElseIsNoRequest() throws {

@@ -15,6 +15,10 @@ enum {
 /// sync_file_range(2): starts (and with the WAIT flags, waits for) writeback of a file range. 0 or -1 (errno).
 int sy_sync_file_range(int fd, int64_t offset, int64_t count, unsigned int flags);
 
+/// renameat2(2) with RENAME_NOREPLACE: renames `from` to `to` unless `to` exists (then -1, EEXIST).
+/// -1 with EINVAL or ENOSYS where the file system or kernel cannot (the caller checks otherwise).
+int sy_rename_noreplace(const char *from, const char *to);
+
 /// gettid(2): the calling thread's kernel id.
 int32_t sy_gettid(void);
 

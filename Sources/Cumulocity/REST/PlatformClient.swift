@@ -75,7 +75,7 @@ public struct PlatformClient: Sendable {
             throw PlatformError.status(method, path, response)
         }
         if response.body.isEmpty || response.status == 204 { return (response.status, nil) }
-        if let type = response.headers["content-type"], !type.lowercased().contains("json") {
+        if let type = response.headers["content-type"], !Self.namesJSON(type) {
             throw PlatformError.malformed(method, path, status: response.status, body: response.body,
                                           "the answer is \(type), not JSON: not the platform's (a captive portal or proxy?)")
         }
@@ -84,6 +84,20 @@ public struct PlatformClient: Sendable {
         } catch {
             throw PlatformError.malformed(method, path, status: response.status, body: response.body, error.detail)
         }
+    }
+
+    /// Whether a `Content-Type` is JSON's: "json" in it, in any case (`application/json`, the
+    /// platform's `application/vnd.com.nsn.cumulocity.operation+json;ver=0.9`). Read byte by byte:
+    /// `String.contains` of a string goes through the regex engine's searcher, at every answer.
+    static func namesJSON(_ type: String) -> Bool {
+        let json: [UInt8] = Array("json".utf8)
+        var matched = 0
+        for byte in type.utf8 {
+            let lower = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            matched = lower == json[matched] ? matched + 1 : (lower == json[0] ? 1 : 0)
+            if matched == json.count { return true }
+        }
+        return false
     }
 
     /// Sends one of the agent's requests (see ``PlatformRequest``) and returns the answer's body.

@@ -1,3 +1,4 @@
+import CLinux
 import HandlerKit
 import JSONSupport
 import Synchronization
@@ -64,11 +65,18 @@ struct OperationWorkspace: Sendable {
     /// Renames a spare into place when there is one and the directory does not exist yet (an
     /// operation prepared again keeps its own); `nil` when the directory is to be made.
     private func takeOver(_ spares: WorkspaceSpares?) -> WorkspaceSpares.Spare? {
-        var info = stat()
-        guard let spares, lstat(directory, &info) != 0, errno == ENOENT, let spare = spares.take() else { return nil }
-        guard rename(spare.path, directory) == 0 else {
-            FileSystem.removeTree(spare.path)
-            return nil
+        guard let spares, let spare = spares.take() else { return nil }
+        if sy_rename_noreplace(spare.path, directory) != 0 {
+            let code = errno
+            var info = stat()
+            // A file system without RENAME_NOREPLACE: the same, checked first.
+            guard code == EINVAL || code == ENOSYS, lstat(directory, &info) != 0, errno == ENOENT,
+                  rename(spare.path, directory) == 0 else {
+                // The directory exists (an operation prepared again keeps its own), or its parent
+                // does not yet: the spare waits for the next operation, if it is still there.
+                if FileSystem.isDirectory(spare.path) { spares.putBack(spare) }
+                return nil
+            }
         }
         // Its age is the operation's, for housekeeping's maximum age.
         utimensat(AT_FDCWD, directory, nil, 0)
@@ -131,6 +139,9 @@ final class WorkspaceSpares: Sendable {
         keep(Spare(path: spare, holdsOperationFile: names.contains("operation.json")))
         return true
     }
+
+    /// Returns a spare that was taken but not used.
+    func putBack(_ spare: Spare) { keep(spare) }
 
     private func keep(_ spare: Spare) {
         state.withLock { $0.spares.append(spare) }
