@@ -109,7 +109,7 @@ final class Bench: @unchecked Sendable {
     /// Starts the agent (registered after the first start) and waits until it is subscribed; the
     /// time from its exec to its subscription, in ms.
     @discardableResult
-    func startAgent(concurrency: Int = 4, pinned: Bool = false) async throws -> Double {
+    func startAgent(concurrency: Int = 4, pinned: Bool = false, binary: String? = nil) async throws -> Double {
         agent?.stop()
         let before = try await subscriptions().count
         let environment = [
@@ -118,7 +118,7 @@ final class Bench: @unchecked Sendable {
             "SWITCHYARD_HANDLERS": work + "/handlers", "SWITCHYARD_STATE_DIR": work + "/state", "SWITCHYARD_PROXY_PORT": "0",
             "SWITCHYARD_OPERATIONS_CONCURRENCY": "\(concurrency)", "SWITCHYARD_LOG_LEVEL": "notice",
         ]
-        let argv = (pinned ? ["/usr/bin/taskset", "-c", "0"] : []) + [binaries + "/switchyard", "run"]
+        let argv = (pinned ? ["/usr/bin/taskset", "-c", "0"] : []) + [binary ?? binaries + "/switchyard", "run"]
         let started = wallClock()
         agent = try Child("agent", argv, environment: environment, log: work + "/agent-\(startups.count).log")
         try await until("the agent subscribed", seconds: 60) { try await self.subscriptions().count > before }

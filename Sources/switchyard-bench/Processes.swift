@@ -66,6 +66,23 @@ struct ProcessFigures {
         return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? .nan) / 1024
     }
 
+    /// Resident KiB by what is mapped (a file's name, `[anon]`, `[heap]`, `[stack]`), from /proc/PID/smaps.
+    var residentByMapping: [String: Int] {
+        // Read to its end: a /proc file has no size to read up to.
+        let text = String(decoding: FileHandle(forReadingAtPath: "/proc/\(pid)/smaps")?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+        var resident: [String: Int] = [:]
+        var current = "[anon]"
+        for line in text.split(separator: "\n") {
+            let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = columns.first, first.contains("-"), !first.hasSuffix(":") {
+                current = columns.count > 5 ? String(columns[5].split(separator: "/").last ?? "") : "[anon]"
+            } else if columns.first == "Rss:", columns.count > 1, let kibibytes = Int(columns[1]) {
+                resident[current, default: 0] += kibibytes
+            }
+        }
+        return resident
+    }
+
     /// CPU time used so far (user and system, all threads), in seconds: fields 14 and 15 of /proc/PID/stat.
     var cpuSeconds: Double {
         let text = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""

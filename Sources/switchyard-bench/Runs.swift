@@ -63,6 +63,13 @@ extension Bench {
         let idle = try idleFigures(seconds: 10)
         figures["startupMs"] = .double(startup)
         figures["idle"] = idle
+        if let staticBinary {
+            // The memory target is the static build's: the same device, idle, started from it.
+            _ = try await startAgent(binary: staticBinary)
+            try await Task.sleep(for: .seconds(3))
+            staticIdleFigures(binary: staticBinary)
+            _ = try await startAgent()
+        }
 
         // Latency.
         for (name, fragments, limit) in [("in-process c8y_Message", Self.message, floor),
@@ -212,6 +219,30 @@ extension Bench {
         row("idle: wake-ups per second (context switches)", f(wakeups, 2), limit: "≤ 0.2 beyond the long-poll")
         return ["rssMiB": .double(figures.rssMiB), "anonymousMiB": .double(figures.anonymousMiB), "pssMiB": .double(figures.pssMiB),
                 "threads": .int(Int64(figures.threads)), "descriptors": .int(Int64(figures.descriptors)), "wakeupsPerSecond": .double(wakeups)]
+    }
+
+    /// The libraries an agent needs whatever libcurl it has: the C library's parts, the C++ runtime the
+    /// Swift runtime uses, OpenSSL, libcurl itself with zlib, libyaml and libmicrohttpd.
+    static let ownLibraries = ["libc.so", "libm.so", "ld-linux", "libstdc++", "libgcc_s", "libcrypto", "libssl", "libcurl",
+                               "libz.so", "libyaml", "libmicrohttpd", "linux-vdso", "[vdso]"]
+
+    /// Idle memory of the static build (`--static-binary`), and what of it is the binary, what Debian's
+    /// libcurl brings along (gnutls, krb5, ldap, ssh2, rtmp, …) that an OpenSSL-only build would not.
+    func staticIdleFigures(binary: String) {
+        guard let pid = agent?.pid else { return }
+        let figures = ProcessFigures(pid: pid)
+        let resident = figures.residentByMapping
+        let name = String(binary.split(separator: "/").last ?? "")
+        let own = resident[name] ?? 0
+        let curlExtras = resident.filter { key, _ in
+            !key.hasPrefix("[") && key != name && !Self.ownLibraries.contains { key.hasPrefix($0) }
+        }.values.reduce(0, +)
+        row("idle, static build: RSS / anonymous / PSS", "\(f(figures.rssMiB, 1)) / \(f(figures.anonymousMiB, 1)) / \(f(figures.pssMiB, 1)) MiB",
+            limit: "RSS ≤ 16, anon ≤ 3 MiB", ratio: ratio(figures.rssMiB, 16))
+        row("idle, static build: RSS of the binary / of libcurl's other dependencies", f(Double(own) / 1024, 1) + " / " + f(Double(curlExtras) / 1024, 1) + " MiB",
+            limit: "without them: " + f(figures.rssMiB - Double(curlExtras) / 1024, 1) + " MiB")
+        self.figures["idleStatic"] = ["rssMiB": .double(figures.rssMiB), "anonymousMiB": .double(figures.anonymousMiB), "pssMiB": .double(figures.pssMiB),
+                                  "binaryMiB": .double(Double(own) / 1024), "curlDependenciesMiB": .double(Double(curlExtras) / 1024)]
     }
 
     /// Sequential inventory PUTs with the agent's HTTP client: the median round trip in ms.
