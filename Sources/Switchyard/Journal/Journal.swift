@@ -175,14 +175,15 @@ public actor Journal {
         }
     }
 
-    /// Records that the platform has the operation's final status (not fsynced: see the type's notes).
+    /// Records that the platform has the operation's final status (not fsynced: see the type's notes;
+    /// not waited for either: its loss costs only the final status sent once more).
     public func acknowledged(_ id: String) async {
         guard let entry = entries[id], entry.stage == .finished, !entry.acknowledged else { return }
         entries[id]?.acknowledged = true
         entries[id]?.final = nil
-        do {
-            try await append(["id": .string(id), "stage": "acknowledged"], wait: .written)
-        } catch {
+        appendedSinceCompaction += 1
+        let logger = self.logger
+        log.post(["id": .string(id), "stage": "acknowledged"]) { error in
             logger.debug("cannot record an acknowledgement; the final status may be sent again",
                          metadata: ["operation": "\(id)", "error": "\(error)"])
         }

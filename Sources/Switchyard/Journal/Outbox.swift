@@ -330,11 +330,10 @@ public actor Outbox: Service {
         inFlight.remove(item.sequence)
         resumeWaiters()
         appendedSinceCompaction += 1
-        do {
-            try await log.append(["done": .int(Int64(item.sequence))], wait: .written).value()
-        } catch {
+        let (logger, request) = (self.logger, "\(item.request.method) \(item.request.path)")
+        log.post(["done": .int(Int64(item.sequence))]) { error in
             logger.debug("cannot record a delivery; the request may be sent again after a restart",
-                         metadata: ["request": "\(item.request.method) \(item.request.path)", "error": "\(error)"])
+                         metadata: ["request": "\(request)", "error": "\(error)"])
         }
         await compactIfDue()
     }
