@@ -110,6 +110,8 @@ struct StorageTests {
             await journal.acknowledged("\(id)")
         }
         #expect(storage.syncs - opened == 20)
+        // Acknowledgements are posted, not waited for: the agent drains the thread when it stops.
+        await storage.drain()
         let reopened = try Journal(directory: dir, logger: logger)
         #expect(await reopened.entry("10")?.stage == .finished)
         #expect(await reopened.unacknowledged().isEmpty)

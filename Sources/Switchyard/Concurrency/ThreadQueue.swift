@@ -140,6 +140,9 @@ public final class StorageThread: Sendable {
         return fsync(fd) == 0
     }
 
+    /// Returns once everything queued before the call has run (records posted without a wait included).
+    func drain() async { await queue.run {} }
+
     /// Ends the thread once what was queued has been written.
     public func finish() { queue.finish() }
 

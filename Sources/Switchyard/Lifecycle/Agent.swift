@@ -304,7 +304,17 @@ public struct Agent: Service {
         groupConfiguration.maximumGracefulShutdownDuration = configuration.operations.shutdownGrace
         let group = ServiceGroup(configuration: groupConfiguration)
         guard await parts.set(group: group) else { return }
-        try await group.run()
+        let ended: Result<Void, any Error>
+        do {
+            try await group.run()
+            ended = .success(())
+        } catch {
+            ended = .failure(error)
+        }
+        // Records posted without a wait (acknowledgements) reach the file before the agent stops,
+        // unless the disk holds the storage thread up: then the stop is not held back for them.
+        _ = await withTimeLimit(.seconds(2)) { await storage.drain() }
+        try ended.get()
     }
 
     /// Starts the plugin proxy and records its URL and secret for `switchyard token` (mode 0600);
