@@ -369,14 +369,12 @@ public actor Dispatcher {
             if active == 0 { drainWaiters.resumeAll() }
         }
         let started = ContinuousClock.now
-        // EXECUTING is queued while the workspace is made and `started` is synced: its record and
-        // `started` reach the storage thread together (one wake, one batch), and it is in the outbox
-        // before the handler runs, so before the operation's end.
-        async let executing: Void = report(operation.id, executing: job.reportExecuting)
+        // EXECUTING is written before `started` is queued: its request goes out while `started` is
+        // synced (queued together, its write would wait behind that fsync on the storage thread).
+        await report(operation.id, executing: job.reportExecuting)
         // The workspace exists before `started` is recorded: an operation the journal says was
         // started did get as far as its handler (a full disk fails it here, with that reason).
         if let problem = prepareWorkspace(operation, for: declaration) {
-            await executing
             await diskWatch?.failed(problem)
             await slot.release()
             await global.release()
@@ -396,7 +394,6 @@ public actor Dispatcher {
             logger.error("cannot record operation start in the journal", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             await diskWatch?.failed(error)
         }
-        await executing
         let ran: Outcome?
         if declaration.resumable {
             let task = Task { await self.run(operation, declaration, phase: job.phase) }
