@@ -90,7 +90,7 @@ public struct PlatformClient: Sendable {
     /// platform's `application/vnd.com.nsn.cumulocity.operation+json;ver=0.9`). Read byte by byte:
     /// `String.contains` of a string goes through the regex engine's searcher, at every answer.
     static func namesJSON(_ type: String) -> Bool {
-        let json: [UInt8] = Array("json".utf8)
+        let json = jsonBytes
         var matched = 0
         for byte in type.utf8 {
             let lower = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
@@ -99,6 +99,8 @@ public struct PlatformClient: Sendable {
         }
         return false
     }
+
+    private static let jsonBytes: [UInt8] = Array("json".utf8)
 
     /// Sends one of the agent's requests (see ``PlatformRequest``) and returns the answer's body.
     @discardableResult

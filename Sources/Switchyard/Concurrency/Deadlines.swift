@@ -82,12 +82,12 @@ final class Deadlines: Sendable {
         }
     }
 
-    /// The thread: resume the sleepers whose deadline passed, then wait for the earliest one left
-    /// (or for a new sleeper).
+    /// The thread: resume the sleepers whose deadline passed, then wait for the earliest one left,
+    /// else for the deadline it was armed for while still ahead (or for a new, earlier sleeper).
     private func work() {
         while true {
             let now = Self.now()
-            let (due, earliest) = state.withLock { state -> ([Sleeper], UInt64?) in
+            let (due, armed) = state.withLock { state -> ([Sleeper], UInt64?) in
                 var due: [Sleeper] = []
                 var earliest: UInt64?
                 for (key, sleeper) in state.sleepers {
@@ -107,7 +107,7 @@ final class Deadlines: Sendable {
                 return (due, state.armed == .max ? nil : state.armed)
             }
             for sleeper in due { sleeper.continuation.resume(returning: true) }
-            signal.wait(until: earliest)
+            signal.wait(until: armed)
         }
     }
 

@@ -46,7 +46,10 @@ struct OperationWorkspace: Sendable {
     func logFile(_ name: String) -> String { directory + "/\(name).log" }
 
     /// The operation as the platform sent it, for an executable plugin (`SWITCHYARD_OPERATION_FILE`).
-    var operationFile: String { directory + "/operation.json" }
+    var operationFile: String { directory + "/" + Self.operationFileName }
+
+    /// The name of an executable's copy of its operation in its workspace.
+    static let operationFileName = "operation.json"
 
     /// Creates the directory (traversable, not listable, by others, so that a plugin declared with
     /// `user:` reaches its own), a spare renamed into place when there is one, with `operation.json`
@@ -108,7 +111,7 @@ final class WorkspaceSpares: Sendable {
     /// At most this many are kept; a pruning beyond it removes directories as before.
     static let capacity = 64
     /// The files a spare keeps (emptied): what every operation, or every executable's, writes again.
-    static let keptFiles: Set<String> = ["execute.log", "operation.json", ExecRunner.groupFile]
+    static let keptFiles: Set<String> = ["execute.log", OperationWorkspace.operationFileName, ExecRunner.groupFile]
 
     struct Spare: Sendable {
         let path: String
@@ -136,7 +139,7 @@ final class WorkspaceSpares: Sendable {
         guard prepareDirectory(), count < Self.capacity, let names = Self.empty(path) else { return false }
         let spare = directory + "/" + (path.split(separator: "/").last.map(String.init) ?? "")
         guard rename(path, spare) == 0 else { return false }
-        keep(Spare(path: spare, holdsOperationFile: names.contains("operation.json")))
+        keep(Spare(path: spare, holdsOperationFile: names.contains(OperationWorkspace.operationFileName)))
         return true
     }
 
@@ -151,12 +154,11 @@ final class WorkspaceSpares: Sendable {
     /// adopted, the others removed.
     private func prepareDirectory() -> Bool {
         if state.withLock({ $0.ready }) { return true }
-        var info = stat()
-        if lstat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == geteuid() {
+        if Self.isAgentsDirectory(directory) {
             for name in (try? FileSystem.list(directory)) ?? [] {
                 let path = directory + "/" + name
                 if count < Self.capacity, let names = Self.empty(path) {
-                    keep(Spare(path: path, holdsOperationFile: names.contains("operation.json")))
+                    keep(Spare(path: path, holdsOperationFile: names.contains(OperationWorkspace.operationFileName)))
                 } else {
                     FileSystem.removeTree(path)
                 }
@@ -173,18 +175,14 @@ final class WorkspaceSpares: Sendable {
     /// Truncates the kept files of an operation's directory and returns their names; `nil` (nothing
     /// changed but truncated files) when it holds anything else, or anything not plainly the agent's own.
     static func empty(_ path: String) -> [String]? {
-        let owner = geteuid()
-        var info = stat()
-        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR, info.st_uid == owner,
-              let names = try? FileSystem.list(path), names.allSatisfy(keptFiles.contains) else { return nil }
-        for name in names {
-            let fd = open(path + "/" + name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-            guard fd >= 0 else { return nil }
-            defer { close(fd) }
-            var file = stat()
-            guard fstat(fd, &file) == 0, (file.st_mode & S_IFMT) == S_IFREG, file.st_nlink == 1, file.st_uid == owner,
-                  ftruncate(fd, 0) == 0 else { return nil }
-        }
+        guard isAgentsDirectory(path), let names = try? FileSystem.list(path), names.allSatisfy(keptFiles.contains),
+              names.allSatisfy({ FileSystem.empty(path + "/" + $0, ownedBy: geteuid()) }) else { return nil }
         return names
+    }
+
+    /// A directory (not a link to one) owned by the agent's user.
+    private static func isAgentsDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR && info.st_uid == geteuid()
     }
 }

@@ -155,7 +155,7 @@ public enum FileSystem {
         guard fd >= 0 else { throw FileSystemError(operation: "create", path: path, code: errno) }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_nlink == 1 else {
+        guard fstat(fd, &info) == 0, isPlainFileOfItsOwn(info) else {
             throw FileSystemError(operation: "create", path: path, detail: "not a plain file of its own")
         }
         try writeAll(fd, bytes, path: path)
@@ -164,15 +164,22 @@ public enum FileSystem {
         }
     }
 
-    /// Empties a file in place if it exists and holds anything (never through a symbolic or hard
-    /// link): the file stays,
-    /// for the next ``overwrite(_:_:mode:)``, instead of being removed and made again.
-    public static func empty(_ path: String) {
+    /// Empties a file in place, never through a symbolic or hard link: the file stays, for the next
+    /// ``overwrite(_:_:mode:)``, instead of being removed and made again. Whether it is now an empty
+    /// plain file of its own (and `owner`'s, when given); `false` when it is absent or anything else.
+    @discardableResult
+    public static func empty(_ path: String, ownedBy owner: uid_t? = nil) -> Bool {
         let fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return false }
         defer { close(fd) }
         var info = stat()
-        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_nlink == 1, info.st_size > 0 { ftruncate(fd, 0) }
+        guard fstat(fd, &info) == 0, isPlainFileOfItsOwn(info), owner.map({ $0 == info.st_uid }) ?? true else { return false }
+        return info.st_size == 0 || ftruncate(fd, 0) == 0
+    }
+
+    /// A regular file with one name: what is written in place may not reach another file through a link.
+    private static func isPlainFileOfItsOwn(_ info: stat) -> Bool {
+        (info.st_mode & S_IFMT) == S_IFREG && info.st_nlink == 1
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileSystemError) {
